@@ -1,0 +1,1 @@
+//! Placeholder: this component is specified by its own issue and not built yet.

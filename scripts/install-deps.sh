@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what podshim's build, demo and tests need on Debian bookworm, from Debian's registries only.
+# containerd 2.x comes from the forky suite behind a low pin, so nothing else is pulled from forky
+# (a plain `-t forky` would upgrade libc and the compiler runtime).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+if [ ! -f /etc/apt/sources.list.d/forky.sources ]; then
+  cat >/etc/apt/sources.list.d/forky.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: forky
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  cat >/etc/apt/preferences.d/forky-low <<'PIN'
+Package: *
+Pin: release n=forky
+Pin-Priority: 50
+PIN
+fi
+
+need_update=1
+pkgs=(runc crun containernetworking-plugins busybox-static iproute2 iptables skopeo docker-registry
+      util-linux procps psmisc kmod protobuf-compiler gcc libc6-dev)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ! command -v containerd >/dev/null 2>&1 || ! containerd --version | grep -q ' 2\.'; then missing+=(containerd/forky); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$need_update" = 1 ] && apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The Debian docker-registry package starts a service on :5000 under systemd; tests start their own.
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+containerd --version
+runc --version | head -1

@@ -1,0 +1,143 @@
+//! The shim's own configuration file.
+//!
+//! containerd's runtime `options` table must stay empty for podshim (a non-runc options table
+//! is turned into `runtimeoptions.v1.Options`, which breaks task-API routing and user-namespaced
+//! pods), so everything an operator tunes lives here instead.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    stdio::IoLimits,
+};
+
+/// Where the shim looks when `PODSHIM_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/podshim/shim.toml";
+pub const CONFIG_ENV: &str = "PODSHIM_CONFIG";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub io: IoConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The OCI runtime binary: `runc`, `crun`, or any runc-compatible path.
+    pub binary: String,
+    /// The runtime's state root; the namespace is appended, as containerd's runc shim does.
+    pub root: PathBuf,
+    /// Force `--systemd-cgroup`; by default it follows the form of the spec's cgroupsPath.
+    pub systemd_cgroup: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IoConfig {
+    /// Per output stream, bytes held in memory while containerd is not reading.
+    pub memory_bytes: usize,
+    /// Per output stream, bytes spilled to the task's bundle after memory is full.
+    pub spill_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            binary: "runc".into(),
+            root: PathBuf::from("/run/containerd/podshim"),
+            systemd_cgroup: None,
+        }
+    }
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 * 1024,
+            spill_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            io: IoConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `PODSHIM_CONFIG`, else the default path; a missing default file means defaults,
+    /// a file that exists but does not parse is an error the operator must see.
+    pub fn load() -> Result<Config> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(path) if !path.is_empty() => Self::from_file(Path::new(&path)),
+            _ => {
+                let path = Path::new(DEFAULT_CONFIG_PATH);
+                if path.exists() {
+                    Self::from_file(path)
+                } else {
+                    Ok(Config::default())
+                }
+            }
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(Error::io(format!("read shim config {}", path.display())))?;
+        Self::parse(&text)
+            .map_err(|e| Error::InvalidArgument(format!("shim config {}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.runtime.binary.is_empty() {
+            return Err("runtime.binary must not be empty".into());
+        }
+        if config.io.memory_bytes == 0 {
+            return Err("io.memory_bytes must be greater than 0".into());
+        }
+        Ok(config)
+    }
+
+    pub fn io_limits(&self) -> IoLimits {
+        IoLimits {
+            memory_bytes: self.io.memory_bytes,
+            spill_bytes: self.io.spill_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.runtime.binary, "runc");
+        assert_eq!(c.io.memory_bytes, 256 * 1024);
+        assert_eq!(c.io.spill_bytes, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn crun_is_selectable() {
+        let c = Config::parse("[runtime]\nbinary = \"crun\"\nroot = \"/run/crun-pods\"\n").unwrap();
+        assert_eq!(c.runtime.binary, "crun");
+        assert_eq!(c.runtime.root, PathBuf::from("/run/crun-pods"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(Config::parse("[runtime]\nbinnary = \"crun\"\n").is_err());
+        assert!(Config::parse("[io]\nmemory_bytes = 0\n").is_err());
+        assert!(Config::parse("[runtime]\nbinary = \"\"\n").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! One container of the pod: its bundle, its init process and its exec processes.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use log::warn;
+
+use crate::{
+    cgroup::ContainerCgroup,
+    error::{Error, Result},
+    process::Process,
+};
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub init: Arc<Process>,
+    /// Without its own pid namespace the kernel does not kill a container's other processes
+    /// when init exits; the shim must.
+    pub own_pid_namespace: bool,
+    /// The shim mounted the rootfs containerd sent, so it must unmount it.
+    pub rootfs_mounted: bool,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    cgroup: Mutex<Option<Arc<ContainerCgroup>>>,
+}
+
+impl Container {
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        init: Process,
+        own_pid_namespace: bool,
+        rootfs_mounted: bool,
+    ) -> Container {
+        Container {
+            id,
+            bundle,
+            init: Arc::new(init),
+            own_pid_namespace,
+            rootfs_mounted,
+            execs: Mutex::new(HashMap::new()),
+            cgroup: Mutex::new(None),
+        }
+    }
+
+    fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The init process for an empty exec id, else that exec.
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs().get(exec_id).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "exec {exec_id} of container {} does not exist",
+                self.id
+            ))
+        })
+    }
+
+    pub fn add_exec(&self, process: Process) -> Result<Arc<Process>> {
+        let mut execs = self.execs();
+        if execs.contains_key(&process.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec {} of container {} already exists",
+                process.exec_id, self.id
+            )));
+        }
+        let process = Arc::new(process);
+        execs.insert(process.exec_id.clone(), process.clone());
+        Ok(process)
+    }
+
+    pub fn remove_exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.execs().remove(exec_id)
+    }
+
+    pub fn exec_processes(&self) -> Vec<Arc<Process>> {
+        self.execs().values().cloned().collect()
+    }
+
+    pub fn set_cgroup(&self, cgroup: ContainerCgroup) -> Arc<ContainerCgroup> {
+        let cgroup = Arc::new(cgroup);
+        *self.cgroup.lock().unwrap_or_else(|e| e.into_inner()) = Some(cgroup.clone());
+        cgroup
+    }
+
+    pub fn cgroup(&self) -> Option<Arc<ContainerCgroup>> {
+        self.cgroup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+
+    pub fn unmount_rootfs(&self) {
+        if self.rootfs_mounted {
+            unmount_all(&self.rootfs());
+        }
+    }
+}
+
+/// Unmounts everything at and below `target`; a failure is logged, never fatal, because the
+/// caller is tearing down and containerd's `delete` retries.
+pub fn unmount_all(target: &std::path::Path) {
+    let Some(path) = target.to_str() else { return };
+    if let Err(e) = containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH) {
+        warn!("unmount {path}: {e}");
+    }
+}

@@ -1,0 +1,162 @@
+//! The pod this shim serves: every container it hosts, and when the shim may exit.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use containerd_shim::ExitSignal;
+use containerd_shim_protos::{events::task::TaskOOM, topics::TASK_OOM_EVENT_TOPIC};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::Config,
+    container::Container,
+    error::{Error, Result},
+    events::Events,
+    runtime::OciRuntime,
+};
+
+enum Entry {
+    /// Create is in flight: the id is taken, but the container is not usable yet. No lock is
+    /// held across the OCI runtime's create, so containers of one pod start concurrently.
+    Creating,
+    Ready(Arc<Container>),
+}
+
+pub struct Pod {
+    pub namespace: String,
+    pub config: Config,
+    pub runtime: Arc<dyn OciRuntime>,
+    pub events: Events,
+    containers: Mutex<HashMap<String, Entry>>,
+    exit: Arc<ExitSignal>,
+    shutdown_requested: AtomicBool,
+    oom: mpsc::UnboundedSender<String>,
+}
+
+/// An id reserved for a Create in flight; dropping it without `commit` frees the id.
+pub struct Reservation<'a> {
+    pod: &'a Pod,
+    id: String,
+    committed: bool,
+}
+
+impl Reservation<'_> {
+    pub fn commit(mut self, container: Arc<Container>) {
+        self.committed = true;
+        self.pod
+            .lock()
+            .insert(self.id.clone(), Entry::Ready(container));
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.pod.lock().remove(&self.id);
+        }
+    }
+}
+
+impl Pod {
+    pub fn new(
+        namespace: String,
+        config: Config,
+        runtime: Arc<dyn OciRuntime>,
+        events: Events,
+        exit: Arc<ExitSignal>,
+    ) -> Pod {
+        let (oom, mut oom_rx) = mpsc::unbounded_channel::<String>();
+        let oom_events = events.clone();
+        tokio::spawn(async move {
+            while let Some(container_id) = oom_rx.recv().await {
+                oom_events.send(
+                    TASK_OOM_EVENT_TOPIC,
+                    TaskOOM {
+                        container_id,
+                        ..Default::default()
+                    },
+                );
+            }
+        });
+        Pod {
+            namespace,
+            config,
+            runtime,
+            events,
+            containers: Mutex::new(HashMap::new()),
+            exit,
+            shutdown_requested: AtomicBool::new(false),
+            oom,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where cgroup OOM watchers report the containers whose processes the kernel OOM-killed.
+    pub fn oom_sender(&self) -> mpsc::UnboundedSender<String> {
+        self.oom.clone()
+    }
+
+    pub fn reserve(&self, id: &str) -> Result<Reservation<'_>> {
+        let mut containers = self.lock();
+        if containers.contains_key(id) {
+            return Err(Error::AlreadyExists(format!(
+                "container {id} already exists"
+            )));
+        }
+        containers.insert(id.to_string(), Entry::Creating);
+        Ok(Reservation {
+            pod: self,
+            id: id.to_string(),
+            committed: false,
+        })
+    }
+
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        match self.lock().get(id) {
+            Some(Entry::Ready(c)) => Ok(c.clone()),
+            Some(Entry::Creating) => Err(Error::FailedPrecondition(format!(
+                "container {id} is still being created"
+            ))),
+            None => Err(Error::NotFound(format!("container {id} does not exist"))),
+        }
+    }
+
+    pub fn containers(&self) -> Vec<Arc<Container>> {
+        self.lock()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Ready(c) => Some(c.clone()),
+                Entry::Creating => None,
+            })
+            .collect()
+    }
+
+    /// Forgets a deleted container; the shim exits once it hosts nothing and was asked to.
+    pub fn remove(&self, id: &str) {
+        let empty = {
+            let mut containers = self.lock();
+            containers.remove(id);
+            containers.is_empty()
+        };
+        if empty && self.shutdown_requested.load(Ordering::SeqCst) {
+            self.exit.signal();
+        }
+    }
+
+    /// containerd sends Shutdown after deleting a task, including one of several in the pod:
+    /// the shim leaves only when its last container is gone.
+    pub fn request_shutdown(&self) {
+        self.shutdown_requested.store(true, Ordering::SeqCst);
+        if self.lock().is_empty() {
+            self.exit.signal();
+        }
+    }
+}

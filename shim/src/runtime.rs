@@ -1,0 +1,418 @@
+//! The OCI runtime binary (runc by default, crun or any runc-compatible binary by config).
+//!
+//! The trait is the seam the task service is tested through; [`RuncCli`] is the real thing.
+
+use std::{
+    ffi::OsString,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use async_trait::async_trait;
+use log::debug;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::unix::pipe,
+};
+
+use crate::{
+    error::{Error, Result},
+    reaper::reaper,
+    stdio::ChildStdio,
+};
+
+/// A runtime's answer larger than this is cut: `ps` of a huge container is the only big one.
+const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+pub struct CreateOpts<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub stdio: ChildStdio,
+    pub console_socket: Option<&'a Path>,
+    pub systemd_cgroup: bool,
+}
+
+pub struct ExecOpts<'a> {
+    pub id: &'a str,
+    pub exec_id: &'a str,
+    pub bundle: &'a Path,
+    /// The OCI `Process` JSON containerd sent.
+    pub process: &'a [u8],
+    pub stdio: ChildStdio,
+    pub console_socket: Option<&'a Path>,
+}
+
+#[async_trait]
+pub trait OciRuntime: Send + Sync {
+    /// Creates the container and returns its init pid (blocked until `start`).
+    async fn create(&self, opts: CreateOpts<'_>) -> Result<u32>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Starts an extra process in the container and returns its pid.
+    async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32>;
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()>;
+    async fn delete(&self, id: &str, force: bool) -> Result<()>;
+    async fn pause(&self, id: &str) -> Result<()>;
+    async fn resume(&self, id: &str) -> Result<()>;
+    /// `resources` is the OCI `LinuxResources` JSON.
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
+    async fn ps(&self, id: &str) -> Result<Vec<u32>>;
+}
+
+pub struct RuncCli {
+    binary: String,
+    root: PathBuf,
+}
+
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    status: u32,
+}
+
+impl RuncCli {
+    /// `root` already includes the containerd namespace.
+    pub fn new(binary: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            root: root.into(),
+        }
+    }
+
+    fn command(&self, log: Option<&Path>) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log).args(["--log-format", "json"]);
+        }
+        cmd
+    }
+
+    fn fail(&self, command: &'static str, message: impl Into<String>) -> Error {
+        Error::Runtime {
+            binary: self.binary.clone(),
+            command,
+            message: message.into(),
+        }
+    }
+
+    fn spawn(&self, command: &'static str, cmd: &mut Command) -> Result<std::process::Child> {
+        debug!("{} {:?}", self.binary, cmd.get_args().collect::<Vec<_>>());
+        cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::FailedPrecondition(format!(
+                    "OCI runtime binary {:?} not found in PATH",
+                    self.binary
+                ))
+            } else {
+                self.fail(command, e.to_string())
+            }
+        })
+    }
+
+    /// Runs a command whose own stdio the shim reads, e.g. `kill`, `ps`, `update`.
+    async fn run(
+        &self,
+        command: &'static str,
+        args: &[OsString],
+        input: Option<&[u8]>,
+    ) -> Result<Output> {
+        let mut cmd = self.command(None);
+        cmd.args(args)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.spawn(command, &mut cmd)?;
+        let exit = reaper().subscribe(child.id() as i32);
+        let stdin = child.stdin.take().map(OwnedFd::from);
+        let stdout = child.stdout.take().map(OwnedFd::from);
+        let stderr = child.stderr.take().map(OwnedFd::from);
+        let io = |e: std::io::Error| self.fail(command, e.to_string());
+        let write_input = async {
+            if let (Some(fd), Some(data)) = (stdin, input) {
+                let mut tx = pipe::Sender::from_owned_fd(fd).map_err(io)?;
+                tx.write_all(data).await.map_err(io)?;
+            }
+            Ok::<_, Error>(())
+        };
+        let read = |fd: Option<OwnedFd>| async move {
+            let mut buf = Vec::new();
+            if let Some(fd) = fd {
+                let rx = pipe::Receiver::from_owned_fd(fd)?;
+                rx.take(MAX_OUTPUT).read_to_end(&mut buf).await?;
+            }
+            Ok::<_, std::io::Error>(buf)
+        };
+        let (written, out, err) = tokio::join!(write_input, read(stdout), read(stderr));
+        let exit = exit
+            .await
+            .map_err(|_| self.fail(command, "reaper dropped the exit"))?;
+        written?;
+        Ok(Output {
+            stdout: out.map_err(io)?,
+            stderr: err.map_err(io)?,
+            status: exit.status,
+        })
+    }
+
+    async fn run_ok(
+        &self,
+        command: &'static str,
+        args: &[OsString],
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let out = self.run(command, args, input).await?;
+        if out.status != 0 {
+            return Err(self.fail(command, runtime_message(&out.stderr, out.status)));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Runs `create`/`exec`, whose stdio belongs to the container: errors come from `--log`.
+    async fn run_with_container_stdio(
+        &self,
+        command: &'static str,
+        log: &Path,
+        args: Vec<OsString>,
+        stdio: ChildStdio,
+    ) -> Result<()> {
+        // Stale lines from an earlier call must not be reported as this call's error.
+        let _ = std::fs::remove_file(log);
+        let mut cmd = self.command(Some(log));
+        cmd.args(args)
+            .stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
+        let child = self.spawn(command, &mut cmd)?;
+        let exit = reaper().subscribe(child.id() as i32);
+        // The container's ends now live in the runtime (and the process); ours must close so
+        // the shim sees EOF when the process is done.
+        drop(cmd);
+        let exit = exit
+            .await
+            .map_err(|_| self.fail(command, "reaper dropped the exit"))?;
+        if exit.status != 0 {
+            let log_text = std::fs::read(log).unwrap_or_default();
+            return Err(self.fail(command, log_error(&log_text, exit.status)));
+        }
+        Ok(())
+    }
+
+    /// `delete --force` outside a serving shim (the `delete` action), where nothing else reaps.
+    pub fn force_delete_blocking(&self, id: &str) -> Result<()> {
+        let out = self
+            .command(None)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.fail("delete", e.to_string()))?;
+        if out.status.success() || is_not_exist(&out.stderr) {
+            Ok(())
+        } else {
+            let status = out.status.code().unwrap_or(1) as u32;
+            Err(self.fail("delete", runtime_message(&out.stderr, status)))
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    let text =
+        std::fs::read_to_string(path).map_err(Error::io(format!("read {}", path.display())))?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::Other(format!("{} holds no pid: {text:?}", path.display())))
+}
+
+/// runc writes `does not exist` (crun: `No such file`) for an unknown container.
+fn is_not_exist(stderr: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(stderr);
+    s.contains("does not exist") || s.contains("No such file") || s.contains("not found")
+}
+
+fn runtime_message(stderr: &[u8], status: u32) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("exit status {status}")
+    } else {
+        // runc prints logrus lines; the msg="..." part is what a person wants to read.
+        text.lines()
+            .rev()
+            .find_map(|l| {
+                l.split_once("msg=\"")
+                    .map(|(_, m)| m.trim_end_matches('"').replace("\\\"", "\""))
+            })
+            .unwrap_or_else(|| text.to_string())
+    }
+}
+
+/// The last error-level message of a runtime's JSON log (`--log-format json`).
+fn log_error(log: &[u8], status: u32) -> String {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        level: String,
+        msg: String,
+    }
+    String::from_utf8_lossy(log)
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .find(|l| l.level == "error" || l.level == "fatal")
+        .map(|l| l.msg)
+        .unwrap_or_else(|| format!("exit status {status}"))
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+#[async_trait]
+impl OciRuntime for RuncCli {
+    async fn create(&self, opts: CreateOpts<'_>) -> Result<u32> {
+        let pid_file = opts.bundle.join("init.pid");
+        let mut args = vec![
+            OsString::from("create"),
+            "--bundle".into(),
+            opts.bundle.into(),
+        ];
+        args.extend(["--pid-file".into(), pid_file.clone().into()]);
+        if let Some(sock) = opts.console_socket {
+            args.extend(["--console-socket".into(), sock.into()]);
+        }
+        args.push(opts.id.into());
+        if opts.systemd_cgroup {
+            args.insert(0, "--systemd-cgroup".into());
+        }
+        let log = opts.bundle.join("log.json");
+        self.run_with_container_stdio("create", &log, args, opts.stdio)
+            .await?;
+        read_pid(&pid_file)
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        self.run_ok("start", &os(&["start", id]), None)
+            .await
+            .map(drop)
+    }
+
+    async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
+        let process_file = opts.bundle.join(format!("{}.process.json", opts.exec_id));
+        let pid_file = opts.bundle.join(format!("{}.pid", opts.exec_id));
+        std::fs::write(&process_file, opts.process)
+            .map_err(Error::io(format!("write {}", process_file.display())))?;
+        let mut args = vec![
+            OsString::from("exec"),
+            "--detach".into(),
+            "--process".into(),
+            process_file.clone().into(),
+            "--pid-file".into(),
+            pid_file.clone().into(),
+        ];
+        if let Some(sock) = opts.console_socket {
+            args.extend(["--console-socket".into(), sock.into()]);
+        }
+        args.push(opts.id.into());
+        let log = opts.bundle.join(format!("{}.log.json", opts.exec_id));
+        let result = self
+            .run_with_container_stdio("exec", &log, args, opts.stdio)
+            .await;
+        let pid = result.and_then(|()| read_pid(&pid_file));
+        for f in [&process_file, &pid_file, &log] {
+            let _ = std::fs::remove_file(f);
+        }
+        pid
+    }
+
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let sig = signal.to_string();
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, sig.as_str()]);
+        let out = self.run("kill", &os(&args), None).await?;
+        if out.status == 0 {
+            return Ok(());
+        }
+        let msg = runtime_message(&out.stderr, out.status);
+        if msg.contains("not running") || msg.contains("process already finished") {
+            return Err(Error::NotFound(format!("process already finished: {msg}")));
+        }
+        if is_not_exist(&out.stderr) {
+            return Err(Error::NotFound(format!("container {id} does not exist")));
+        }
+        Err(self.fail("kill", msg))
+    }
+
+    async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut args = vec!["delete"];
+        if force {
+            args.push("--force");
+        }
+        args.push(id);
+        let out = self.run("delete", &os(&args), None).await?;
+        if out.status == 0 || is_not_exist(&out.stderr) {
+            Ok(())
+        } else {
+            Err(self.fail("delete", runtime_message(&out.stderr, out.status)))
+        }
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.run_ok("pause", &os(&["pause", id]), None)
+            .await
+            .map(drop)
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.run_ok("resume", &os(&["resume", id]), None)
+            .await
+            .map(drop)
+    }
+
+    async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        self.run_ok(
+            "update",
+            &os(&["update", "--resources", "-", id]),
+            Some(resources),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        let out = self
+            .run_ok("ps", &os(&["ps", "--format", "json", id]), None)
+            .await?;
+        let pids: Option<Vec<u32>> = serde_json::from_slice(&out)
+            .map_err(|e| self.fail("ps", format!("unreadable output: {e}")))?;
+        Ok(pids.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_error_picks_last_error_line() {
+        let log = br#"{"level":"warning","msg":"w","time":"t"}
+{"level":"error","msg":"runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH","time":"t"}
+"#;
+        assert!(log_error(log, 1).contains("executable file not found"));
+        assert_eq!(log_error(b"", 2), "exit status 2");
+    }
+
+    #[test]
+    fn runtime_message_extracts_msg() {
+        let err =
+            br#"time="2026-01-01T00:00:00Z" level=error msg="container \"x\" does not exist""#;
+        assert_eq!(runtime_message(err, 1), "container \"x\" does not exist");
+        assert_eq!(runtime_message(b"plain failure\n", 1), "plain failure");
+        assert!(is_not_exist(err));
+    }
+}

@@ -1,0 +1,343 @@
+//! Create: mount the rootfs, wire the stdio, `runtime create`, and start watching for the exit.
+
+use std::{
+    future::Future,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
+use containerd_shim_protos::types::mount::Mount;
+use containerd_shim_protos::{events::task::TaskCreate, topics::TASK_CREATE_EVENT_TOPIC};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::{
+    container::{unmount_all, Container},
+    error::{Error, Result},
+    pod::Pod,
+    process::Process,
+    reaper::reaper,
+    runtime::CreateOpts,
+    stdio::{ConsoleSocket, ProcessIo, StdioPaths},
+    task::watch_exit,
+};
+
+/// A console socket the runtime never connects to must not hang Create forever.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+    validate_id(&req.id)?;
+    if !req.checkpoint.is_empty() {
+        return Err(Error::Unimplemented(
+            "restoring a task from a checkpoint needs criu, which podshim does not drive".into(),
+        ));
+    }
+    let reservation = pod.reserve(&req.id)?;
+    let bundle = PathBuf::from(&req.bundle);
+    let spec = load_spec(&bundle)?;
+    let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs).await?;
+    let unmount = scopeguard(rootfs_mounted, &bundle);
+    check_root(&bundle, &spec)?;
+
+    let stdio = StdioPaths {
+        stdin: req.stdin.clone(),
+        stdout: req.stdout.clone(),
+        stderr: req.stderr.clone(),
+        terminal: req.terminal,
+    };
+    let (mut io, child_stdio) = ProcessIo::open(&stdio, &bundle, "init", pod.config.io_limits())?;
+    let console = match req.terminal {
+        true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
+        false => None,
+    };
+    let systemd_cgroup = pod
+        .config
+        .runtime
+        .systemd_cgroup
+        .unwrap_or_else(|| is_systemd_cgroup_path(&spec));
+    let created = with_console(
+        pod.runtime.create(CreateOpts {
+            id: &req.id,
+            bundle: &bundle,
+            stdio: child_stdio,
+            console_socket: console.as_ref().map(|c| c.path()),
+            systemd_cgroup,
+        }),
+        console.as_ref(),
+    )
+    .await;
+    let (pid, master) = match created {
+        Ok(v) => v,
+        Err(e) => {
+            io.shutdown().await;
+            // The runtime may have got as far as leaving state behind.
+            let _ = pod.runtime.delete(&req.id, true).await;
+            return Err(e);
+        }
+    };
+    if let Some(master) = master {
+        if let Err(e) = io.attach_console(master) {
+            io.shutdown().await;
+            let _ = pod.runtime.delete(&req.id, true).await;
+            return Err(e);
+        }
+    }
+    io.start();
+    // Subscribed before anything else can await: an init killed before Start is still seen.
+    let exit = reaper().subscribe(pid as i32);
+
+    let process = Process::new("", stdio);
+    process.set_pid(pid);
+    process.set_io(io).await;
+    let container = Arc::new(Container::new(
+        req.id.clone(),
+        bundle,
+        process,
+        has_own_pid_namespace(&spec),
+        rootfs_mounted,
+    ));
+    unmount.disarm();
+    watch_exit(pod.clone(), container.clone(), container.init.clone(), exit);
+    reservation.commit(container);
+
+    pod.events.send(
+        TASK_CREATE_EVENT_TOPIC,
+        TaskCreate {
+            container_id: req.id,
+            bundle: req.bundle,
+            rootfs: req.rootfs,
+            io: Some(containerd_shim_protos::events::task::TaskIO {
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid,
+            ..Default::default()
+        },
+    );
+    Ok(CreateTaskResponse {
+        pid,
+        ..Default::default()
+    })
+}
+
+/// Runs the runtime's create while taking the pty master it sends over the console socket.
+pub(super) async fn with_console<F>(
+    create: F,
+    console: Option<&ConsoleSocket>,
+) -> Result<(u32, Option<OwnedFd>)>
+where
+    F: Future<Output = Result<u32>>,
+{
+    let Some(console) = console else {
+        return Ok((create.await?, None));
+    };
+    let receive = tokio::time::timeout(CONSOLE_TIMEOUT, console.receive_master());
+    tokio::pin!(create, receive);
+    tokio::select! {
+        created = &mut create => {
+            // The runtime connects before it exits, so on success the fd is already waiting.
+            let pid = created?;
+            let master = receive.await.map_err(|_| {
+                Error::Other("the OCI runtime sent no console".into())
+            })??;
+            Ok((pid, Some(master)))
+        }
+        master = &mut receive => {
+            let master = master.map_err(|_| Error::Other("the OCI runtime sent no console".into()))??;
+            Ok((create.await?, Some(master)))
+        }
+    }
+}
+
+/// containerd's id rule: letters and digits, with single `.`, `_` or `-` between them.
+pub(super) fn validate_id(id: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 76
+        && id
+            .split(['.', '_', '-'])
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "invalid container id {id:?}"
+        )))
+    }
+}
+
+fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "bundle {} has no config.json",
+            bundle.display()
+        )));
+    }
+    Spec::load(&path)
+        .map_err(|e| Error::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display())))
+}
+
+fn check_root(bundle: &Path, spec: &Spec) -> Result<()> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("OCI spec has no root".into()))?;
+    let path = bundle.join(root.path());
+    if !path.is_dir() {
+        return Err(Error::NotFound(format!(
+            "container rootfs {} does not exist",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn has_own_pid_namespace(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| {
+            nss.iter().any(|ns| {
+                ns.typ() == LinuxNamespaceType::Pid
+                    && ns.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+            })
+        })
+}
+
+/// systemd's form is `slice:prefix:name`; cgroupfs paths are absolute.
+fn is_systemd_cgroup_path(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+        .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3)
+}
+
+/// Mounts containerd's rootfs mounts on `<bundle>/rootfs`. Returns whether anything was mounted.
+async fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
+    if mounts.is_empty() {
+        return Ok(false);
+    }
+    let target = bundle.join("rootfs");
+    let mounts = mounts.to_vec();
+    // The library may unshare CLONE_FS and chdir to shorten long overlay options: a short-lived
+    // thread keeps that away from the runtime's thread and its working directory.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut result = Ok(());
+        for m in &mounts {
+            if let Err(e) = containerd_shim::mount::mount_rootfs(
+                Some(m.type_.as_str()),
+                Some(m.source.as_str()),
+                &m.options,
+                &target,
+            ) {
+                unmount_all(&target);
+                result = Err(Error::Other(format!(
+                    "mount {} {} on {}: {e}",
+                    m.type_,
+                    m.source,
+                    target.display()
+                )));
+                break;
+            }
+        }
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| Error::Other("rootfs mount thread died".into()))??;
+    Ok(true)
+}
+
+/// Unmounts the rootfs when Create fails after mounting it.
+struct Unmount {
+    target: Option<PathBuf>,
+}
+
+fn scopeguard(mounted: bool, bundle: &Path) -> Unmount {
+    Unmount {
+        target: mounted.then(|| bundle.join("rootfs")),
+    }
+}
+
+impl Unmount {
+    fn disarm(mut self) {
+        self.target = None;
+    }
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Some(target) = &self.target {
+            unmount_all(target);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_containerd_rules() {
+        for ok in ["abc", "a-b.c_d", "0123456789abcdef"] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a..b",
+            "-a",
+            "a b",
+            "a\0b",
+            &"x".repeat(77),
+        ] {
+            let e = validate_id(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn systemd_paths_are_recognised() {
+        let spec = |p: &str| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "linux": {"cgroupsPath": p}
+            }))
+            .unwrap()
+        };
+        assert!(is_systemd_cgroup_path(&spec(
+            "kubepods.slice:cri-containerd:abc"
+        )));
+        assert!(!is_systemd_cgroup_path(&spec(
+            "/kubepods/besteffort/pod1/abc"
+        )));
+    }
+
+    #[test]
+    fn pid_namespace_ownership() {
+        let spec = |ns: serde_json::Value| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2",
+                "linux": {"namespaces": ns}
+            }))
+            .unwrap()
+        };
+        assert!(has_own_pid_namespace(&spec(
+            serde_json::json!([{"type": "pid"}])
+        )));
+        assert!(!has_own_pid_namespace(&spec(
+            serde_json::json!([{"type": "pid", "path": "/proc/1/ns/pid"}])
+        )));
+        assert!(!has_own_pid_namespace(&spec(
+            serde_json::json!([{"type": "network"}])
+        )));
+    }
+}

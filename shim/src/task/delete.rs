@@ -1,0 +1,80 @@
+//! Delete: forget an exited process; for a container's init, also the runtime's state, the
+//! stdio and the rootfs mount.
+
+use std::{sync::Arc, time::Duration};
+
+use containerd_shim::api::{DeleteRequest, DeleteResponse};
+use containerd_shim_protos::{events::task::TaskDelete, topics::TASK_DELETE_EVENT_TOPIC};
+
+use crate::{
+    error::{Error, Result},
+    events::timestamp,
+    pod::Pod,
+    process::{Process, ProcessStatus},
+    reaper::Exit,
+};
+
+/// After a forced delete of a never-started init, how long to wait for the reaper to see it go.
+const KILLED_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteResponse> {
+    let container = pod.container(&req.id)?;
+    if !req.exec_id.is_empty() {
+        let process = container.process(&req.exec_id)?;
+        ensure_not_running(&process, &req.exec_id, &req.id)?;
+        container.remove_exec(&req.exec_id);
+        process.close_io().await;
+        return Ok(response(&process, process.exit()));
+    }
+
+    let init = container.init.clone();
+    ensure_not_running(&init, "", &req.id)?;
+    let never_started = init.status() == ProcessStatus::Created;
+    pod.runtime.delete(&req.id, never_started).await?;
+    let exit = match init.exit() {
+        Some(exit) => Some(exit),
+        None if never_started => tokio::time::timeout(KILLED_EXIT_WAIT, init.wait())
+            .await
+            .ok(),
+        None => None,
+    };
+    init.close_io().await;
+    for exec in container.exec_processes() {
+        exec.close_io().await;
+    }
+    container.unmount_rootfs();
+    pod.remove(&req.id);
+
+    let resp = response(&init, exit);
+    pod.events.send(
+        TASK_DELETE_EVENT_TOPIC,
+        TaskDelete {
+            container_id: req.id.clone(),
+            id: req.id.clone(),
+            pid: resp.pid,
+            exit_status: resp.exit_status,
+            exited_at: resp.exited_at.clone(),
+            ..Default::default()
+        },
+    );
+    Ok(resp)
+}
+
+fn ensure_not_running(process: &Process, exec_id: &str, id: &str) -> Result<()> {
+    match process.status() {
+        ProcessStatus::Running | ProcessStatus::Paused => Err(Error::FailedPrecondition(format!(
+            "process {} of container {id} is still running: kill it before deleting",
+            super::start::display_exec(exec_id)
+        ))),
+        ProcessStatus::Created | ProcessStatus::Stopped => Ok(()),
+    }
+}
+
+fn response(process: &Process, exit: Option<Exit>) -> DeleteResponse {
+    DeleteResponse {
+        pid: process.pid(),
+        exit_status: exit.map_or(0, |e| e.status),
+        exited_at: exit.map(|e| timestamp(e.at)).into(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,107 @@
+//! Exec: an extra process in a running container, registered by Exec and started by Start.
+
+use std::sync::Arc;
+
+use containerd_shim::api::ExecProcessRequest;
+use containerd_shim_protos::{events::task::TaskExecAdded, topics::TASK_EXEC_ADDED_EVENT_TOPIC};
+
+use crate::{
+    container::Container,
+    error::{Error, Result},
+    pod::Pod,
+    process::{Process, ProcessStatus},
+    reaper::reaper,
+    runtime::ExecOpts,
+    stdio::{ConsoleSocket, ProcessIo, StdioPaths},
+    task::watch_exit,
+};
+
+pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
+    let container = pod.container(&req.id)?;
+    super::create::validate_id(&req.exec_id)
+        .map_err(|_| Error::InvalidArgument(format!("invalid exec id {:?}", req.exec_id)))?;
+    if container.init.status() == ProcessStatus::Stopped {
+        return Err(Error::FailedPrecondition(format!(
+            "container {} is not running",
+            req.id
+        )));
+    }
+    let spec = req
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("exec request has no process spec".into()))?;
+    // Checked now so a malformed spec fails Exec, not the later Start.
+    serde_json::from_slice::<oci_spec::runtime::Process>(&spec.value)
+        .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+    let process = Process::new(
+        req.exec_id.clone(),
+        StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        },
+    )
+    .with_exec_spec(spec.value.clone());
+    container.add_exec(process)?;
+    pod.events.send(
+        TASK_EXEC_ADDED_EVENT_TOPIC,
+        TaskExecAdded {
+            container_id: req.id,
+            exec_id: req.exec_id,
+            ..Default::default()
+        },
+    );
+    Ok(())
+}
+
+pub(super) async fn start_exec(
+    pod: &Arc<Pod>,
+    container: &Arc<Container>,
+    process: &Arc<Process>,
+) -> Result<u32> {
+    let spec = process
+        .exec_spec()
+        .ok_or_else(|| Error::FailedPrecondition("exec process has no spec".into()))?;
+    let spill_prefix = format!("exec-{}", process.exec_id);
+    let (mut io, child_stdio) = ProcessIo::open(
+        &process.stdio,
+        &container.bundle,
+        &spill_prefix,
+        pod.config.io_limits(),
+    )?;
+    let console = match process.stdio.terminal {
+        true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
+        false => None,
+    };
+    let started = super::create::with_console(
+        pod.runtime.exec(ExecOpts {
+            id: &container.id,
+            exec_id: &process.exec_id,
+            bundle: &container.bundle,
+            process: &spec,
+            stdio: child_stdio,
+            console_socket: console.as_ref().map(|c| c.path()),
+        }),
+        console.as_ref(),
+    )
+    .await;
+    let (pid, master) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            io.shutdown().await;
+            return Err(e);
+        }
+    };
+    // The process may already be gone; the reaper kept its exit for us.
+    let exit = reaper().subscribe(pid as i32);
+    if let Some(master) = master {
+        io.attach_console(master)?;
+    }
+    io.start();
+    process.set_pid(pid);
+    process.set_status(ProcessStatus::Running);
+    process.set_io(io).await;
+    watch_exit(pod.clone(), container.clone(), process.clone(), exit);
+    Ok(pid)
+}

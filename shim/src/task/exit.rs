@@ -1,0 +1,50 @@
+//! What happens when a container's process exits.
+
+use std::sync::Arc;
+
+use containerd_shim_protos::{events::task::TaskExit, topics::TASK_EXIT_EVENT_TOPIC};
+use log::warn;
+use tokio::sync::oneshot;
+
+use crate::{container::Container, events::timestamp, pod::Pod, process::Process, reaper::Exit};
+
+/// Waits for `process` to exit, lets its last output reach containerd's FIFOs, records the
+/// exit (which releases Wait) and tells containerd.
+pub fn watch_exit(
+    pod: Arc<Pod>,
+    container: Arc<Container>,
+    process: Arc<Process>,
+    exit: oneshot::Receiver<Exit>,
+) {
+    tokio::spawn(async move {
+        let Ok(exit) = exit.await else { return };
+        process.wait_output_closed().await;
+        process.set_exited(exit);
+        let is_init = process.exec_id.is_empty();
+        if is_init && !container.own_pid_namespace {
+            // Sharing the pod's pid namespace, the container's other processes outlive init.
+            if let Err(e) = pod
+                .runtime
+                .kill(&container.id, libc::SIGKILL as u32, true)
+                .await
+            {
+                warn!("kill remaining processes of {}: {e}", container.id);
+            }
+        }
+        pod.events.send(
+            TASK_EXIT_EVENT_TOPIC,
+            TaskExit {
+                container_id: container.id.clone(),
+                id: if is_init {
+                    container.id.clone()
+                } else {
+                    process.exec_id.clone()
+                },
+                pid: process.pid(),
+                exit_status: exit.status,
+                exited_at: Some(timestamp(exit.at)).into(),
+                ..Default::default()
+            },
+        );
+    });
+}

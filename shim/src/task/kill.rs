@@ -1,0 +1,38 @@
+//! Kill: a signal to the container's init (through the runtime, which knows `--all`) or to
+//! one exec process.
+
+use std::sync::Arc;
+
+use containerd_shim::api::KillRequest;
+use nix::{errno::Errno, sys::signal::Signal, unistd::Pid};
+
+use crate::{
+    error::{Error, Result},
+    pod::Pod,
+    process::ProcessStatus,
+};
+
+pub async fn kill(pod: &Arc<Pod>, req: &KillRequest) -> Result<()> {
+    let container = pod.container(&req.id)?;
+    let process = container.process(&req.exec_id)?;
+    // containerd and CRI read NotFound as "already stopped", which is what it is.
+    if process.status() == ProcessStatus::Stopped && !req.all {
+        return Err(Error::NotFound("process already finished".into()));
+    }
+    if req.exec_id.is_empty() {
+        return pod.runtime.kill(&req.id, req.signal, req.all).await;
+    }
+    if process.status() == ProcessStatus::Created {
+        return Err(Error::NotFound(format!(
+            "exec {} has not been started",
+            req.exec_id
+        )));
+    }
+    let signal = Signal::try_from(req.signal as i32)
+        .map_err(|_| Error::InvalidArgument(format!("invalid signal {}", req.signal)))?;
+    match nix::sys::signal::kill(Pid::from_raw(process.pid() as i32), signal) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => Err(Error::NotFound("process already finished".into())),
+        Err(e) => Err(Error::sys(format!("signal exec {}", req.exec_id))(e)),
+    }
+}

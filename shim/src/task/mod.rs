@@ -1,0 +1,104 @@
+//! containerd's task API (v3), one file per operation; this file only routes and maps errors.
+
+mod connect;
+mod create;
+mod delete;
+mod exec;
+mod exit;
+mod kill;
+mod pause;
+mod start;
+mod state;
+mod stats;
+mod stdio;
+mod wait;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::{api::*, Task, TtrpcContext, TtrpcResult};
+
+use crate::pod::Pod;
+
+pub use exit::watch_exit;
+
+pub struct TaskService {
+    pod: Arc<Pod>,
+}
+
+impl TaskService {
+    pub fn new(pod: Arc<Pod>) -> Self {
+        Self { pod }
+    }
+}
+
+fn edge<T>(r: crate::error::Result<T>) -> TtrpcResult<T> {
+    r.map_err(|e| {
+        log::debug!("task request failed: {e}");
+        e.into()
+    })
+}
+
+fn done(r: crate::error::Result<()>) -> TtrpcResult<Empty> {
+    edge(r.map(|()| Empty::new()))
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn state(&self, _: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        edge(state::state(&self.pod, &req))
+    }
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        edge(create::create(&self.pod, req).await)
+    }
+    async fn start(&self, _: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        edge(start::start(&self.pod, &req).await)
+    }
+    async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        edge(delete::delete(&self.pod, &req).await)
+    }
+    async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        edge(state::pids(&self.pod, &req).await)
+    }
+    async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        done(pause::pause(&self.pod, &req.id).await)
+    }
+    async fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        done(pause::resume(&self.pod, &req.id).await)
+    }
+    async fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
+        done(pause::checkpoint(&self.pod, &req.id))
+    }
+    async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        done(kill::kill(&self.pod, &req).await)
+    }
+    async fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        done(exec::exec(&self.pod, req).await)
+    }
+    async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        done(stdio::resize_pty(&self.pod, &req).await)
+    }
+    async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        done(stdio::close_io(&self.pod, &req).await)
+    }
+    async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        done(stats::update(&self.pod, &req).await)
+    }
+    async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        edge(wait::wait(&self.pod, &req).await)
+    }
+    async fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        edge(stats::stats(&self.pod, &req))
+    }
+    async fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        edge(Ok(connect::connect(&self.pod, &req)))
+    }
+    async fn shutdown(&self, _: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        self.pod.request_shutdown();
+        Ok(Empty::new())
+    }
+}

@@ -1,0 +1,79 @@
+//! Start: the container's init (`runtime start`) or one of its exec processes (`runtime exec`).
+
+use std::sync::Arc;
+
+use containerd_shim::api::{StartRequest, StartResponse};
+use containerd_shim_protos::{
+    events::task::{TaskExecStarted, TaskStart},
+    topics::{TASK_EXEC_STARTED_EVENT_TOPIC, TASK_START_EVENT_TOPIC},
+};
+use log::warn;
+
+use crate::{
+    cgroup::ContainerCgroup,
+    error::{Error, Result},
+    pod::Pod,
+    process::ProcessStatus,
+};
+
+pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> {
+    let container = pod.container(&req.id)?;
+    let process = container.process(&req.exec_id)?;
+    if process.status() != ProcessStatus::Created {
+        return Err(Error::FailedPrecondition(format!(
+            "process {} of container {} is not in created state",
+            display_exec(&req.exec_id),
+            req.id
+        )));
+    }
+    if !req.exec_id.is_empty() {
+        let pid = super::exec::start_exec(pod, &container, &process).await?;
+        pod.events.send(
+            TASK_EXEC_STARTED_EVENT_TOPIC,
+            TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid,
+                ..Default::default()
+            },
+        );
+        return Ok(StartResponse {
+            pid,
+            ..Default::default()
+        });
+    }
+
+    pod.runtime.start(&req.id).await?;
+    process.set_status(ProcessStatus::Running);
+    let pid = process.pid();
+    match ContainerCgroup::for_pid(pid) {
+        Ok(cgroup) => {
+            let cgroup = container.set_cgroup(cgroup);
+            if let Err(e) = cgroup.watch_oom(req.id.clone(), pod.oom_sender()) {
+                warn!("no OOM notifications for {}: {e}", req.id);
+            }
+        }
+        // A process that already exited has no cgroup left to watch.
+        Err(e) => warn!("cgroup of {} (pid {pid}): {e}", req.id),
+    }
+    pod.events.send(
+        TASK_START_EVENT_TOPIC,
+        TaskStart {
+            container_id: req.id.clone(),
+            pid,
+            ..Default::default()
+        },
+    );
+    Ok(StartResponse {
+        pid,
+        ..Default::default()
+    })
+}
+
+pub(super) fn display_exec(exec_id: &str) -> &str {
+    if exec_id.is_empty() {
+        "init"
+    } else {
+        exec_id
+    }
+}

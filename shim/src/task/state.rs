@@ -1,0 +1,43 @@
+//! State and Pids.
+
+use std::sync::Arc;
+
+use containerd_shim::api::{PidsRequest, PidsResponse, StateRequest, StateResponse};
+use containerd_shim_protos::types::task::ProcessInfo;
+
+use crate::{error::Result, events::timestamp, pod::Pod};
+
+pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
+    let container = pod.container(&req.id)?;
+    let process = container.process(&req.exec_id)?;
+    let exit = process.exit();
+    Ok(StateResponse {
+        id: req.id.clone(),
+        bundle: container.bundle.display().to_string(),
+        pid: process.pid(),
+        status: containerd_shim_protos::protobuf::EnumOrUnknown::new(process.status().into()),
+        stdin: process.stdio.stdin.clone(),
+        stdout: process.stdio.stdout.clone(),
+        stderr: process.stdio.stderr.clone(),
+        terminal: process.stdio.terminal,
+        exit_status: exit.map_or(0, |e| e.status),
+        exited_at: exit.map(|e| timestamp(e.at)).into(),
+        exec_id: req.exec_id.clone(),
+        ..Default::default()
+    })
+}
+
+pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
+    pod.container(&req.id)?;
+    let pids = pod.runtime.ps(&req.id).await?;
+    Ok(PidsResponse {
+        processes: pids
+            .into_iter()
+            .map(|pid| ProcessInfo {
+                pid,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
