@@ -8,6 +8,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod info;
 pub mod pod;
 pub mod process;
 pub mod reaper;

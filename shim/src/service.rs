@@ -12,6 +12,9 @@ use containerd_shim::{
     api::DeleteResponse, publisher::RemotePublisher, util::write_str_to_file, ExitSignal, Flags,
     Shim, StartOpts,
 };
+use containerd_shim_protos::{
+    protobuf::well_known_types::any::Any, types::introspection::RuntimeInfo,
+};
 use log::{error, warn};
 
 use crate::{
@@ -80,6 +83,15 @@ impl Shim for Service {
             exited_at: Some(timestamp(SystemTime::now())).into(),
             ..Default::default()
         })
+    }
+
+    fn runtime_info(
+        runtime_id: &str,
+        _options: Option<&Any>,
+    ) -> containerd_shim::Result<RuntimeInfo> {
+        let config = Config::load().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        crate::info::runtime_info(runtime_id, &config)
+            .map_err(|e| containerd_shim::Error::Other(e.to_string()))
     }
 
     async fn wait(&mut self) {
