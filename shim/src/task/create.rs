@@ -47,7 +47,8 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         stderr: req.stderr.clone(),
         terminal: req.terminal,
     };
-    let (mut io, child_stdio) = ProcessIo::open(&stdio, &bundle, "init", pod.config.io_limits())?;
+    let (mut io, child_stdio) =
+        ProcessIo::open(&stdio, &spill_dir(&bundle), "init", pod.config.io_limits())?;
     let console = match req.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,
@@ -152,6 +153,17 @@ where
             let master = master.map_err(|_| Error::Other("the OCI runtime sent no console".into()))??;
             Ok((create.await?, Some(master)))
         }
+    }
+}
+
+/// Spilled output goes to disk: containerd 2.x links `<bundle>/work` to a directory under its
+/// root (the bundle itself is on tmpfs, where spilling would cost memory after all).
+pub(super) fn spill_dir(bundle: &Path) -> PathBuf {
+    let work = bundle.join("work");
+    if work.is_dir() {
+        work
+    } else {
+        bundle.to_path_buf()
     }
 }
 

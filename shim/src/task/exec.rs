@@ -66,7 +66,7 @@ pub(super) async fn start_exec(
     let spill_prefix = format!("exec-{}", process.exec_id);
     let (mut io, child_stdio) = ProcessIo::open(
         &process.stdio,
-        &container.bundle,
+        &super::create::spill_dir(&container.bundle),
         &spill_prefix,
         pod.config.io_limits(),
     )?;

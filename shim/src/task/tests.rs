@@ -1,0 +1,244 @@
+//! The task service driven through the `Task` trait, as containerd calls it, with a scripted
+//! OCI runtime: the bad-input paths must answer with the right code and leave nothing behind.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use containerd_shim::{api::*, ExitSignal, Task};
+use containerd_shim_protos::ttrpc::{self, Code};
+
+use super::TaskService;
+use crate::{
+    config::Config,
+    error::{Error, Result},
+    events::Events,
+    pod::Pod,
+    runtime::{CreateOpts, ExecOpts, OciRuntime},
+};
+
+/// Records calls; `create` fails with the runtime's own message when told to.
+#[derive(Default)]
+struct ScriptedRuntime {
+    fail_create: Option<String>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl ScriptedRuntime {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl OciRuntime for ScriptedRuntime {
+    async fn create(&self, opts: CreateOpts<'_>) -> Result<u32> {
+        self.record(format!("create {}", opts.id));
+        match &self.fail_create {
+            Some(msg) => Err(Error::Runtime {
+                binary: "runc".into(),
+                command: "create",
+                message: msg.clone(),
+            }),
+            None => Err(Error::Other("not scripted".into())),
+        }
+    }
+    async fn start(&self, id: &str) -> Result<()> {
+        self.record(format!("start {id}"));
+        Ok(())
+    }
+    async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
+        self.record(format!("exec {}", opts.id));
+        Err(Error::Other("not scripted".into()))
+    }
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        self.record(format!("kill {id} {signal} {all}"));
+        Ok(())
+    }
+    async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.record(format!("delete {id} {force}"));
+        Ok(())
+    }
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.record(format!("pause {id}"));
+        Ok(())
+    }
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.record(format!("resume {id}"));
+        Ok(())
+    }
+    async fn update(&self, id: &str, _resources: &[u8]) -> Result<()> {
+        self.record(format!("update {id}"));
+        Ok(())
+    }
+    async fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        self.record(format!("ps {id}"));
+        Ok(vec![])
+    }
+}
+
+fn service(runtime: Arc<ScriptedRuntime>) -> (TaskService, Arc<Pod>) {
+    let (events, _rx) = Events::channel();
+    let pod = Arc::new(Pod::new(
+        "test".into(),
+        Config::default(),
+        runtime,
+        events,
+        Arc::new(ExitSignal::default()),
+    ));
+    (TaskService::new(pod.clone()), pod)
+}
+
+fn ctx() -> containerd_shim::TtrpcContext {
+    containerd_shim::TtrpcContext {
+        mh: ttrpc::MessageHeader::default(),
+        metadata: Default::default(),
+        timeout_nano: 0,
+        connection_data: Default::default(),
+    }
+}
+
+fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (Code, String) {
+    match r {
+        Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message.clone()),
+        other => panic!("expected an rpc status, got {other:?}"),
+    }
+}
+
+fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
+    std::fs::write(dir.join("config.json"), spec).unwrap();
+    if rootfs {
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+    }
+    dir.display().to_string()
+}
+
+const SPEC: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"]}}"#;
+
+fn create_req(id: &str, bundle: String) -> CreateTaskRequest {
+    CreateTaskRequest {
+        id: id.into(),
+        bundle,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn unknown_container_is_not_found_everywhere() {
+    let (svc, _) = service(Arc::default());
+    let (c, m) = code(
+        svc.state(
+            &ctx(),
+            StateRequest {
+                id: "nope".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(c, Code::NOT_FOUND);
+    assert!(m.contains("nope"), "{m}");
+    let kill = KillRequest {
+        id: "nope".into(),
+        signal: 9,
+        ..Default::default()
+    };
+    assert_eq!(code(svc.kill(&ctx(), kill).await).0, Code::NOT_FOUND);
+    let del = DeleteRequest {
+        id: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(svc.delete(&ctx(), del).await).0, Code::NOT_FOUND);
+    let wait = WaitRequest {
+        id: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(svc.wait(&ctx(), wait).await).0, Code::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn invalid_ids_and_specs_are_rejected_before_the_runtime_runs() {
+    let runtime = Arc::new(ScriptedRuntime::default());
+    let (svc, pod) = service(runtime.clone());
+    let dir = tempfile::tempdir().unwrap();
+
+    let bundle = bundle_with(dir.path(), SPEC, true);
+    let (c, _) = code(svc.create(&ctx(), create_req("../escape", bundle)).await);
+    assert_eq!(c, Code::INVALID_ARGUMENT);
+
+    let bundle = bundle_with(dir.path(), "{not json", true);
+    let (c, m) = code(svc.create(&ctx(), create_req("c1", bundle)).await);
+    assert_eq!(c, Code::INVALID_ARGUMENT);
+    assert!(m.contains("invalid OCI spec"), "{m}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (c, m) = code(
+        svc.create(&ctx(), create_req("c1", empty.path().display().to_string()))
+            .await,
+    );
+    assert_eq!(c, Code::NOT_FOUND);
+    assert!(m.contains("config.json"), "{m}");
+
+    let norootfs = tempfile::tempdir().unwrap();
+    let bundle = bundle_with(norootfs.path(), SPEC, false);
+    let (c, m) = code(svc.create(&ctx(), create_req("c1", bundle)).await);
+    assert_eq!(c, Code::NOT_FOUND);
+    assert!(m.contains("rootfs"), "{m}");
+
+    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+    assert!(pod.containers().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failing_runtime_names_the_cause_and_frees_the_id() {
+    let runtime = Arc::new(ScriptedRuntime {
+        fail_create: Some("exec: \"nope\": executable file not found in $PATH".into()),
+        ..Default::default()
+    });
+    let (svc, pod) = service(runtime.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = bundle_with(dir.path(), SPEC, true);
+    let before = std::fs::read_dir(dir.path()).unwrap().count();
+
+    let (c, m) = code(svc.create(&ctx(), create_req("c1", bundle.clone())).await);
+    assert_eq!(c, Code::UNKNOWN);
+    assert!(m.contains("executable file not found"), "{m}");
+    // The runtime is asked to forget whatever it created, and the id is free again.
+    assert_eq!(runtime.calls(), ["create c1", "delete c1 true"]);
+    assert!(pod.containers().is_empty());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before);
+    let (c, _) = code(svc.create(&ctx(), create_req("c1", bundle)).await);
+    assert_eq!(c, Code::UNKNOWN);
+    assert_eq!(runtime.calls().len(), 4);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn checkpoint_restore_is_unimplemented() {
+    let (svc, _) = service(Arc::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut req = create_req("c1", bundle_with(dir.path(), SPEC, true));
+    req.checkpoint = "/some/image".into();
+    assert_eq!(code(svc.create(&ctx(), req).await).0, Code::UNIMPLEMENTED);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn connect_answers_for_unknown_ids_and_shutdown_waits_for_containers() {
+    let (svc, _) = service(Arc::default());
+    let resp = svc
+        .connect(
+            &ctx(),
+            ConnectRequest {
+                id: "sandbox".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.shim_pid, std::process::id());
+    assert_eq!(resp.task_pid, 0);
+}
