@@ -37,6 +37,7 @@ pub struct Service {
     id: String,
     namespace: String,
     bundle: String,
+    socket: String,
     exit: Arc<ExitSignal>,
 }
 
@@ -49,6 +50,7 @@ impl Shim for Service {
             id: args.id.clone(),
             namespace: args.namespace.clone(),
             bundle: args.bundle.clone(),
+            socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -96,6 +98,12 @@ impl Shim for Service {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // The library removes the socket named in the first task's `address` file, but by now
+        // containerd may have deleted that bundle: remove the socket we were started with.
+        let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+        if !path.is_empty() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
