@@ -135,6 +135,18 @@ mod tests {
     }
 
     #[test]
+    fn shipped_snippet_is_the_defaults() {
+        let text = include_str!("../../config-snippets/podshim/shim.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.runtime.binary, d.runtime.binary);
+        assert_eq!(c.runtime.root, d.runtime.root);
+        assert_eq!(c.runtime.systemd_cgroup, d.runtime.systemd_cgroup);
+        assert_eq!(c.io.memory_bytes, d.io.memory_bytes);
+        assert_eq!(c.io.spill_bytes, d.io.spill_bytes);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         assert!(Config::parse("[runtime]\nbinnary = \"crun\"\n").is_err());
         assert!(Config::parse("[io]\nmemory_bytes = 0\n").is_err());
