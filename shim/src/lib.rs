@@ -13,6 +13,8 @@ pub mod pod;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod stdio;
+mod sys;
 pub mod task;

@@ -1,22 +1,37 @@
-use podshim_shim::service::Service;
+use podshim_shim::{server, service::Service};
 
 const RUNTIME_ID: &str = "io.containerd.podshim.v1";
 
 /// One thread: a pod's shim spends its life waiting on pipes and children.
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
-    // containerd's flags include -v, which the shim library parses but does not act on.
-    if std::env::args().skip(1).any(|a| a == "-v" || a == "-version") {
-        println!("{RUNTIME_ID} containerd-shim-podshim-v1 {}", env!("CARGO_PKG_VERSION"));
-        return;
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<_> = std::env::args_os().collect();
+    let flags = containerd_shim::parse(&args[1..])?;
+    if flags.version {
+        println!(
+            "{RUNTIME_ID} containerd-shim-podshim-v1 {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        return Ok(());
     }
-    containerd_shim::run::<Service>(
-        RUNTIME_ID,
-        Some(containerd_shim::Config {
-            // The shim reaps its own children (see reaper.rs); the library's reaper would race.
-            no_reaper: true,
-            ..Default::default()
-        }),
-    )
-    .await;
+    // `start`, `delete` and `-info` follow the shim library's protocol handling (including
+    // containerd 2.3's bootstrap messages); serving is podshim's own.
+    if flags.info || !flags.action.is_empty() {
+        containerd_shim::run::<Service>(
+            RUNTIME_ID,
+            Some(containerd_shim::Config {
+                // The serving shim reaps its own children (see reaper.rs).
+                no_reaper: true,
+                ..Default::default()
+            }),
+        )
+        .await;
+        return Ok(());
+    }
+    if let Err(e) = server::serve(RUNTIME_ID, flags).await {
+        // containerd shows the `start` process's stderr, which is ours until we serve.
+        eprintln!("{RUNTIME_ID}: {e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -118,7 +118,8 @@ fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
     dir.display().to_string()
 }
 
-const SPEC: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"]}}"#;
+const SPEC: &str =
+    r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"]}}"#;
 
 fn create_req(id: &str, bundle: String) -> CreateTaskRequest {
     CreateTaskRequest {

@@ -1,0 +1,108 @@
+//! Serving: the daemon half of the shim binary, started by `start` with `-socket`.
+//!
+//! The shim library's own serve loop registers only the task service; podshim owns this part
+//! so the pod's services can share one ttrpc server.
+
+use std::{
+    os::unix::net::{UnixListener, UnixStream},
+    path::Path,
+    sync::Arc,
+};
+
+use containerd_shim::{publisher::RemotePublisher, Flags, Shim};
+use containerd_shim_protos::{
+    shim_async::create_task,
+    ttrpc::r#async::{transport::Listener, Server},
+};
+use log::{info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    error::{Error, Result},
+    service::Service,
+    sys,
+};
+
+pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
+    let socket = flags
+        .socket
+        .strip_prefix("unix://")
+        .unwrap_or(&flags.socket)
+        .to_string();
+    if socket.is_empty() {
+        return Err(Error::InvalidArgument(
+            "-socket is required to serve".into(),
+        ));
+    }
+    // Container processes are re-parented to the shim when the OCI runtime exits.
+    nix::sys::prctl::set_child_subreaper(true).map_err(Error::sys("become child subreaper"))?;
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)?;
+    ignore_termination()?;
+
+    let Some(listener) = listen(&socket)? else {
+        // Another shim already serves this group (a race between two `start`s): hand its
+        // address back, as containerd's runc shim does.
+        std::fs::write("address", &flags.socket).map_err(Error::io("write address"))?;
+        sys::signal_server_started().map_err(Error::io("signal start"))?;
+        return Ok(());
+    };
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS")
+        .map_err(|_| Error::InvalidArgument("TTRPC_ADDRESS is not set".into()))?;
+    let publisher = RemotePublisher::new(&ttrpc_address).await?;
+
+    let mut config = containerd_shim::Config::default();
+    let mut service = Service::new(runtime_id, &flags, &mut config).await;
+    let task = service.create_task_service(publisher).await;
+    let listener = Listener::try_from(listener).map_err(Error::io("ttrpc listener"))?;
+    let mut server = Server::new()
+        .add_listener(listener)
+        .register_service(create_task(Arc::new(task)));
+    server
+        .start()
+        .await
+        .map_err(|e| Error::Other(format!("start ttrpc server: {e}")))?;
+    sys::signal_server_started().map_err(Error::io("signal start"))?;
+    info!("podshim serving on {socket}");
+
+    service.wait().await;
+    info!("podshim shutting down");
+    if let Err(e) = server.shutdown().await {
+        warn!("ttrpc shutdown: {e}");
+    }
+    Ok(())
+}
+
+/// Binds the pod's socket; `None` when a live shim already listens on it.
+fn listen(path: &str) -> Result<Option<UnixListener>> {
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    }
+    match UnixListener::bind(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Ok(None);
+            }
+            // A socket file left by a shim that died: nobody answers on it.
+            std::fs::remove_file(path).map_err(Error::io(format!("remove stale {path}")))?;
+            UnixListener::bind(path)
+                .map(Some)
+                .map_err(Error::io(format!("bind {path}")))
+        }
+        Err(e) => Err(Error::io(format!("bind {path}"))(e)),
+    }
+}
+
+/// A pod's shim outlives signals meant for its parent's process group: only its last
+/// container's deletion (or SIGKILL) ends it.
+fn ignore_termination() -> Result<()> {
+    for kind in [SignalKind::terminate(), SignalKind::interrupt()] {
+        let mut s = signal(kind).map_err(Error::io("install signal handler"))?;
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                info!("ignoring termination signal; the shim exits when its pod is gone");
+            }
+        });
+    }
+    Ok(())
+}
