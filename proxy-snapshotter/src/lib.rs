@@ -1,1 +1,15 @@
-//! Placeholder: this component is specified by its own issue and not built yet.
+//! podshim-snapshotter: an out-of-process overlayfs snapshotter for containerd 2.x.
+//!
+//! containerd talks to it through `[proxy_plugins.<name>] type = "snapshot"` over a unix socket
+//! (gRPC service `containerd.services.snapshots.v1.Snapshots`).
+
+pub mod error;
+pub mod filter;
+pub mod service;
+pub mod snapshotter;
+pub mod store;
+pub mod sys;
+pub mod usage;
+
+pub use error::{Error, Result};
+pub use snapshotter::{Config, Mount, Snapshotter};

@@ -1,0 +1,145 @@
+//! `podshim-snapshotter`: serves containerd's snapshots API on a unix socket.
+//!
+//! ```text
+//! podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level LEVEL]
+//! ```
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use podshim_snapshotter::service::Service;
+use podshim_snapshotter::{sys, Config, Snapshotter};
+
+const DEFAULT_ROOT: &str = "/var/lib/podshim-snapshotter";
+const DEFAULT_ADDRESS: &str = "/run/podshim-snapshotter/snapshotter.sock";
+/// Test-only hook (see `Config::crash_point`): `point:n`.
+const CRASH_ENV: &str = "PODSHIM_SNAPSHOTTER_CRASHPOINT";
+
+struct Args {
+    root: PathBuf,
+    address: PathBuf,
+    usage_refresh: Duration,
+    log_level: log::LevelFilter,
+}
+
+fn usage() -> &'static str {
+    "usage: podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level error|warn|info|debug]"
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        root: DEFAULT_ROOT.into(),
+        address: DEFAULT_ADDRESS.into(),
+        usage_refresh: Duration::from_secs(60),
+        log_level: log::LevelFilter::Info,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .with_context(|| format!("{flag} needs a value\n{}", usage()))
+        };
+        match flag.as_str() {
+            "--root" => a.root = value()?.into(),
+            "--address" => a.address = value()?.into(),
+            "--usage-refresh" => {
+                a.usage_refresh = Duration::from_secs(value()?.parse().context("--usage-refresh")?)
+            }
+            "--log-level" => a.log_level = value()?.parse().context("--log-level")?,
+            "-h" | "--help" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{}", usage()),
+        }
+    }
+    Ok(a)
+}
+
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("podshim-snapshotter {} {}", r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Binds the socket with no access for group/others; its directory is created root-only.
+fn bind(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = address.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    match std::fs::symlink_metadata(address) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(address)?,
+        Ok(_) => bail!("{} exists and is not a socket", address.display()),
+        Err(_) => {}
+    }
+    let old = sys::umask(0o177);
+    let l = tokio::net::UnixListener::bind(address);
+    sys::umask(old);
+    let l = l.with_context(|| format!("bind {}", address.display()))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    log::set_logger(&StderrLogger).ok();
+    log::set_max_level(args.log_level);
+
+    let mut cfg = Config::new(&args.root);
+    cfg.usage_refresh = args.usage_refresh;
+    if let Ok(v) = std::env::var(CRASH_ENV) {
+        let (p, n) = v.split_once(':').context("crash point must be point:n")?;
+        cfg.crash_point = Some((p.to_string(), n.parse()?));
+    }
+    let snap = tokio::task::spawn_blocking(move || Snapshotter::open(cfg))
+        .await?
+        .with_context(|| format!("open snapshotter root {}", args.root.display()))?;
+    let listener = bind(&args.address)?;
+    log::info!(
+        "serving {} (root {})",
+        args.address.display(),
+        snap.root().display()
+    );
+
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        log::info!("shutting down");
+    };
+    tonic::transport::Server::builder()
+        .add_service(Service::new(Arc::new(snap)).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("grpc server")?;
+    let _ = std::fs::remove_file(&args.address);
+    Ok(())
+}

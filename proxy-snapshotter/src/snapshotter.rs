@@ -1,0 +1,470 @@
+//! The overlayfs snapshotter: containerd's `plugins/snapshots/overlay` semantics on top of the
+//! redb [`Store`], with directory operations ordered around the metadata transaction.
+//!
+//! Layout under the root:
+//! * `metadata.redb`         — the store
+//! * `snapshots/<id>/fs`     — the snapshot's directory (overlay upperdir / lowerdir)
+//! * `snapshots/<id>/work`   — overlay workdir (active snapshots only)
+//! * `tmp/new-<id>`          — a snapshot directory being built
+//! * `trash/`                — directories being deleted
+//!
+//! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
+//! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
+//! * Prepare/View: inside the write transaction allocate the id and write the record, build
+//!   `tmp/new-<id>`, fsync it, rename it to `snapshots/<id>`, fsync the parent, then commit (redb
+//!   fsyncs). A crash before the commit leaves an unreferenced directory; the id is not reused
+//!   before startup cleanup has removed it.
+//! * Commit: walk the upper dir once (usage), then one transaction renames the key; no
+//!   directory moves.
+//! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/` and
+//!   delete it. A crash in between leaves an unreferenced directory.
+//! * Cleanup: under the write transaction (no Prepare in flight) move every directory in
+//!   `snapshots/` that the store does not reference, and everything in `tmp/`, into `trash/`;
+//!   then empty `trash/`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+use crate::filter::Filter;
+use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
+use crate::usage::{disk_usage, UsageTracker};
+
+/// A mount as containerd's `types.Mount`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    /// Refresh interval of cached active-snapshot usage; zero walks on every query.
+    pub usage_refresh: Duration,
+    /// Test hook: `(point, n)` SIGKILLs the process at the n-th pass through `point`.
+    pub crash_point: Option<(String, u64)>,
+    /// Delete unreferenced directories when opening (always on in the daemon; tests of the
+    /// crash behaviour turn it off to inspect what a crash left).
+    pub cleanup_on_open: bool,
+}
+
+impl Config {
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            usage_refresh: Duration::from_secs(60),
+            crash_point: None,
+            cleanup_on_open: true,
+        }
+    }
+}
+
+pub struct Snapshotter {
+    root: PathBuf,
+    snapshots: PathBuf,
+    tmp: PathBuf,
+    trash: PathBuf,
+    store: Store,
+    usage: UsageTracker,
+    overlay_options: Vec<String>,
+    crash_point: Option<(String, u64)>,
+    crash_hits: AtomicU64,
+}
+
+fn fsync_dir(p: &Path) -> Result<()> {
+    fs::File::open(p)
+        .and_then(|f| f.sync_all())
+        .ctx(|| format!("fsync {}", p.display()))
+}
+
+fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
+    fs::create_dir(p).ctx(|| format!("mkdir {}", p.display()))?;
+    // Explicit chmod: independent of the daemon's umask.
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", p.display()))
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Snapshotter {
+    /// Opens (or creates) the root, then deletes anything the metadata does not reference.
+    pub fn open(cfg: Config) -> Result<Snapshotter> {
+        let root = cfg.root;
+        fs::create_dir_all(&root).ctx(|| format!("create {}", root.display()))?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o711))
+            .ctx(|| format!("chmod {}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .ctx(|| format!("resolve {}", root.display()))?;
+        let snapshots = root.join("snapshots");
+        let tmp = root.join("tmp");
+        let trash = root.join("trash");
+        for (d, mode) in [(&snapshots, 0o711), (&tmp, 0o700), (&trash, 0o700)] {
+            if !d.is_dir() {
+                mkdir_mode(d, mode)?;
+            }
+        }
+        let store = Store::open(&root.join("metadata.redb"))?;
+        let mut overlay_options = Vec::new();
+        // As containerd: disable the overlay index when the kernel has the parameter, so
+        // lowerdirs can be mounted by several overlays and remounted after a restart.
+        if Path::new("/sys/module/overlay/parameters/index").exists() {
+            overlay_options.push("index=off".to_string());
+        }
+        let s = Snapshotter {
+            root,
+            snapshots,
+            tmp,
+            trash,
+            store,
+            usage: UsageTracker::new(cfg.usage_refresh),
+            overlay_options,
+            crash_point: cfg.crash_point,
+            crash_hits: AtomicU64::new(0),
+        };
+        if cfg.cleanup_on_open {
+            s.cleanup()?;
+        }
+        Ok(s)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn crash(&self, point: &str) {
+        if let Some((p, n)) = &self.crash_point {
+            if p == point && self.crash_hits.fetch_add(1, Ordering::SeqCst) + 1 >= *n {
+                crate::sys::sigkill_self();
+            }
+        }
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.snapshots.join(id.to_string())
+    }
+
+    fn upper(&self, id: u64) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    fn work(&self, id: u64) -> PathBuf {
+        self.dir(id).join("work")
+    }
+
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        validate_key("key", key)?;
+        Ok(self.store.get(key)?.info(key))
+    }
+
+    pub fn update(&self, info: &Info, fieldpaths: &[String]) -> Result<Info> {
+        validate_key("name", &info.name)?;
+        validate_labels(&info.labels)?;
+        let tx = self.store.write()?;
+        let out = tx.update(&info.name, &info.labels, fieldpaths)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        validate_key("key", key)?;
+        let r = self.store.get(key)?;
+        match r.kind {
+            Kind::Active => self.usage.get(r.id, &self.upper(r.id)),
+            _ => Ok(r.usage),
+        }
+    }
+
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        validate_key("key", key)?;
+        let r = self.store.get(key)?;
+        if r.kind == Kind::Committed {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key:?} is committed; only active snapshots and views have mounts"
+            )));
+        }
+        Ok(self.mounts_of(&r))
+    }
+
+    pub fn prepare(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, labels)
+    }
+
+    pub fn view(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, labels)
+    }
+
+    fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>> {
+        validate_key("key", key)?;
+        if !parent.is_empty() {
+            validate_key("parent", parent)?;
+        }
+        validate_labels(&labels)?;
+        let tx = self.store.write()?;
+        let r = tx.create(kind, key, parent, labels)?;
+        let td = self.tmp.join(format!("new-{}", r.id));
+        let dir = self.dir(r.id);
+        let res = (|| {
+            // Leftovers with this id can only be garbage: the id is not referenced yet.
+            remove_any(&td).ctx(|| format!("remove {}", td.display()))?;
+            if fs::symlink_metadata(&dir).is_ok() {
+                self.trash_dir(&dir)?;
+            }
+            mkdir_mode(&td, 0o700)?;
+            let fs_dir = td.join("fs");
+            mkdir_mode(&fs_dir, 0o755)?;
+            if kind == Kind::Active {
+                mkdir_mode(&td.join("work"), 0o711)?;
+            }
+            // As containerd: the new upper dir belongs to the owner of the parent's root.
+            if let Some(&pid) = r.parent_ids.first() {
+                let m = fs::metadata(self.upper(pid))
+                    .ctx(|| format!("stat parent {} (id {pid})", r.parent))?;
+                std::os::unix::fs::lchown(&fs_dir, Some(m.uid()), Some(m.gid()))
+                    .ctx(|| format!("chown {}", fs_dir.display()))?;
+            }
+            fsync_dir(&fs_dir)?;
+            if kind == Kind::Active {
+                fsync_dir(&td.join("work"))?;
+            }
+            fsync_dir(&td)?;
+            self.crash("prepare.before_rename");
+            fs::rename(&td, &dir)
+                .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            fsync_dir(&self.snapshots)?;
+            fsync_dir(&self.tmp)?;
+            self.crash("prepare.before_commit");
+            Ok(())
+        })();
+        let res = res.and_then(|()| tx.commit());
+        if let Err(e) = res {
+            // The transaction is aborted (dropped) or failed: nothing references the dirs.
+            let _ = remove_any(&td);
+            let _ = self.trash_dir(&dir).and_then(|()| self.empty_trash());
+            return Err(e);
+        }
+        self.crash("prepare.after_commit");
+        if kind == Kind::Active {
+            if let Ok(u) = disk_usage(&self.upper(r.id)) {
+                self.usage.seed(r.id, u);
+            }
+        }
+        Ok(self.mounts_of(&r))
+    }
+
+    pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
+        validate_key("name", name)?;
+        validate_key("key", key)?;
+        validate_labels(&labels)?;
+        // Same error precedence as containerd: existing target first.
+        if self.store.get(name).is_ok() {
+            return Err(Error::AlreadyExists(name.to_string()));
+        }
+        let before = self.store.get(key)?;
+        if before.kind != Kind::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key:?} is not active"
+            )));
+        }
+        // The one walk of this layer's lifetime, outside the write lock.
+        let usage = disk_usage(&self.upper(before.id))?;
+        let tx = self.store.write()?;
+        let r = tx.commit_active(key, name, labels, usage)?;
+        if r.id != before.id {
+            return Err(Error::FailedPrecondition(format!(
+                "snapshot {key:?} was replaced during commit"
+            )));
+        }
+        self.crash("commit.before_commit");
+        tx.commit()?;
+        self.crash("commit.after_commit");
+        self.usage.forget(r.id);
+        Ok(())
+    }
+
+    pub fn remove(&self, key: &str) -> Result<()> {
+        validate_key("key", key)?;
+        let tx = self.store.write()?;
+        let r = tx.remove(key)?;
+        self.crash("remove.before_commit");
+        tx.commit()?;
+        self.crash("remove.after_commit");
+        self.usage.forget(r.id);
+        // The snapshot is gone; failures below only leave garbage for Cleanup.
+        let dir = self.dir(r.id);
+        if let Err(e) = self.trash_dir(&dir) {
+            log::warn!("removing {}: {e}", dir.display());
+            return Ok(());
+        }
+        self.crash("remove.after_trash");
+        if let Err(e) = self.empty_trash() {
+            log::warn!("emptying trash: {e}");
+        }
+        Ok(())
+    }
+
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
+        let filter = Filter::parse_all(filters)?;
+        Ok(self
+            .store
+            .all()?
+            .into_iter()
+            .map(|(k, r)| r.info(&k))
+            .filter(|i| filter.matches(i))
+            .collect())
+    }
+
+    /// Deletes every directory the metadata does not reference.
+    pub fn cleanup(&self) -> Result<()> {
+        {
+            // Holding the write transaction: no Prepare is between mkdir and commit.
+            let tx = self.store.write()?;
+            let ids: HashSet<u64> = tx.ids()?.into_keys().collect();
+            for e in fs::read_dir(&self.snapshots).ctx(|| "read snapshots dir".into())? {
+                let e = e.ctx(|| "read snapshots dir".into())?;
+                let keep = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|id| ids.contains(&id));
+                if !keep {
+                    log::info!("cleanup: removing unreferenced {}", e.path().display());
+                    self.trash_dir(&e.path())?;
+                }
+            }
+            for e in fs::read_dir(&self.tmp).ctx(|| "read tmp dir".into())? {
+                let e = e.ctx(|| "read tmp dir".into())?;
+                self.trash_dir(&e.path())?;
+            }
+        }
+        self.empty_trash()
+    }
+
+    /// Atomically moves `p` (inside the root) into `trash/`.
+    fn trash_dir(&self, p: &Path) -> Result<()> {
+        if fs::symlink_metadata(p).is_err() {
+            return Ok(());
+        }
+        let parent = p.parent().unwrap_or(&self.root);
+        let prefix = if parent == self.tmp { "tmp-" } else { "" };
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let target = self.trash.join(format!("{prefix}{name}"));
+        remove_any(&target).ctx(|| format!("remove {}", target.display()))?;
+        fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))?;
+        fsync_dir(parent)
+    }
+
+    fn empty_trash(&self) -> Result<()> {
+        for e in fs::read_dir(&self.trash).ctx(|| "read trash dir".into())? {
+            let e = e.ctx(|| "read trash dir".into())?;
+            remove_any(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+        }
+        Ok(())
+    }
+
+    fn mounts_of(&self, r: &Record) -> Vec<Mount> {
+        if r.parent_ids.is_empty() {
+            let rw = if r.kind == Kind::View { "ro" } else { "rw" };
+            return vec![Mount {
+                kind: "bind".into(),
+                source: path_str(&self.upper(r.id)),
+                options: vec![rw.into(), "rbind".into()],
+            }];
+        }
+        let mut options = Vec::new();
+        if r.kind == Kind::Active {
+            options.push(format!("workdir={}", path_str(&self.work(r.id))));
+            options.push(format!("upperdir={}", path_str(&self.upper(r.id))));
+        } else if r.parent_ids.len() == 1 {
+            return vec![Mount {
+                kind: "bind".into(),
+                source: path_str(&self.upper(r.parent_ids[0])),
+                options: vec!["ro".into(), "rbind".into()],
+            }];
+        }
+        let lowers: Vec<String> = r
+            .parent_ids
+            .iter()
+            .map(|&id| path_str(&self.upper(id)))
+            .collect();
+        options.push(format!("lowerdir={}", lowers.join(":")));
+        options.extend(self.overlay_options.iter().cloned());
+        vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options,
+        }]
+    }
+
+    /// Consistency of metadata and directories (used by tests and `--check`): an empty list
+    /// means every referenced id has its directories and nothing unreferenced is left.
+    pub fn check(&self) -> Result<Vec<String>> {
+        let mut problems = self.store.check()?;
+        let all = self.store.all()?;
+        let ids: HashSet<u64> = all.iter().map(|(_, r)| r.id).collect();
+        for (k, r) in &all {
+            if !self.upper(r.id).is_dir() {
+                problems.push(format!("{k:?} (id {}): missing fs dir", r.id));
+            }
+            if r.kind == Kind::Active && !self.work(r.id).is_dir() {
+                problems.push(format!("{k:?} (id {}): missing work dir", r.id));
+            }
+        }
+        for e in fs::read_dir(&self.snapshots).ctx(|| "read snapshots".into())? {
+            let e = e.ctx(|| "read snapshots".into())?;
+            let ok = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|id| ids.contains(&id));
+            if !ok {
+                problems.push(format!("unreferenced {}", e.path().display()));
+            }
+        }
+        for d in [&self.tmp, &self.trash] {
+            if fs::read_dir(d).ctx(|| "read".into())?.next().is_some() {
+                problems.push(format!("{} not empty", d.display()));
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Number of usage walks done (tests, benchmark).
+    pub fn usage_walks(&self) -> u64 {
+        self.usage.walks()
+    }
+}

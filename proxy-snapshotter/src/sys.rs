@@ -1,0 +1,20 @@
+//! The only place with `unsafe`: thin wrappers over libc calls std does not expose.
+
+/// Sets the process umask and returns the previous one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) only swaps an integer in the process's fs context; it cannot fail and
+    // touches no memory we own.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Delivers SIGKILL to this process (test crash points): the same effect as `kill -9` from
+/// outside, at an exact instant.
+pub fn sigkill_self() -> ! {
+    // SAFETY: kill(2) with our own pid and a valid signal number has no memory-safety
+    // preconditions. SIGKILL cannot be caught, so the process ends here.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    // Not reached; keep the type system satisfied if the signal were somehow delayed.
+    std::process::abort()
+}

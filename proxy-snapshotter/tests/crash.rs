@@ -1,0 +1,270 @@
+//! kill -9 the daemon (a real child process) at many points of Prepare/Commit/Remove loops, then
+//! check that metadata and directories agree after restart + Cleanup.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Daemon;
+use containerd_client::services::v1::snapshots::*;
+use podshim_snapshotter::{Config, Snapshotter};
+
+type Client = snapshots_client::SnapshotsClient<containerd_client::tonic::transport::Channel>;
+const SN: &str = "podsnap";
+
+fn upper_of(m: &[containerd_client::types::Mount]) -> PathBuf {
+    let m = &m[0];
+    match m.r#type.as_str() {
+        "bind" => PathBuf::from(&m.source),
+        _ => PathBuf::from(
+            m.options
+                .iter()
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .unwrap(),
+        ),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    Prepare(String),
+    Commit(String, String),
+    Remove(String),
+}
+
+/// Runs Prepare/Commit/View/Remove loops until an RPC fails; returns the op that failed.
+async fn workload(c: &mut Client, run: &str, iterations: usize) -> Option<Op> {
+    let mut parent = String::new();
+    let mut chain: Vec<String> = Vec::new();
+    for i in 0..iterations {
+        let key = format!("k8s.io/{run}{i}/extract {i}");
+        let name = format!("k8s.io/{run}/sha256:{i:064}");
+        let r = c
+            .prepare(PrepareSnapshotRequest {
+                snapshotter: SN.into(),
+                key: key.clone(),
+                parent: parent.clone(),
+                labels: HashMap::new(),
+            })
+            .await;
+        let m = match r {
+            Ok(r) => r.into_inner().mounts,
+            Err(_) => return Some(Op::Prepare(key)),
+        };
+        let up = upper_of(&m);
+        for f in 0..5 {
+            let _ = std::fs::write(up.join(format!("f{f}")), vec![i as u8; 1000 * f]);
+        }
+        let r = c
+            .commit(CommitSnapshotRequest {
+                snapshotter: SN.into(),
+                name: name.clone(),
+                key: key.clone(),
+                labels: HashMap::new(),
+            })
+            .await;
+        if r.is_err() {
+            return Some(Op::Commit(key, name));
+        }
+        chain.push(name.clone());
+        parent = name.clone();
+        let view = format!("k8s.io/{run}{i}/view");
+        if c.view(ViewSnapshotRequest {
+            snapshotter: SN.into(),
+            key: view.clone(),
+            parent: parent.clone(),
+            labels: HashMap::new(),
+        })
+        .await
+        .is_err()
+        {
+            return Some(Op::Prepare(view));
+        }
+        let rm = |k: String| RemoveSnapshotRequest {
+            snapshotter: SN.into(),
+            key: k,
+        };
+        if c.remove(rm(view.clone())).await.is_err() {
+            return Some(Op::Remove(view));
+        }
+        if i % 3 == 2 {
+            // drop the top of the chain again
+            let top = chain.pop().unwrap();
+            if c.remove(rm(top.clone())).await.is_err() {
+                return Some(Op::Remove(top));
+            }
+            parent = chain.last().cloned().unwrap_or_default();
+        }
+    }
+    None
+}
+
+/// Problems in the root left after restart + Cleanup (empty = consistent).
+async fn restart_and_check(root: &Path, sock: &Path) -> (Vec<String>, Vec<String>) {
+    let mut d = Daemon::start(root, sock, &[], &[]);
+    let mut c = d.client().await.expect("daemon restarts after kill -9");
+    c.cleanup(CleanupRequest {
+        snapshotter: SN.into(),
+    })
+    .await
+    .unwrap();
+    let mut names = Vec::new();
+    let mut s = c
+        .list(ListSnapshotsRequest {
+            snapshotter: SN.into(),
+            filters: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(m) = s.message().await.unwrap() {
+        names.extend(m.info.into_iter().map(|i| i.name));
+    }
+    d.terminate();
+    let mut cfg = Config::new(root);
+    cfg.cleanup_on_open = false; // inspect what the daemon's Cleanup left
+    let s = Snapshotter::open(cfg).unwrap();
+    (s.check().unwrap(), names)
+}
+
+/// Waits (bounded) for the daemon to die by its crash point.
+async fn wait_exit(d: &mut Daemon, point: &str, n: u64) -> std::process::ExitStatus {
+    for _ in 0..3000 {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{point}:{n}: daemon did not crash");
+}
+
+const POINTS: &[&str] = &[
+    "prepare.before_rename",
+    "prepare.before_commit",
+    "prepare.after_commit",
+    "commit.before_commit",
+    "commit.after_commit",
+    "remove.before_commit",
+    "remove.after_commit",
+    "remove.after_trash",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_at_every_crash_point() {
+    let mut cases = 0;
+    for point in POINTS {
+        for n in [1u64, 4] {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path().join("root");
+            let sock = t.path().join("s.sock");
+            // A first, uninterrupted run so that crashes hit a non-empty store.
+            {
+                let mut d = Daemon::start(&root, &sock, &[], &[]);
+                let mut c = d.client().await.unwrap();
+                assert_eq!(workload(&mut c, "warmup", 2).await, None);
+                d.terminate();
+            }
+            let mut d = Daemon::start(
+                &root,
+                &sock,
+                &[("PODSHIM_SNAPSHOTTER_CRASHPOINT", format!("{point}:{n}"))],
+                &[],
+            );
+            let mut c = d.client().await.unwrap();
+            eprintln!("crash point {point}:{n}");
+            let failed =
+                tokio::time::timeout(Duration::from_secs(60), workload(&mut c, "crash", 50))
+                    .await
+                    .unwrap_or_else(|_| panic!("{point}:{n}: workload hung"));
+            let status = wait_exit(&mut d, point, n).await;
+            assert_eq!(status.signal(), Some(9), "{point}:{n} died by SIGKILL");
+            let failed = failed.unwrap_or_else(|| panic!("{point}:{n} never crashed"));
+            // The checker has teeth: these points leave garbage that only Cleanup removes.
+            if matches!(
+                *point,
+                "prepare.before_rename"
+                    | "prepare.before_commit"
+                    | "remove.after_commit"
+                    | "remove.after_trash"
+            ) {
+                let mut cfg = Config::new(&root);
+                cfg.cleanup_on_open = false;
+                let raw = Snapshotter::open(cfg).unwrap().check().unwrap();
+                assert!(
+                    !raw.is_empty(),
+                    "{point}:{n}: expected leftovers before Cleanup"
+                );
+            }
+            let (problems, names) = restart_and_check(&root, &sock).await;
+            assert!(problems.is_empty(), "{point}:{n}: {problems:?}");
+            // The interrupted operation is all-or-nothing, decided by the metadata commit.
+            let committed = point.ends_with("after_commit") || *point == "remove.after_trash";
+            match (&failed, point.split('.').next().unwrap()) {
+                (Op::Prepare(k), "prepare") => {
+                    assert_eq!(names.contains(k), committed, "{point}:{n} {k}")
+                }
+                (Op::Commit(k, name), "commit") => {
+                    assert_eq!(names.contains(name), committed, "{point}:{n}");
+                    assert_eq!(names.contains(k), !committed, "{point}:{n}");
+                }
+                (Op::Remove(k), "remove") => {
+                    assert_eq!(names.contains(k), !committed, "{point}:{n} {k}")
+                }
+                other => panic!("{point}:{n}: unexpected failing op {other:?}"),
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, POINTS.len() * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_from_outside_at_arbitrary_instants() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let sock = t.path().join("s.sock");
+    for round in 0..12u64 {
+        let mut d = Daemon::start(&root, &sock, &[], &[]);
+        let mut c = d.client().await.unwrap();
+        let work = tokio::spawn(async move { workload(&mut c, "kill", 1000).await });
+        // Vary the instant; nothing below depends on when exactly the kill lands.
+        tokio::time::sleep(Duration::from_millis(3 + round * 7)).await;
+        d.kill9();
+        let _ = work.await;
+        let (problems, _) = restart_and_check(&root, &sock).await;
+        assert!(problems.is_empty(), "round {round}: {problems:?}");
+        // start the next round from an empty store again, through the API
+        let mut d = Daemon::start(&root, &sock, &[], &[]);
+        let mut c = d.client().await.unwrap();
+        loop {
+            let mut s = c
+                .list(ListSnapshotsRequest {
+                    snapshotter: SN.into(),
+                    filters: vec![],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut names = Vec::new();
+            while let Some(m) = s.message().await.unwrap() {
+                names.extend(m.info.into_iter().map(|i| i.name));
+            }
+            if names.is_empty() {
+                break;
+            }
+            for n in names {
+                // parents refuse until their children are gone; loop until empty
+                let _ = c
+                    .remove(RemoveSnapshotRequest {
+                        snapshotter: SN.into(),
+                        key: n,
+                    })
+                    .await;
+            }
+        }
+        d.terminate();
+    }
+}
