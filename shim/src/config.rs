@@ -17,7 +17,7 @@ use crate::{
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/podshim/shim.toml";
 pub const CONFIG_ENV: &str = "PODSHIM_CONFIG";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub runtime: RuntimeConfig,
@@ -59,15 +59,6 @@ impl Default for IoConfig {
         Self {
             memory_bytes: 256 * 1024,
             spill_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            runtime: RuntimeConfig::default(),
-            io: IoConfig::default(),
         }
     }
 }

@@ -1,10 +1,38 @@
 //! A process's stdio: containerd's FIFOs on one side, the process's pipes or pty on the other.
 //!
-//! INTERFACE CONTRACT (the rest of the shim calls exactly this; the stdio helper fills the bodies).
+//! The shim reads the process's output at all times. What containerd's FIFO cannot take (while
+//! containerd restarts) waits in a bounded backlog, memory then a spill file, and is replayed in
+//! order; only past both bounds is the process back-pressured. A stream's FIFO is closed once
+//! the process side reached end of file and everything was handed over, which is how containerd
+//! learns an exec's output is complete.
 
-use std::{os::fd::OwnedFd, path::Path, time::Duration};
+mod backlog;
+mod console;
+mod copy;
+mod fifo;
+mod sys;
 
-use crate::error::Result;
+use std::{
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
+
+pub use console::ConsoleSocket;
+
+use self::{
+    backlog::Backlog,
+    copy::{copy_input, copy_output, StreamState},
+    fifo::{open_sink, open_source, process_pipe, FifoSink},
+};
+use crate::error::{Error, Result};
 
 /// What containerd sent in CreateTaskRequest / ExecProcessRequest.
 #[derive(Debug, Clone, Default)]
@@ -18,7 +46,7 @@ pub struct StdioPaths {
 /// Bounds of what the shim holds for a reader that is not reading (containerd restarting).
 #[derive(Debug, Clone, Copy)]
 pub struct IoLimits {
-    /// Bytes held in memory per output stream before spilling to the bundle.
+    /// Bytes held in memory per output stream before spilling.
     pub memory_bytes: usize,
     /// Bytes held in the spill file per output stream; past this, the process is back-pressured.
     pub spill_bytes: u64,
@@ -32,54 +60,177 @@ pub struct ChildStdio {
     pub stderr: Option<OwnedFd>,
 }
 
+struct Output {
+    name: &'static str,
+    source: Option<Arc<AsyncFd<OwnedFd>>>,
+    sink: FifoSink,
+}
+
 pub struct ProcessIo {
-    _todo: (),
+    terminal: bool,
+    limits: IoLimits,
+    spill_base: PathBuf,
+    stdin_fifo: Option<OwnedFd>,
+    stdin_target: Option<Arc<AsyncFd<OwnedFd>>>,
+    outputs: Vec<Output>,
+    master: Option<Arc<AsyncFd<OwnedFd>>>,
+    stdin_close: Arc<Notify>,
+    states: Vec<watch::Receiver<StreamState>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl ProcessIo {
+    /// Opens containerd's FIFOs and, for a non-terminal process, the pipes it will use.
+    /// Nothing is copied until `start`; on error everything opened is closed again.
     pub fn open(
-        _paths: &StdioPaths,
-        _spill_dir: &Path,
-        _spill_prefix: &str,
-        _limits: IoLimits,
+        paths: &StdioPaths,
+        spill_dir: &Path,
+        spill_prefix: &str,
+        limits: IoLimits,
     ) -> Result<(ProcessIo, ChildStdio)> {
-        todo!("stdio helper")
+        let mut io = ProcessIo {
+            terminal: paths.terminal,
+            limits,
+            spill_base: spill_dir.join(spill_prefix),
+            stdin_fifo: None,
+            stdin_target: None,
+            outputs: Vec::new(),
+            master: None,
+            stdin_close: Arc::new(Notify::new()),
+            states: Vec::new(),
+            tasks: Vec::new(),
+        };
+        let mut child = ChildStdio::default();
+        if !paths.stdin.is_empty() {
+            io.stdin_fifo = Some(open_source(&paths.stdin)?);
+            if !paths.terminal {
+                let (ours, theirs) = process_pipe(true)?;
+                io.stdin_target = Some(Arc::new(register(ours)?));
+                child.stdin = Some(theirs);
+            }
+        }
+        let mut streams = vec![("stdout", &paths.stdout)];
+        // A terminal has one output; CRI still names a stderr FIFO it never reads.
+        if !paths.terminal {
+            streams.push(("stderr", &paths.stderr));
+        }
+        for (name, path) in streams {
+            if path.is_empty() {
+                continue;
+            }
+            let sink = open_sink(path, name)?;
+            let source = if paths.terminal {
+                None
+            } else {
+                let (ours, theirs) = process_pipe(false)?;
+                match name {
+                    "stdout" => child.stdout = Some(theirs),
+                    _ => child.stderr = Some(theirs),
+                }
+                Some(Arc::new(register(ours)?))
+            };
+            io.outputs.push(Output { name, source, sink });
+        }
+        Ok((io, child))
     }
-    pub fn attach_console(&mut self, _master: OwnedFd) -> Result<()> {
-        todo!("stdio helper")
+
+    /// Gives a terminal process's pty master (from the console socket) to the copiers.
+    pub fn attach_console(&mut self, master: OwnedFd) -> Result<()> {
+        if !self.terminal {
+            return Err(Error::FailedPrecondition(
+                "console for a process without a terminal".into(),
+            ));
+        }
+        fifo::set_nonblocking(&master)?;
+        let master = Arc::new(register(master)?);
+        for out in &mut self.outputs {
+            out.source = Some(master.clone());
+        }
+        if self.stdin_fifo.is_some() {
+            self.stdin_target = Some(master.clone());
+        }
+        self.master = Some(master);
+        Ok(())
     }
+
+    /// Starts copying, as tasks on the current runtime.
     pub fn start(&mut self) {
-        todo!("stdio helper")
+        for out in std::mem::take(&mut self.outputs) {
+            let Some(source) = out.source else {
+                log::warn!("{} has no process side; nothing to copy", out.name);
+                continue;
+            };
+            let spill = PathBuf::from(format!("{}-{}.spill", self.spill_base.display(), out.name));
+            let backlog = Backlog::new(self.limits.memory_bytes, spill, self.limits.spill_bytes);
+            let (tx, rx) = watch::channel(StreamState::default());
+            self.states.push(rx);
+            self.tasks
+                .push(tokio::spawn(copy_output(source, out.sink, backlog, tx)));
+        }
+        if let (Some(fifo), Some(target)) = (self.stdin_fifo.take(), self.stdin_target.take()) {
+            self.tasks.push(tokio::spawn(copy_input(
+                fifo,
+                target,
+                self.stdin_close.clone(),
+            )));
+        }
     }
-    pub fn resize(&self, _width: u32, _height: u32) -> Result<()> {
-        todo!("stdio helper")
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let master = self
+            .master
+            .as_ref()
+            .ok_or_else(|| Error::FailedPrecondition("process has no terminal to resize".into()))?;
+        let cols = u16::try_from(width).unwrap_or(u16::MAX);
+        let rows = u16::try_from(height).unwrap_or(u16::MAX);
+        use std::os::fd::AsFd;
+        sys::set_window_size(master.get_ref().as_fd(), cols, rows)
+            .map_err(Error::io("resize terminal"))
     }
+
+    /// CloseIO: the process sees end of input once what was already read reached it.
     pub fn close_stdin(&self) {
-        todo!("stdio helper")
+        self.stdin_close.notify_one();
     }
-    pub async fn wait_output_closed(&self, _timeout: Duration) {
-        todo!("stdio helper")
+
+    /// Resolves once every output of the exited process reached end of file, or at `timeout`
+    /// (a daemonised grandchild may hold the pipe open forever).
+    pub async fn wait_output_closed(&self, timeout: Duration) {
+        self.wait_streams(timeout, |s| s.eof).await;
     }
-    pub async fn drain(&self, _timeout: Duration) {
-        todo!("stdio helper")
+
+    /// Resolves once containerd has every byte of an ended stream (and its FIFO is closed), or
+    /// nothing waits in a stream that is still open, or at `timeout`.
+    pub async fn drain(&self, timeout: Duration) {
+        self.wait_streams(timeout, |s| s.done || (!s.eof && s.pending == 0))
+            .await;
     }
+
+    async fn wait_streams(&self, timeout: Duration, reached: impl Fn(&StreamState) -> bool) {
+        let all = async {
+            for rx in &self.states {
+                let mut rx = rx.clone();
+                let _ = rx.wait_for(|s| reached(s)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, all).await;
+    }
+
+    /// Stops copying and closes everything; spill files are removed with their backlogs.
     pub async fn shutdown(self) {
-        todo!("stdio helper")
+        self.stdin_close.notify_one();
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
-pub struct ConsoleSocket {
-    _todo: (),
+fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    sys::register(fd).map_err(Error::io("register with the event loop"))
 }
 
-impl ConsoleSocket {
-    pub fn bind(_dir: &Path) -> Result<ConsoleSocket> {
-        todo!("stdio helper")
-    }
-    pub fn path(&self) -> &Path {
-        todo!("stdio helper")
-    }
-    pub async fn receive_master(&self) -> Result<OwnedFd> {
-        todo!("stdio helper")
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -191,7 +191,9 @@ fn load_spec(bundle: &Path) -> Result<Spec> {
             bundle.display()
         )));
     }
-    Spec::load(&path)
+    let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
+    // serde_json directly: its errors say which field and where, oci-spec's only "serde failed".
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display())))
 }
 

@@ -118,8 +118,7 @@ fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
     dir.display().to_string()
 }
 
-const SPEC: &str =
-    r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"]}}"#;
+const SPEC: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"],"user":{"uid":0,"gid":0}}}"#;
 
 fn create_req(id: &str, bundle: String) -> CreateTaskRequest {
     CreateTaskRequest {
@@ -188,7 +187,7 @@ async fn invalid_ids_and_specs_are_rejected_before_the_runtime_runs() {
     let norootfs = tempfile::tempdir().unwrap();
     let bundle = bundle_with(norootfs.path(), SPEC, false);
     let (c, m) = code(svc.create(&ctx(), create_req("c1", bundle)).await);
-    assert_eq!(c, Code::NOT_FOUND);
+    assert_eq!(c, Code::NOT_FOUND, "{m}");
     assert!(m.contains("rootfs"), "{m}");
 
     assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());

@@ -1,0 +1,219 @@
+//! Bytes a FIFO could not take yet: bounded memory first, then a bounded spill file, replayed
+//! strictly in order.
+
+use std::{
+    collections::VecDeque,
+    fs::{File, OpenOptions},
+    os::unix::fs::FileExt,
+    path::PathBuf,
+};
+
+use log::warn;
+
+use crate::error::{Error, Result};
+
+pub struct Backlog {
+    mem: VecDeque<u8>,
+    mem_limit: usize,
+    spill: Spill,
+}
+
+struct Spill {
+    path: PathBuf,
+    limit: u64,
+    file: Option<File>,
+    /// Bytes before `read` were replayed; bytes in `read..write` wait.
+    read: u64,
+    write: u64,
+}
+
+impl Backlog {
+    pub fn new(mem_limit: usize, spill_path: PathBuf, spill_limit: u64) -> Backlog {
+        Backlog {
+            mem: VecDeque::new(),
+            mem_limit,
+            spill: Spill {
+                path: spill_path,
+                limit: spill_limit,
+                file: None,
+                read: 0,
+                write: 0,
+            },
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64 + (self.spill.write - self.spill.read)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many more bytes fit; at zero the process is back-pressured.
+    pub fn room(&self) -> u64 {
+        let mem_room = self.mem_limit.saturating_sub(self.mem.len()) as u64;
+        let spill_room = self
+            .spill
+            .limit
+            .saturating_sub(self.spill.write - self.spill.read);
+        // While spilled bytes wait, memory only holds older bytes: new ones must go behind them.
+        if self.spill.write > self.spill.read {
+            spill_room
+        } else {
+            mem_room + spill_room
+        }
+    }
+
+    /// Appends `data`, which must fit in `room()`.
+    pub fn push(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.spill.write == self.spill.read {
+            let n = data
+                .len()
+                .min(self.mem_limit.saturating_sub(self.mem.len()));
+            self.mem.extend(&data[..n]);
+            data = &data[n..];
+        }
+        if !data.is_empty() {
+            self.spill.append(data)?;
+        }
+        Ok(())
+    }
+
+    /// The oldest waiting bytes (at most `buf.len()` of them from the spill file).
+    pub fn front<'a>(&'a self, buf: &'a mut [u8]) -> Result<&'a [u8]> {
+        if !self.mem.is_empty() {
+            return Ok(self.mem.as_slices().0);
+        }
+        self.spill.peek(buf)
+    }
+
+    pub fn consume(&mut self, mut n: usize) {
+        let from_mem = n.min(self.mem.len());
+        self.mem.drain(..from_mem);
+        n -= from_mem;
+        if self.mem.is_empty() && self.mem.capacity() > 0 {
+            // Memory held for a reader that went away is given back once it caught up.
+            self.mem = VecDeque::new();
+        }
+        if n > 0 {
+            self.spill.consume(n as u64);
+        }
+    }
+}
+
+impl Spill {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        if self.file.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.path)
+                .map_err(Error::io(format!("create spill {}", self.path.display())))?;
+            self.file = Some(file);
+        }
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.write_all_at(data, self.write)
+            .map_err(Error::io(format!("write spill {}", self.path.display())))?;
+        self.write += data.len() as u64;
+        Ok(())
+    }
+
+    fn peek<'a>(&self, buf: &'a mut [u8]) -> Result<&'a [u8]> {
+        let (Some(file), true) = (&self.file, self.write > self.read) else {
+            return Ok(&[]);
+        };
+        let want = buf.len().min((self.write - self.read) as usize);
+        let n = file
+            .read_at(&mut buf[..want], self.read)
+            .map_err(Error::io(format!("read spill {}", self.path.display())))?;
+        Ok(&buf[..n])
+    }
+
+    fn consume(&mut self, n: u64) {
+        self.read = (self.read + n).min(self.write);
+        if self.read == self.write {
+            self.remove();
+        }
+    }
+
+    fn remove(&mut self) {
+        if self.file.take().is_some() {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                warn!("remove spill {}: {e}", self.path.display());
+            }
+        }
+        self.read = 0;
+        self.write = 0;
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain_all(b: &mut Backlog) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 7];
+        while !b.is_empty() {
+            let chunk = b.front(&mut buf).unwrap().to_vec();
+            assert!(!chunk.is_empty());
+            out.extend_from_slice(&chunk);
+            b.consume(chunk.len());
+        }
+        out
+    }
+
+    #[test]
+    fn spills_past_memory_and_replays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.spill");
+        let mut b = Backlog::new(10, path.clone(), 100);
+        assert_eq!(b.room(), 110);
+        b.push(b"0123456789abc").unwrap();
+        assert!(path.exists());
+        assert_eq!(b.len(), 13);
+        // Memory drained, spill still waiting: new bytes queue behind the spilled ones.
+        let mut buf = [0u8; 64];
+        assert_eq!(b.front(&mut buf).unwrap(), b"0123456789");
+        b.consume(10);
+        assert_eq!(b.room(), 97);
+        b.push(b"def").unwrap();
+        assert_eq!(drain_all(&mut b), b"abcdef");
+        assert!(!path.exists(), "spill file removed once replayed");
+        b.push(b"xyz").unwrap();
+        assert!(!path.exists(), "back to memory after the spill drained");
+        assert_eq!(drain_all(&mut b), b"xyz");
+    }
+
+    #[test]
+    fn room_reaches_zero_at_both_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Backlog::new(4, dir.path().join("s"), 4);
+        b.push(b"12345678").unwrap();
+        assert_eq!(b.room(), 0);
+        assert_eq!(drain_all(&mut b), b"12345678");
+        assert_eq!(b.room(), 8);
+    }
+
+    #[test]
+    fn spill_file_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let mut b = Backlog::new(1, path.clone(), 10);
+        b.push(b"abc").unwrap();
+        assert!(path.exists());
+        drop(b);
+        assert!(!path.exists());
+    }
+}

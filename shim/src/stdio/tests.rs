@@ -1,0 +1,325 @@
+//! Real FIFOs and pipes: the process never blocks while the backlog has room, and containerd
+//! receives every byte in order whenever it reads.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    thread,
+    time::Duration,
+};
+
+use nix::{sys::stat::Mode, unistd::mkfifo};
+
+use super::*;
+
+const LIMITS: IoLimits = IoLimits {
+    memory_bytes: 64 * 1024,
+    spill_bytes: 8 * 1024 * 1024,
+};
+
+fn fifo(dir: &Path, name: &str) -> String {
+    let p = dir.join(name);
+    mkfifo(&p, Mode::from_bits_truncate(0o600)).unwrap();
+    p.display().to_string()
+}
+
+fn paths(dir: &Path) -> StdioPaths {
+    StdioPaths {
+        stdin: String::new(),
+        stdout: fifo(dir, "out"),
+        stderr: fifo(dir, "err"),
+        terminal: false,
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// containerd's side: reads the FIFO to EOF on a thread.
+fn reader(path: String) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut f = File::open(path).unwrap();
+        let mut out = Vec::new();
+        f.read_to_end(&mut out).unwrap();
+        out
+    })
+}
+
+/// The process: writes `data` into its stdout on a thread, then exits (closes the pipe).
+fn process_writes(fd: OwnedFd, data: Vec<u8>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut f = File::from(fd);
+        f.write_all(&data).unwrap();
+    })
+}
+
+async fn join<T: Send + 'static>(h: thread::JoinHandle<T>) -> T {
+    tokio::task::spawn_blocking(move || h.join().unwrap())
+        .await
+        .unwrap()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    io.start();
+    let out = reader(p.stdout.clone());
+    let err = reader(p.stderr.clone());
+    let data = pattern(300_000);
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    let e = process_writes(child.stderr.unwrap(), b"oops\n".to_vec());
+    join(w).await;
+    join(e).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    io.drain(Duration::from_secs(10)).await;
+    // The FIFO's write end closes once everything was handed over: the reader sees EOF.
+    assert_eq!(join(out).await, data);
+    assert_eq!(join(err).await, b"oops\n");
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn process_never_blocks_while_containerd_is_away_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    io.start();
+    // 4 MiB with nobody reading the FIFO: 64 KiB of pipe, 64 KiB of memory, the rest spilled.
+    let data = pattern(4 * 1024 * 1024);
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    drop(child.stderr);
+    tokio::time::timeout(Duration::from_secs(20), join(w))
+        .await
+        .expect("the process must not block while the backlog has room");
+    let spill = dir.path().join("init-stdout.spill");
+    assert!(spill.exists(), "bytes past the memory bound are spilled");
+    // containerd comes back.
+    let out = reader(p.stdout.clone());
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let got = join(out).await;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, in order");
+    assert!(!spill.exists(), "spill file removed once replayed");
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn past_both_bounds_the_process_is_back_pressured_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let small = IoLimits {
+        memory_bytes: 4096,
+        spill_bytes: 8192,
+    };
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", small).unwrap();
+    io.start();
+    let data = pattern(1024 * 1024);
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    drop(child.stderr);
+    // Pipe buffers (process pipe and FIFO) plus 12 KiB of backlog cannot hold 1 MiB.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!w.is_finished(), "the writer must be blocked");
+    let out = reader(p.stdout.clone());
+    join(w).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    assert!(join(out).await == data);
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    io.start();
+    let _held = child.stdout; // never closed during the test
+    let start = std::time::Instant::now();
+    io.wait_output_closed(Duration::from_millis(200)).await;
+    assert!(start.elapsed() < Duration::from_secs(5));
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn empty_paths_set_nothing_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut io, child) =
+        ProcessIo::open(&StdioPaths::default(), dir.path(), "init", LIMITS).unwrap();
+    assert!(child.stdin.is_none() && child.stdout.is_none() && child.stderr.is_none());
+    io.start();
+    io.wait_output_closed(Duration::from_secs(1)).await;
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn same_fifo_for_stdout_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fifo(dir.path(), "both");
+    let p = StdioPaths {
+        stdout: path.clone(),
+        stderr: path.clone(),
+        ..Default::default()
+    };
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "x", LIMITS).unwrap();
+    io.start();
+    let out = reader(path);
+    join(process_writes(child.stdout.unwrap(), b"a\n".to_vec())).await;
+    join(process_writes(child.stderr.unwrap(), b"b\n".to_vec())).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let got = join(out).await;
+    assert_eq!(got.len(), 4);
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn missing_fifo_is_not_found_and_leaks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = StdioPaths {
+        stdout: fifo(dir.path(), "out"),
+        stderr: dir.path().join("missing").display().to_string(),
+        ..Default::default()
+    };
+    let before = open_fds();
+    let err = ProcessIo::open(&p, dir.path(), "init", LIMITS)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::NotFound(ref m) if m.contains("missing")),
+        "{err}"
+    );
+    assert_eq!(open_fds(), before);
+    let uri = StdioPaths {
+        stdout: "binary:///usr/bin/logger".into(),
+        ..Default::default()
+    };
+    let err = ProcessIo::open(&uri, dir.path(), "init", LIMITS)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stdin_reaches_the_process_and_close_io_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdin = fifo(dir.path(), "in");
+    let p = StdioPaths {
+        stdin: stdin.clone(),
+        ..Default::default()
+    };
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    io.start();
+    // containerd writes and keeps its end open; CloseIO is what ends the input.
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stdin)
+        .unwrap();
+    writer.write_all(b"hello\n").unwrap();
+    let process = thread::spawn(move || {
+        let mut f = File::from(child.stdin.unwrap());
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        got
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    io.close_stdin();
+    let got = tokio::time::timeout(Duration::from_secs(10), join(process))
+        .await
+        .expect("CloseIO gives the process end of input");
+    assert_eq!(got, b"hello\n");
+    drop(writer);
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stdin_eof_from_containerd_reaches_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdin = fifo(dir.path(), "in");
+    let p = StdioPaths {
+        stdin: stdin.clone(),
+        ..Default::default()
+    };
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    io.start();
+    // No writer yet: that is not end of input.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let process = thread::spawn(move || {
+        let mut f = File::from(child.stdin.unwrap());
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        got
+    });
+    let w = thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(stdin).unwrap();
+        f.write_all(b"abc").unwrap();
+    });
+    join(w).await;
+    let got = tokio::time::timeout(Duration::from_secs(10), join(process))
+        .await
+        .unwrap();
+    assert_eq!(got, b"abc");
+    io.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn terminal_output_and_resize_through_the_console_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fifo(dir.path(), "out");
+    let p = StdioPaths {
+        stdout: out.clone(),
+        stderr: fifo(dir.path(), "err"),
+        terminal: true,
+        ..Default::default()
+    };
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    assert!(
+        child.stdout.is_none(),
+        "a terminal process gets its pty from the runtime"
+    );
+    let console = ConsoleSocket::bind(dir.path()).unwrap();
+    let sock: PathBuf = console.path().to_path_buf();
+    // What runc does: open a pty and send the master over the socket.
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let sender = thread::spawn(move || {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        let fds = [pty.master.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"pty")];
+        sendmsg::<()>(
+            s.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        pty.slave
+    });
+    let master = console.receive_master().await.unwrap();
+    let slave = join(sender).await;
+    io.attach_console(master).unwrap();
+    io.start();
+    io.resize(100, 40).unwrap();
+    use std::os::fd::AsFd;
+    assert_eq!(sys::window_size(slave.as_fd()).unwrap(), (100, 40));
+    let reader = reader(out);
+    let mut s = File::from(slave);
+    s.write_all(b"hi\n").unwrap();
+    drop(s);
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let got = join(reader).await;
+    assert!(String::from_utf8_lossy(&got).contains("hi"), "{got:?}");
+    let sock = console.path().to_path_buf();
+    assert!(sock.exists());
+    drop(console);
+    assert!(!sock.exists(), "the console socket is removed with it");
+    io.shutdown().await;
+}
