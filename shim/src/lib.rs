@@ -16,5 +16,5 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod stdio;
-mod sys;
+pub(crate) mod sys;
 pub mod task;

@@ -10,8 +10,8 @@ use std::{
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::net::UnixListener;
 
-use super::sys::own_received_fd;
 use crate::error::{Error, Result};
+use crate::sys::own_received_fd;
 
 pub struct ConsoleSocket {
     path: PathBuf,

@@ -45,7 +45,7 @@ pub async fn copy_output(
     state: watch::Sender<StreamState>,
 ) {
     let FifoSink { writer, keeper } = sink;
-    let sink_fd = match super::sys::register(writer) {
+    let sink_fd = match crate::sys::register(writer) {
         Ok(fd) => fd,
         Err(e) => {
             warn!("register FIFO: {e}");
@@ -97,7 +97,7 @@ pub async fn copy_output(
     }
     // Bytes in the FIFO's own buffer are lost if the shim closes its ends before containerd
     // read them (the process may end while containerd restarts): wait for a reader.
-    while super::sys::unread_bytes(keeper.as_fd()).unwrap_or(0) > 0 {
+    while crate::sys::unread_bytes(keeper.as_fd()).unwrap_or(0) > 0 {
         tokio::time::sleep(FIFO_DRAIN_POLL).await;
     }
     drop(sink_fd);
@@ -163,7 +163,7 @@ fn flush(sink: &OwnedFd, backlog: &mut Backlog) -> io::Result<()> {
 /// containerd's stdin FIFO → the process, until the FIFO's writer closes or CloseIO.
 /// Dropping `target` closes the process's stdin when the shim held its only write end.
 pub async fn copy_input(source: OwnedFd, target: Arc<AsyncFd<OwnedFd>>, close: Arc<Notify>) {
-    let source = match super::sys::register(source) {
+    let source = match crate::sys::register(source) {
         Ok(fd) => fd,
         Err(e) => {
             warn!("register stdin FIFO: {e}");

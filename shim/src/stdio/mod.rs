@@ -10,7 +10,6 @@ mod backlog;
 mod console;
 mod copy;
 mod fifo;
-mod sys;
 
 use std::{
     os::fd::OwnedFd,
@@ -184,7 +183,7 @@ impl ProcessIo {
         let cols = u16::try_from(width).unwrap_or(u16::MAX);
         let rows = u16::try_from(height).unwrap_or(u16::MAX);
         use std::os::fd::AsFd;
-        sys::set_window_size(master.get_ref().as_fd(), cols, rows)
+        crate::sys::set_window_size(master.get_ref().as_fd(), cols, rows)
             .map_err(Error::io("resize terminal"))
     }
 
@@ -229,7 +228,7 @@ impl ProcessIo {
 }
 
 fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
-    sys::register(fd).map_err(Error::io("register with the event loop"))
+    crate::sys::register(fd).map_err(Error::io("register with the event loop"))
 }
 
 #[cfg(test)]

@@ -309,7 +309,7 @@ async fn terminal_output_and_resize_through_the_console_socket() {
     io.start();
     io.resize(100, 40).unwrap();
     use std::os::fd::AsFd;
-    assert_eq!(sys::window_size(slave.as_fd()).unwrap(), (100, 40));
+    assert_eq!(crate::sys::window_size(slave.as_fd()).unwrap(), (100, 40));
     let reader = reader(out);
     let mut s = File::from(slave);
     s.write_all(b"hi\n").unwrap();
