@@ -1,114 +1,358 @@
 //! A container's cgroup: containerd's Metrics (cgroup v1 and v2) and OOM notifications.
 //!
-//! Paths are read from `/proc/<pid>/cgroup` of the container's init, so it does not matter which
-//! cgroup driver (cgroupfs or systemd) placed the container. A hybrid host (v1 controllers, v2
-//! mounted without controllers) is a v1 host for metrics.
+//! Everything is read straight from cgroupfs. Roots are parameters so tests can run
+//! against fixture trees; `for_pid` binds them to /proc and /sys/fs/cgroup.
 
 mod oom;
+mod read;
 mod v1;
 mod v2;
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::ErrorKind,
+    path::{Path, PathBuf},
+};
 
 use containerd_shim_protos::protobuf::{well_known_types::any::Any, MessageFull};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{Error, Result};
 
-pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const PROC_ROOT: &str = "/proc";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContainerCgroup {
-    /// Controller name → directory, for the v1 controllers podshim reads.
-    V1(v1::Paths),
-    /// The unified directory.
-    V2(PathBuf),
+/// How the host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Controllers on v1 hierarchies under the root. A hybrid host also mounts a
+    /// controller-less v2 tree (at `unified`), which holds no resource statistics and
+    /// is ignored.
+    Legacy,
+    /// The root itself is cgroup2.
+    Unified,
+}
+
+impl CgroupMode {
+    /// The mode of the host's /sys/fs/cgroup.
+    pub fn detect() -> Result<CgroupMode> {
+        Self::detect_at(Path::new(CGROUP_ROOT))
+    }
+
+    fn detect_at(cgroup_root: &Path) -> Result<CgroupMode> {
+        use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+        let fs =
+            statfs(cgroup_root).map_err(Error::sys(format!("statfs {}", cgroup_root.display())))?;
+        Ok(if fs.filesystem_type() == CGROUP2_SUPER_MAGIC {
+            CgroupMode::Unified
+        } else {
+            CgroupMode::Legacy
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerCgroup {
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    V1(v1::Cgroup),
+    V2(v2::Cgroup),
 }
 
 impl ContainerCgroup {
     /// The cgroup of a live process, from /proc/<pid>/cgroup and the host's cgroup mode.
     pub fn for_pid(pid: u32) -> Result<ContainerCgroup> {
-        let unified = nix::sys::statfs::statfs(CGROUP_ROOT)
-            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-            .unwrap_or(false);
-        let proc_file = PathBuf::from(format!("/proc/{pid}/cgroup"));
-        let text = std::fs::read_to_string(&proc_file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(format!("process {pid} is gone")),
-            _ => Error::io(format!("read {}", proc_file.display()))(e),
-        })?;
-        Self::parse(&text, Path::new(CGROUP_ROOT), unified)
+        let mode = CgroupMode::detect()?;
+        Self::for_pid_in(Path::new(PROC_ROOT), Path::new(CGROUP_ROOT), mode, pid)
     }
 
-    /// Reads `/proc/<pid>/cgroup` content against a cgroup mount root.
-    pub fn parse(proc_cgroup: &str, root: &Path, unified: bool) -> Result<ContainerCgroup> {
-        if unified {
-            let path = proc_cgroup
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .ok_or_else(|| Error::NotFound("process has no cgroup v2 path".into()))?;
-            return Ok(ContainerCgroup::V2(join(root, path)));
+    /// `for_pid` with the proc and cgroup mounts and the mode given.
+    pub fn for_pid_in(
+        proc_root: &Path,
+        cgroup_root: &Path,
+        mode: CgroupMode,
+        pid: u32,
+    ) -> Result<ContainerCgroup> {
+        let file = proc_root.join(pid.to_string()).join("cgroup");
+        let content = match std::fs::read_to_string(&file) {
+            Ok(content) => content,
+            // ESRCH: the process died between open and read.
+            Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(Error::NotFound(format!("process {pid} not found")));
+            }
+            Err(e) => return Err(Error::io(format!("read {}", file.display()))(e)),
+        };
+        let entries = parse_proc_cgroup(&content)
+            .map_err(|line| Error::Other(format!("{}: malformed line {line:?}", file.display())))?;
+        let inner = match mode {
+            CgroupMode::Legacy => Inner::V1(v1::Cgroup::new(proc_root, cgroup_root, &entries)?),
+            CgroupMode::Unified => {
+                let path = entries
+                    .iter()
+                    .find(|e| e.hierarchy == 0 && e.controllers.is_empty())
+                    .map(|e| e.path)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("process {pid} has no cgroup v2 membership"))
+                    })?;
+                Inner::V2(v2::Cgroup::new(join_cgroup_path(cgroup_root, path)))
+            }
+        };
+        Ok(ContainerCgroup { inner })
+    }
+
+    /// Which Metrics type `metrics` packs.
+    pub fn mode(&self) -> CgroupMode {
+        match self.inner {
+            Inner::V1(_) => CgroupMode::Legacy,
+            Inner::V2(_) => CgroupMode::Unified,
         }
-        Ok(ContainerCgroup::V1(v1::Paths::parse(proc_cgroup, root)?))
     }
 
     /// `io.containerd.cgroups.v1.Metrics` or `io.containerd.cgroups.v2.Metrics`, packed as Any.
     pub fn metrics(&self) -> Result<Any> {
-        match self {
-            ContainerCgroup::V1(paths) => pack(&v1::metrics(paths)?),
-            ContainerCgroup::V2(dir) => pack(&v2::metrics(dir)?),
+        match &self.inner {
+            Inner::V1(cg) => pack(&cg.metrics()?),
+            Inner::V2(cg) => pack(&cg.metrics()?),
         }
     }
 
     /// Sends `container_id` on `tx` each time the kernel OOM-kills a process in this cgroup,
     /// until the cgroup goes away. Runs as a task on the current runtime.
     pub fn watch_oom(&self, container_id: String, tx: UnboundedSender<String>) -> Result<()> {
-        match self {
-            ContainerCgroup::V1(paths) => {
-                let dir = paths
-                    .memory
-                    .as_ref()
-                    .ok_or_else(|| Error::NotFound("no memory cgroup to watch for OOM".into()))?;
-                oom::watch_v1(dir, container_id, tx)
-            }
-            ContainerCgroup::V2(dir) => oom::watch_v2(dir, container_id, tx),
+        match &self.inner {
+            Inner::V1(cg) => oom::watch_v1(cg.memory_dir()?, container_id, tx),
+            Inner::V2(cg) => oom::watch_v2(cg.dir(), container_id, tx),
         }
     }
 }
 
-fn join(root: &Path, cgroup_path: &str) -> PathBuf {
-    root.join(cgroup_path.trim_start_matches('/'))
-}
-
-/// containerd decodes these by the message's full name, e.g. `io.containerd.cgroups.v1.Metrics`.
-fn pack<M: MessageFull>(m: &M) -> Result<Any> {
+/// Packs like containerd_shim::util::convert_to_any: the bare full name as type URL,
+/// which is what containerd registers these types under.
+fn pack<M: MessageFull>(message: &M) -> Result<Any> {
     Ok(Any {
         type_url: M::descriptor().full_name().to_string(),
-        value: m.write_to_bytes()?,
+        value: message.write_to_bytes()?,
         ..Default::default()
     })
 }
 
-/// A cgroup file with one number; `max` is "no limit".
-fn read_u64(path: &Path) -> Option<u64> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let s = s.trim();
-    if s == "max" {
-        return Some(u64::MAX);
-    }
-    s.parse().ok()
+/// One line of /proc/<pid>/cgroup: `hierarchy-id:controller[,controller]:path`.
+#[derive(Debug, PartialEq, Eq)]
+struct Membership<'a> {
+    hierarchy: u32,
+    /// Empty for the v2 line; named hierarchies appear as `name=...`.
+    controllers: Vec<&'a str>,
+    path: &'a str,
 }
 
-/// A flat-keyed cgroup file (`key value` per line), e.g. memory.stat, cpu.stat.
-fn read_keyed(path: &Path) -> Vec<(String, u64)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+/// Fails with the offending line.
+fn parse_proc_cgroup(content: &str) -> std::result::Result<Vec<Membership<'_>>, &str> {
+    content
         .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            // Paths may contain ':' (systemd's `slice:prefix:name` unit names do).
+            let mut parts = line.splitn(3, ':');
+            let (Some(id), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(line);
+            };
+            let hierarchy = id.parse().map_err(|_| line)?;
+            let controllers = controllers.split(',').filter(|c| !c.is_empty()).collect();
+            Ok(Membership {
+                hierarchy,
+                controllers,
+                path,
+            })
         })
         .collect()
 }
 
+/// The path in /proc/<pid>/cgroup is absolute within its hierarchy.
+fn join_cgroup_path(mount: &Path, path: &str) -> PathBuf {
+    mount.join(path.trim_start_matches('/'))
+}
+
 #[cfg(test)]
-mod tests;
+mod live_tests;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::Path;
+
+    /// Writes fixture files, creating their directories.
+    pub fn write(root: &Path, files: &[(&str, &str)]) {
+        for (name, content) in files {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().expect("fixture path has a parent"))
+                .expect("create fixture dir");
+            std::fs::write(&path, content).expect("write fixture");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim_protos::{cgroups, cgroups_v2};
+
+    const HYBRID: &str = "\
+12:name=systemd:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope
+11:memory:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope
+10:cpu,cpuacct:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope
+1:net_cls,net_prio:/
+0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope
+";
+
+    #[test]
+    fn parses_hybrid_lines() {
+        let entries = parse_proc_cgroup(HYBRID).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(
+            entries[0],
+            Membership {
+                hierarchy: 12,
+                controllers: vec!["name=systemd"],
+                path: "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope",
+            }
+        );
+        assert_eq!(entries[2].controllers, vec!["cpu", "cpuacct"]);
+        assert_eq!(entries[3].path, "/");
+        assert_eq!(entries[4].hierarchy, 0);
+        assert!(entries[4].controllers.is_empty());
+    }
+
+    #[test]
+    fn keeps_colons_in_paths() {
+        let entries =
+            parse_proc_cgroup("0::/kubepods-besteffort-pod8.slice:cri-containerd:8\n").unwrap();
+        assert_eq!(
+            entries[0].path,
+            "/kubepods-besteffort-pod8.slice:cri-containerd:8"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_lines() {
+        assert_eq!(parse_proc_cgroup("0::/\nbogus\n"), Err("bogus"));
+        assert_eq!(parse_proc_cgroup("x:memory:/a\n"), Err("x:memory:/a"));
+    }
+
+    #[test]
+    fn unified_resolves_the_v2_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        test_util::write(
+            tmp.path(),
+            &[(
+                "proc/42/cgroup",
+                "0::/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope\n",
+            )],
+        );
+        let cgroup_root = tmp.path().join("cgroup");
+        let cg = ContainerCgroup::for_pid_in(
+            &tmp.path().join("proc"),
+            &cgroup_root,
+            CgroupMode::Unified,
+            42,
+        )
+        .unwrap();
+        assert_eq!(cg.mode(), CgroupMode::Unified);
+        let Inner::V2(v2) = &cg.inner else {
+            panic!("expected v2: {cg:?}")
+        };
+        assert_eq!(
+            v2.dir(),
+            cgroup_root.join("kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope")
+        );
+    }
+
+    #[test]
+    fn unified_without_v2_line_is_not_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        test_util::write(tmp.path(), &[("proc/42/cgroup", "4:memory:/a\n")]);
+        let err = ContainerCgroup::for_pid_in(
+            &tmp.path().join("proc"),
+            tmp.path(),
+            CgroupMode::Unified,
+            42,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    #[test]
+    fn missing_process_is_not_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        for mode in [CgroupMode::Legacy, CgroupMode::Unified] {
+            let err = ContainerCgroup::for_pid_in(tmp.path(), tmp.path(), mode, 7).unwrap_err();
+            assert!(
+                matches!(&err, Error::NotFound(m) if m.contains('7')),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_proc_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        test_util::write(tmp.path(), &[("proc/42/cgroup", "garbage\n")]);
+        let err = ContainerCgroup::for_pid_in(
+            &tmp.path().join("proc"),
+            tmp.path(),
+            CgroupMode::Unified,
+            42,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Other(_)), "{err:?}");
+    }
+
+    #[test]
+    fn live_process_on_this_host() {
+        // Whatever the host, our own process has a cgroup.
+        let cg = ContainerCgroup::for_pid(std::process::id()).unwrap();
+        assert_eq!(cg.mode(), CgroupMode::detect().unwrap());
+    }
+
+    #[test]
+    fn detects_filesystem_type() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            CgroupMode::detect_at(tmp.path()).unwrap(),
+            CgroupMode::Legacy
+        );
+        // A hybrid host's controller-less v2 tree is cgroup2.
+        let unified = Path::new("/sys/fs/cgroup/unified");
+        if unified.is_dir() {
+            assert_eq!(CgroupMode::detect_at(unified).unwrap(), CgroupMode::Unified);
+        }
+        let err = CgroupMode::detect_at(&tmp.path().join("missing")).unwrap_err();
+        assert!(matches!(err, Error::Sys { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn packs_like_convert_to_any() {
+        let mut v1 = cgroups::metrics::Metrics::new();
+        v1.pids.mut_or_insert_default().current = 3;
+        let mut v2 = cgroups_v2::metrics::Metrics::new();
+        v2.pids.mut_or_insert_default().current = 4;
+
+        let any = pack(&v1).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+        let theirs = containerd_shim::util::convert_to_any(Box::new(v1.clone())).unwrap();
+        assert_eq!(
+            (&any.type_url, &any.value),
+            (&theirs.type_url, &theirs.value)
+        );
+
+        let any = pack(&v2).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        let theirs = containerd_shim::util::convert_to_any(Box::new(v2.clone())).unwrap();
+        assert_eq!(
+            (&any.type_url, &any.value),
+            (&theirs.type_url, &theirs.value)
+        );
+    }
+}
