@@ -15,6 +15,7 @@ pub mod reaper;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod stdio;
 pub(crate) mod sys;
 pub mod task;

@@ -11,7 +11,6 @@ use std::{
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::types::mount::Mount;
 use containerd_shim_protos::{events::task::TaskCreate, topics::TASK_CREATE_EVENT_TOPIC};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::{
     container::{unmount_all, Container},
@@ -20,6 +19,7 @@ use crate::{
     process::Process,
     reaper::reaper,
     runtime::CreateOpts,
+    spec::Spec,
     stdio::{ConsoleSocket, ProcessIo, StdioPaths},
     task::watch_exit,
 };
@@ -57,7 +57,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         .config
         .runtime
         .systemd_cgroup
-        .unwrap_or_else(|| is_systemd_cgroup_path(&spec));
+        .unwrap_or_else(|| spec.is_systemd_cgroup_path());
     let created = with_console(
         pod.runtime.create(CreateOpts {
             id: &req.id,
@@ -96,7 +96,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         req.id.clone(),
         bundle,
         process,
-        has_own_pid_namespace(&spec),
+        spec.has_own_pid_namespace(),
         rootfs_mounted,
     ));
     unmount.disarm();
@@ -192,17 +192,16 @@ fn load_spec(bundle: &Path) -> Result<Spec> {
         )));
     }
     let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-    // serde_json directly: its errors say which field and where, oci-spec's only "serde failed".
-    serde_json::from_slice(&bytes)
+    Spec::parse(&bytes)
         .map_err(|e| Error::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display())))
 }
 
 fn check_root(bundle: &Path, spec: &Spec) -> Result<()> {
     let root = spec
-        .root()
+        .root
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("OCI spec has no root".into()))?;
-    let path = bundle.join(root.path());
+    let path = bundle.join(&root.path);
     if !path.is_dir() {
         return Err(Error::NotFound(format!(
             "container rootfs {} does not exist",
@@ -210,27 +209,6 @@ fn check_root(bundle: &Path, spec: &Spec) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn has_own_pid_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|nss| {
-            nss.iter().any(|ns| {
-                ns.typ() == LinuxNamespaceType::Pid
-                    && ns.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
-            })
-        })
-}
-
-/// systemd's form is `slice:prefix:name`; cgroupfs paths are absolute.
-fn is_systemd_cgroup_path(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str())
-        .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3)
 }
 
 /// Mounts containerd's rootfs mounts on `<bundle>/rootfs`. Returns whether anything was mounted.
@@ -316,42 +294,5 @@ mod tests {
             let e = validate_id(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn systemd_paths_are_recognised() {
-        let spec = |p: &str| -> Spec {
-            serde_json::from_value(serde_json::json!({
-                "ociVersion": "1.0.2",
-                "linux": {"cgroupsPath": p}
-            }))
-            .unwrap()
-        };
-        assert!(is_systemd_cgroup_path(&spec(
-            "kubepods.slice:cri-containerd:abc"
-        )));
-        assert!(!is_systemd_cgroup_path(&spec(
-            "/kubepods/besteffort/pod1/abc"
-        )));
-    }
-
-    #[test]
-    fn pid_namespace_ownership() {
-        let spec = |ns: serde_json::Value| -> Spec {
-            serde_json::from_value(serde_json::json!({
-                "ociVersion": "1.0.2",
-                "linux": {"namespaces": ns}
-            }))
-            .unwrap()
-        };
-        assert!(has_own_pid_namespace(&spec(
-            serde_json::json!([{"type": "pid"}])
-        )));
-        assert!(!has_own_pid_namespace(&spec(
-            serde_json::json!([{"type": "pid", "path": "/proc/1/ns/pid"}])
-        )));
-        assert!(!has_own_pid_namespace(&spec(
-            serde_json::json!([{"type": "network"}])
-        )));
     }
 }

@@ -31,8 +31,7 @@ pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("exec request has no process spec".into()))?;
     // Checked now so a malformed spec fails Exec, not the later Start.
-    serde_json::from_slice::<oci_spec::runtime::Process>(&spec.value)
-        .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+    crate::spec::check_json_object(&spec.value, "exec process spec")?;
     let process = Process::new(
         req.exec_id.clone(),
         StdioPaths {

@@ -29,7 +29,6 @@ pub async fn update(pod: &Arc<Pod>, req: &UpdateTaskRequest) -> Result<()> {
         .resources
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("update request has no resources".into()))?;
-    serde_json::from_slice::<oci_spec::runtime::LinuxResources>(&resources.value)
-        .map_err(|e| Error::InvalidArgument(format!("invalid linux resources: {e}")))?;
+    crate::spec::check_json_object(&resources.value, "linux resources")?;
     pod.runtime.update(&req.id, &resources.value).await
 }
