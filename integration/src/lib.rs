@@ -1,1 +1,26 @@
-//! End-to-end harness (filled by the integration work).
+//! End-to-end harness for podshim: starts a private containerd 2.x (own root, state, sockets, CNI
+//! bridge and cgroup parent under a temp dir, `config-snippets/conf.d/50-podshim.toml` imported, our
+//! shim on its PATH), imports locally built images and drives containerd's CRI as kubelet does.
+
+pub mod containerd;
+pub mod cri;
+pub mod images;
+pub mod logs;
+pub mod pod;
+pub mod streaming;
+pub mod sys;
+
+pub use containerd::{Containerd, Options, HANDLER_PODSHIM, HANDLER_RUNC};
+pub use cri::Cri;
+pub use pod::{container, sh, with_memory_limit, Pod};
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Run `fut` with a deadline, turning the timeout into an error.
+pub async fn with_timeout<T>(d: Duration, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(d, fut).await {
+        Ok(r) => r,
+        Err(_) => anyhow::bail!("test case timed out after {d:?}"),
+    }
+}

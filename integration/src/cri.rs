@@ -1,0 +1,254 @@
+//! Thin CRI (runtime.v1) client over containerd's unix socket, as kubelet drives it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Clone)]
+pub struct Cri {
+    pub rt: RuntimeServiceClient<Channel>,
+    pub img: ImageServiceClient<Channel>,
+}
+
+fn channel(path: PathBuf) -> Result<Channel> {
+    Ok(Endpoint::try_from("http://[::1]:50051")?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(45))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        })))
+}
+
+fn st(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+impl Cri {
+    /// A client whose connection is made on first use.
+    pub async fn connect(sock: &Path) -> Result<Cri> {
+        let ch = channel(sock.to_path_buf())?;
+        Ok(Cri { rt: RuntimeServiceClient::new(ch.clone()), img: ImageServiceClient::new(ch) })
+    }
+
+    /// A client to nowhere, replaced once containerd is up.
+    pub fn placeholder() -> Cri {
+        let ch = channel(PathBuf::from("/nonexistent/podshim-e2e.sock")).expect("static endpoint");
+        Cri { rt: RuntimeServiceClient::new(ch.clone()), img: ImageServiceClient::new(ch) }
+    }
+
+    pub async fn version(&self) -> Result<VersionResponse> {
+        Ok(self.rt.clone().version(VersionRequest { version: "v1".into() }).await.map_err(st)?.into_inner())
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool> {
+        let r = self
+            .img
+            .clone()
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+                verbose: false,
+            })
+            .await
+            .map_err(st)?
+            .into_inner();
+        Ok(r.image.is_some())
+    }
+
+    pub async fn list_pods(&self) -> Result<Vec<String>> {
+        let r = self.rt.clone().list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.map_err(st)?;
+        Ok(r.into_inner().items.into_iter().map(|p| p.id).collect())
+    }
+
+    pub async fn run_pod(&self, config: PodSandboxConfig, handler: &str) -> Result<String> {
+        let r = self
+            .rt
+            .clone()
+            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: handler.into() })
+            .await
+            .map_err(st)
+            .context("RunPodSandbox")?;
+        Ok(r.into_inner().pod_sandbox_id)
+    }
+
+    pub async fn pod_status(&self, id: &str, verbose: bool) -> Result<PodSandboxStatusResponse> {
+        Ok(self
+            .rt
+            .clone()
+            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose })
+            .await
+            .map_err(st)
+            .context("PodSandboxStatus")?
+            .into_inner())
+    }
+
+    pub async fn stop_pod(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() })
+            .await
+            .map_err(st)
+            .context("StopPodSandbox")?;
+        Ok(())
+    }
+
+    pub async fn remove_pod(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() })
+            .await
+            .map_err(st)
+            .context("RemovePodSandbox")?;
+        Ok(())
+    }
+
+    pub async fn create_container(&self, pod_id: &str, pod_config: &PodSandboxConfig, config: ContainerConfig) -> Result<String> {
+        let r = self
+            .rt
+            .clone()
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.into(),
+                config: Some(config),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .map_err(st)
+            .context("CreateContainer")?;
+        Ok(r.into_inner().container_id)
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .start_container(StartContainerRequest { container_id: id.into() })
+            .await
+            .map_err(st)
+            .context("StartContainer")?;
+        Ok(())
+    }
+
+    pub async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<()> {
+        self.rt
+            .clone()
+            .stop_container(StopContainerRequest { container_id: id.into(), timeout: timeout_s })
+            .await
+            .map_err(st)
+            .context("StopContainer")?;
+        Ok(())
+    }
+
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        self.rt
+            .clone()
+            .remove_container(RemoveContainerRequest { container_id: id.into() })
+            .await
+            .map_err(st)
+            .context("RemoveContainer")?;
+        Ok(())
+    }
+
+    pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
+        self.rt
+            .clone()
+            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .await
+            .map_err(st)
+            .context("ContainerStatus")?
+            .into_inner()
+            .status
+            .ok_or_else(|| anyhow!("ContainerStatus returned no status"))
+    }
+
+    pub async fn list_containers(&self, pod_id: &str) -> Result<Vec<Container>> {
+        let r = self
+            .rt
+            .clone()
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter { pod_sandbox_id: pod_id.into(), ..Default::default() }),
+            })
+            .await
+            .map_err(st)?;
+        Ok(r.into_inner().containers)
+    }
+
+    /// Poll ContainerStatus until the container has exited.
+    pub async fn wait_exited(&self, id: &str, timeout: Duration) -> Result<ContainerStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.container_status(id).await?;
+            if s.state == ContainerState::ContainerExited as i32 {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("container {id} did not exit within {timeout:?}; state {:?}", ContainerState::try_from(s.state));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn exec_sync(&self, id: &str, cmd: &[&str], timeout_s: i64) -> Result<ExecSyncResponse> {
+        Ok(self
+            .rt
+            .clone()
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout: timeout_s,
+            })
+            .await
+            .map_err(st)
+            .with_context(|| format!("ExecSync {cmd:?}"))?
+            .into_inner())
+    }
+
+    pub async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
+        self.rt
+            .clone()
+            .container_stats(ContainerStatsRequest { container_id: id.into() })
+            .await
+            .map_err(st)
+            .context("ContainerStats")?
+            .into_inner()
+            .stats
+            .ok_or_else(|| anyhow!("ContainerStats returned no stats"))
+    }
+
+    pub async fn pod_stats(&self, id: &str) -> Result<PodSandboxStats> {
+        self.rt
+            .clone()
+            .pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: id.into() })
+            .await
+            .map_err(st)
+            .context("PodSandboxStats")?
+            .into_inner()
+            .stats
+            .ok_or_else(|| anyhow!("PodSandboxStats returned no stats"))
+    }
+
+    pub async fn exec_url(&self, req: ExecRequest) -> Result<String> {
+        Ok(self.rt.clone().exec(req).await.map_err(st).context("Exec")?.into_inner().url)
+    }
+
+    pub async fn attach_url(&self, req: AttachRequest) -> Result<String> {
+        Ok(self.rt.clone().attach(req).await.map_err(st).context("Attach")?.into_inner().url)
+    }
+
+    pub async fn port_forward_url(&self, pod_id: &str, ports: &[i32]) -> Result<String> {
+        Ok(self
+            .rt
+            .clone()
+            .port_forward(PortForwardRequest { pod_sandbox_id: pod_id.into(), port: ports.to_vec() })
+            .await
+            .map_err(st)
+            .context("PortForward")?
+            .into_inner()
+            .url)
+    }
+}

@@ -1,0 +1,328 @@
+//! Host inspection and forced clean-up: processes, mounts, cgroups, network links.
+//!
+//! Everything here reads /proc and /sys directly so that a leak check does not depend on the
+//! component under test.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// One process as seen in /proc.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    /// Target of /proc/<pid>/exe (None for kernel threads or vanished processes).
+    pub exe: Option<PathBuf>,
+    pub cmdline: Vec<String>,
+}
+
+impl Proc {
+    pub fn exe_name(&self) -> String {
+        self.exe
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn cmdline_str(&self) -> String {
+        self.cmdline.join(" ")
+    }
+
+    /// The value following `flag` on the command line (e.g. `-id`).
+    pub fn arg_after(&self, flag: &str) -> Option<&str> {
+        let i = self.cmdline.iter().position(|a| a == flag)?;
+        self.cmdline.get(i + 1).map(|s| s.as_str())
+    }
+}
+
+/// All processes currently visible (races with exits are ignored).
+pub fn processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        if raw.is_empty() {
+            continue; // kernel thread or zombie
+        }
+        let cmdline = raw
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        let exe = fs::read_link(format!("/proc/{pid}/exe")).ok();
+        out.push(Proc { pid, exe, cmdline });
+    }
+    out
+}
+
+/// Processes whose command line contains any of `needles`, excluding ourselves.
+pub fn processes_mentioning(needles: &[&str]) -> Vec<Proc> {
+    let me = std::process::id() as i32;
+    processes()
+        .into_iter()
+        .filter(|p| p.pid != me)
+        .filter(|p| {
+            let c = p.cmdline_str();
+            needles.iter().any(|n| c.contains(n))
+        })
+        .collect()
+}
+
+/// Shim processes (exe name starts with `containerd-shim`) serving the containerd at `sock`.
+pub fn shim_processes(sock: &Path) -> Vec<Proc> {
+    let sock = sock.to_string_lossy().to_string();
+    processes()
+        .into_iter()
+        .filter(|p| p.exe_name().starts_with("containerd-shim"))
+        .filter(|p| p.arg_after("-address") == Some(sock.as_str()))
+        .collect()
+}
+
+pub fn kill(pid: i32, sig: i32) {
+    // SAFETY: plain syscall with integer arguments.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); look at the state too.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v.dedup();
+    v
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lazily unmount everything at or below `dir`, deepest first. Returns what was mounted.
+pub fn umount_all_under(dir: &Path) -> Vec<PathBuf> {
+    let mut all = BTreeSet::new();
+    for _ in 0..5 {
+        let m = mounts_under(dir);
+        if m.is_empty() {
+            break;
+        }
+        for p in m {
+            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+            all.insert(p);
+        }
+    }
+    all.into_iter().collect()
+}
+
+/// cgroup v1 hierarchies and the v2 unified mount, if present.
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.join("cgroup.procs").exists() {
+                v.push(p);
+            }
+        }
+    }
+    if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+        v.push(PathBuf::from("/sys/fs/cgroup"));
+    }
+    v
+}
+
+/// All cgroup directories (in every hierarchy) at or below the relative path `rel`, deepest first.
+fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let mut out = Vec::new();
+    for root in cgroup_roots() {
+        let top = root.join(rel);
+        if top.is_dir() {
+            walk_dirs(&top, &mut out);
+        }
+    }
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+fn walk_dirs(d: &Path, out: &mut Vec<PathBuf>) {
+    out.push(d.to_path_buf());
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Pids in any cgroup at or below `rel`.
+pub fn cgroup_pids(rel: &str) -> BTreeSet<i32> {
+    let mut pids = BTreeSet::new();
+    for d in cgroup_dirs(rel) {
+        if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
+            pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids
+}
+
+/// SIGKILL everything in the cgroup tree `rel`, then remove the cgroup directories.
+/// Returns the pids that were still there.
+pub fn kill_and_remove_cgroup(rel: &str) -> BTreeSet<i32> {
+    let found = cgroup_pids(rel);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids = cgroup_pids(rel);
+        if pids.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        for p in pids {
+            kill(p, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for d in cgroup_dirs(rel) {
+        let _ = fs::remove_dir(&d);
+    }
+    found
+}
+
+pub fn cgroup_exists(rel: &str) -> bool {
+    !cgroup_dirs(rel).is_empty()
+}
+
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Interfaces enslaved to bridge `name`.
+pub fn bridge_ports(name: &str) -> Vec<String> {
+    fs::read_dir(Path::new("/sys/class/net").join(name).join("brif"))
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+pub fn link_delete(name: &str) -> Result<()> {
+    if !link_exists(name) {
+        return Ok(());
+    }
+    let out = std::process::Command::new("ip")
+        .args(["link", "del", name])
+        .output()
+        .context("running ip link del")?;
+    anyhow::ensure!(
+        out.status.success() || !link_exists(name),
+        "ip link del {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Whether any route covers `prefix` (e.g. "10.88.7.0/24") in the main table.
+pub fn route_exists(prefix: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(["-4", "route", "show", "exact", prefix])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
+}
+
+/// A `Key:   value kB` field of /proc/<pid>/status, in kB.
+pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kb_field(&s, key)
+}
+
+/// A `Key: value kB` field of /proc/<pid>/smaps_rollup, in kB.
+pub fn smaps_rollup_kb(pid: i32, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kb_field(&s, key)
+}
+
+fn kb_field(s: &str, key: &str) -> Option<u64> {
+    s.lines()
+        .find(|l| l.split(':').next() == Some(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Remove a directory tree, refusing to cross into anything still mounted below it.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let m = mounts_under(dir);
+    anyhow::ensure!(m.is_empty(), "refusing to remove {}: still mounted: {m:?}", dir.display());
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// Files and directories at or below `dir` whose name contains `needle` (bounded walk).
+pub fn find_named(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut budget = 200_000usize;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                return out;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy().contains(needle) {
+                out.push(p.clone());
+            }
+            // Do not descend into container root filesystems or symlinks.
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) && !is_mountpoint(&p) {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(p), p.parent().map(fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}

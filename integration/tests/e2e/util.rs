@@ -1,0 +1,34 @@
+//! Small helpers shared by the cases.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// HTTP/1.0 GET from `addr` (host:port), retried for up to `within` (bounded, 200 ms apart).
+pub async fn http_get(addr: &str, path: &str, within: Duration) -> Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match try_http_get(addr, path).await {
+            Ok(b) => return Ok(b),
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("GET http://{addr}{path} failed for {within:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn try_http_get(addr: &str, path: &str) -> Result<String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .context("connect timeout")??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.context("read timeout")??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    anyhow::ensure!(text.starts_with("HTTP/1."), "not an HTTP response: {text:?}");
+    Ok(text)
+}
