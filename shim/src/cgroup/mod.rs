@@ -118,6 +118,15 @@ impl ContainerCgroup {
         }
     }
 
+    /// How many processes the kernel OOM-killed in this cgroup so far (its own counter), so an
+    /// exit can be checked against kills no watcher saw.
+    pub fn oom_kills(&self) -> Result<u64> {
+        match &self.inner {
+            Inner::V1(cg) => Ok(v1::oom_control(cg.memory_dir()?)?.map_or(0, |o| o.oom_kill)),
+            Inner::V2(cg) => Ok(oom::oom_kills(cg.dir())?.unwrap_or(0)),
+        }
+    }
+
     /// Sends `container_id` on `tx` each time the kernel OOM-kills a process in this cgroup,
     /// until the cgroup goes away. Runs as a task on the current runtime.
     pub fn watch_oom(&self, container_id: String, tx: UnboundedSender<String>) -> Result<()> {

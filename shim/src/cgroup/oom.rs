@@ -195,7 +195,7 @@ fn step(dir: &Path, last: &mut u64) -> Step {
     }
 }
 
-fn oom_kills(dir: &Path) -> Result<Option<u64>> {
+pub(super) fn oom_kills(dir: &Path) -> Result<Option<u64>> {
     let content = Content::required(dir, "memory.events")?;
     Ok(content.flat_keyed()?.get("oom_kill").copied())
 }

@@ -242,7 +242,7 @@ fn memory_entry(dir: &Path, prefix: &str, required: bool) -> Result<MemoryEntry>
     Ok(entry)
 }
 
-fn oom_control(dir: &Path) -> Result<Option<MemoryOomControl>> {
+pub(super) fn oom_control(dir: &Path) -> Result<Option<MemoryOomControl>> {
     let Some(content) = Content::optional(dir, "memory.oom_control")? else {
         return Ok(None);
     };

@@ -12,7 +12,10 @@ use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::types::mount::Mount;
 use containerd_shim_protos::{events::task::TaskCreate, topics::TASK_CREATE_EVENT_TOPIC};
 
+use log::warn;
+
 use crate::{
+    cgroup::ContainerCgroup,
     container::{unmount_all, Container},
     error::{Error, Result},
     pod::Pod,
@@ -100,6 +103,17 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         rootfs_mounted,
     ));
     unmount.disarm();
+    // Armed before Start, while init still waits in the runtime: an allocation in the
+    // process's first instant must not OOM before anyone listens.
+    match ContainerCgroup::for_pid(pid) {
+        Ok(cgroup) => {
+            let cgroup = container.set_cgroup(cgroup);
+            if let Err(e) = cgroup.watch_oom(req.id.clone(), pod.oom_sender()) {
+                warn!("no OOM notifications for {}: {e}", req.id);
+            }
+        }
+        Err(e) => warn!("cgroup of {} (pid {pid}): {e}", req.id),
+    }
     watch_exit(pod.clone(), container.clone(), container.init.clone(), exit);
     reservation.commit(container);
 

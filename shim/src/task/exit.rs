@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::{events::task::TaskExit, topics::TASK_EXIT_EVENT_TOPIC};
+use containerd_shim_protos::{
+    events::task::{TaskExit, TaskOOM},
+    topics::{TASK_EXIT_EVENT_TOPIC, TASK_OOM_EVENT_TOPIC},
+};
 use log::warn;
 use tokio::sync::oneshot;
 
@@ -21,6 +24,9 @@ pub fn watch_exit(
         process.wait_output_closed().await;
         process.set_exited(exit);
         let is_init = process.exec_id.is_empty();
+        if is_init {
+            report_missed_oom(&pod, &container);
+        }
         if is_init && !container.own_pid_namespace {
             // Sharing the pod's pid namespace, the container's other processes outlive init.
             if let Err(e) = pod
@@ -47,4 +53,22 @@ pub fn watch_exit(
             },
         );
     });
+}
+
+/// A kill the watcher could not report (it raced the exit, or the notification was lost) still
+/// reaches containerd before the exit does: CRI's OOMKilled reason depends on it. A duplicate of
+/// an event the watcher did send only sets the same reason again.
+fn report_missed_oom(pod: &Pod, container: &Container) {
+    let kills = container.cgroup().map(|cg| cg.oom_kills());
+    if let Some(Ok(kills)) = kills {
+        if kills > 0 {
+            pod.events.send(
+                TASK_OOM_EVENT_TOPIC,
+                TaskOOM {
+                    container_id: container.id.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+    }
 }

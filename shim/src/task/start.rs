@@ -7,10 +7,8 @@ use containerd_shim_protos::{
     events::task::{TaskExecStarted, TaskStart},
     topics::{TASK_EXEC_STARTED_EVENT_TOPIC, TASK_START_EVENT_TOPIC},
 };
-use log::warn;
 
 use crate::{
-    cgroup::ContainerCgroup,
     error::{Error, Result},
     pod::Pod,
     process::ProcessStatus,
@@ -46,16 +44,6 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
     pod.runtime.start(&req.id).await?;
     process.set_status(ProcessStatus::Running);
     let pid = process.pid();
-    match ContainerCgroup::for_pid(pid) {
-        Ok(cgroup) => {
-            let cgroup = container.set_cgroup(cgroup);
-            if let Err(e) = cgroup.watch_oom(req.id.clone(), pod.oom_sender()) {
-                warn!("no OOM notifications for {}: {e}", req.id);
-            }
-        }
-        // A process that already exited has no cgroup left to watch.
-        Err(e) => warn!("cgroup of {} (pid {pid}): {e}", req.id),
-    }
     pod.events.send(
         TASK_START_EVENT_TOPIC,
         TaskStart {
