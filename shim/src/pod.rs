@@ -9,7 +9,7 @@ use std::{
 };
 
 use containerd_shim::ExitSignal;
-use containerd_shim_protos::{events::task::TaskOOM, topics::TASK_OOM_EVENT_TOPIC};
+use containerd_shim_protos::events::task::TaskOOM;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -74,13 +74,10 @@ impl Pod {
         let oom_events = events.clone();
         tokio::spawn(async move {
             while let Some(container_id) = oom_rx.recv().await {
-                oom_events.send(
-                    TASK_OOM_EVENT_TOPIC,
-                    TaskOOM {
-                        container_id,
-                        ..Default::default()
-                    },
-                );
+                oom_events.send(TaskOOM {
+                    container_id,
+                    ..Default::default()
+                });
             }
         });
         Pod {

@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use containerd_shim::{publisher::RemotePublisher, Flags, Shim};
+use containerd_shim::{Flags, Shim};
 use containerd_shim_protos::{
     shim_async::create_task,
     ttrpc::r#async::{transport::Listener, Server},
@@ -48,11 +48,9 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     };
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| Error::InvalidArgument("TTRPC_ADDRESS is not set".into()))?;
-    let publisher = RemotePublisher::new(&ttrpc_address).await?;
-
     let mut config = containerd_shim::Config::default();
     let mut service = Service::new(runtime_id, &flags, &mut config).await;
-    let task = service.create_task_service(publisher).await;
+    let task = service.task_service(ttrpc_address);
     let listener = Listener::try_from(listener).map_err(Error::io("ttrpc listener"))?;
     let mut server = Server::new()
         .add_listener(listener)

@@ -106,7 +106,15 @@ impl Shim for Service {
         }
     }
 
+    /// Only the library's own serve loop calls this; podshim serves through `server.rs`.
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        self.task_service(publisher.address.clone())
+    }
+}
+
+impl Service {
+    /// The pod's task service, publishing events to containerd's ttrpc address.
+    pub fn task_service(&self, ttrpc_address: String) -> TaskService {
         if let Err(e) = reaper::start() {
             error!("{e}: container exits will not be seen");
         }
@@ -115,7 +123,7 @@ impl Shim for Service {
             Config::default()
         });
         let runtime = Arc::new(runtime_for(&config, &self.namespace));
-        let events = Events::forward_to(publisher, self.namespace.clone());
+        let events = Events::forward_to(ttrpc_address, self.namespace.clone());
         let pod = Pod::new(
             self.namespace.clone(),
             config,

@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use containerd_shim_protos::protobuf::{well_known_types::any::Any, MessageFull};
+use containerd_shim_protos::protobuf::{well_known_types::any::Any, Message};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{Error, Result};
@@ -113,8 +113,8 @@ impl ContainerCgroup {
     /// `io.containerd.cgroups.v1.Metrics` or `io.containerd.cgroups.v2.Metrics`, packed as Any.
     pub fn metrics(&self) -> Result<Any> {
         match &self.inner {
-            Inner::V1(cg) => pack(&cg.metrics()?),
-            Inner::V2(cg) => pack(&cg.metrics()?),
+            Inner::V1(cg) => pack(V1_METRICS, &cg.metrics()?),
+            Inner::V2(cg) => pack(V2_METRICS, &cg.metrics()?),
         }
     }
 
@@ -137,11 +137,15 @@ impl ContainerCgroup {
     }
 }
 
-/// Packs like containerd_shim::util::convert_to_any: the bare full name as type URL,
-/// which is what containerd registers these types under.
-fn pack<M: MessageFull>(message: &M) -> Result<Any> {
+/// containerd registers the Metrics types under their bare protobuf names. They are constants
+/// here: asking protobuf's reflection would build descriptor tables on every shim's heap.
+const V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+const V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
+/// Packs like containerd_shim::util::convert_to_any.
+fn pack<M: Message>(type_url: &str, message: &M) -> Result<Any> {
     Ok(Any {
-        type_url: M::descriptor().full_name().to_string(),
+        type_url: type_url.to_string(),
         value: message.write_to_bytes()?,
         ..Default::default()
     })
@@ -348,7 +352,7 @@ mod tests {
         let mut v2 = cgroups_v2::metrics::Metrics::new();
         v2.pids.mut_or_insert_default().current = 4;
 
-        let any = pack(&v1).unwrap();
+        let any = pack(V1_METRICS, &v1).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
         let theirs = containerd_shim::util::convert_to_any(Box::new(v1.clone())).unwrap();
         assert_eq!(
@@ -356,7 +360,7 @@ mod tests {
             (&theirs.type_url, &theirs.value)
         );
 
-        let any = pack(&v2).unwrap();
+        let any = pack(V2_METRICS, &v2).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
         let theirs = containerd_shim::util::convert_to_any(Box::new(v2.clone())).unwrap();
         assert_eq!(

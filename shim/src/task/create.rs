@@ -9,8 +9,8 @@ use std::{
 };
 
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
+use containerd_shim_protos::events::task::TaskCreate;
 use containerd_shim_protos::types::mount::Mount;
-use containerd_shim_protos::{events::task::TaskCreate, topics::TASK_CREATE_EVENT_TOPIC};
 
 use log::warn;
 
@@ -117,24 +117,21 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     watch_exit(pod.clone(), container.clone(), container.init.clone(), exit);
     reservation.commit(container);
 
-    pod.events.send(
-        TASK_CREATE_EVENT_TOPIC,
-        TaskCreate {
-            container_id: req.id,
-            bundle: req.bundle,
-            rootfs: req.rootfs,
-            io: Some(containerd_shim_protos::events::task::TaskIO {
-                stdin: req.stdin,
-                stdout: req.stdout,
-                stderr: req.stderr,
-                terminal: req.terminal,
-                ..Default::default()
-            })
-            .into(),
-            pid,
+    pod.events.send(TaskCreate {
+        container_id: req.id,
+        bundle: req.bundle,
+        rootfs: req.rootfs,
+        io: Some(containerd_shim_protos::events::task::TaskIO {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
             ..Default::default()
-        },
-    );
+        })
+        .into(),
+        pid,
+        ..Default::default()
+    });
     Ok(CreateTaskResponse {
         pid,
         ..Default::default()

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use containerd_shim::api::{DeleteRequest, DeleteResponse};
-use containerd_shim_protos::{events::task::TaskDelete, topics::TASK_DELETE_EVENT_TOPIC};
+use containerd_shim_protos::events::task::TaskDelete;
 
 use crate::{
     error::{Error, Result},
@@ -46,17 +46,14 @@ pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteRespons
     pod.remove(&req.id);
 
     let resp = response(&init, exit);
-    pod.events.send(
-        TASK_DELETE_EVENT_TOPIC,
-        TaskDelete {
-            container_id: req.id.clone(),
-            id: req.id.clone(),
-            pid: resp.pid,
-            exit_status: resp.exit_status,
-            exited_at: resp.exited_at.clone(),
-            ..Default::default()
-        },
-    );
+    pod.events.send(TaskDelete {
+        container_id: req.id.clone(),
+        id: req.id.clone(),
+        pid: resp.pid,
+        exit_status: resp.exit_status,
+        exited_at: resp.exited_at.clone(),
+        ..Default::default()
+    });
     Ok(resp)
 }
 

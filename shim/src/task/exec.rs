@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use containerd_shim::api::ExecProcessRequest;
-use containerd_shim_protos::{events::task::TaskExecAdded, topics::TASK_EXEC_ADDED_EVENT_TOPIC};
+use containerd_shim_protos::events::task::TaskExecAdded;
 
 use crate::{
     container::Container,
@@ -43,14 +43,11 @@ pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
     )
     .with_exec_spec(spec.value.clone());
     container.add_exec(process)?;
-    pod.events.send(
-        TASK_EXEC_ADDED_EVENT_TOPIC,
-        TaskExecAdded {
-            container_id: req.id,
-            exec_id: req.exec_id,
-            ..Default::default()
-        },
-    );
+    pod.events.send(TaskExecAdded {
+        container_id: req.id,
+        exec_id: req.exec_id,
+        ..Default::default()
+    });
     Ok(())
 }
 

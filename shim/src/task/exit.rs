@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::{
-    events::task::{TaskExit, TaskOOM},
-    topics::{TASK_EXIT_EVENT_TOPIC, TASK_OOM_EVENT_TOPIC},
-};
+use containerd_shim_protos::events::task::{TaskExit, TaskOOM};
 use log::warn;
 use tokio::sync::oneshot;
 
@@ -37,21 +34,18 @@ pub fn watch_exit(
                 warn!("kill remaining processes of {}: {e}", container.id);
             }
         }
-        pod.events.send(
-            TASK_EXIT_EVENT_TOPIC,
-            TaskExit {
-                container_id: container.id.clone(),
-                id: if is_init {
-                    container.id.clone()
-                } else {
-                    process.exec_id.clone()
-                },
-                pid: process.pid(),
-                exit_status: exit.status,
-                exited_at: Some(timestamp(exit.at)).into(),
-                ..Default::default()
+        pod.events.send(TaskExit {
+            container_id: container.id.clone(),
+            id: if is_init {
+                container.id.clone()
+            } else {
+                process.exec_id.clone()
             },
-        );
+            pid: process.pid(),
+            exit_status: exit.status,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        });
     });
 }
 
@@ -62,13 +56,10 @@ fn report_missed_oom(pod: &Pod, container: &Container) {
     let kills = container.cgroup().map(|cg| cg.oom_kills());
     if let Some(Ok(kills)) = kills {
         if kills > 0 {
-            pod.events.send(
-                TASK_OOM_EVENT_TOPIC,
-                TaskOOM {
-                    container_id: container.id.clone(),
-                    ..Default::default()
-                },
-            );
+            pod.events.send(TaskOOM {
+                container_id: container.id.clone(),
+                ..Default::default()
+            });
         }
     }
 }

@@ -2,10 +2,7 @@
 
 use std::sync::Arc;
 
-use containerd_shim_protos::{
-    events::task::{TaskPaused, TaskResumed},
-    topics::{TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC},
-};
+use containerd_shim_protos::events::task::{TaskPaused, TaskResumed};
 
 use crate::{
     error::{Error, Result},
@@ -22,13 +19,10 @@ pub async fn pause(pod: &Arc<Pod>, id: &str) -> Result<()> {
     }
     pod.runtime.pause(id).await?;
     container.init.set_status(ProcessStatus::Paused);
-    pod.events.send(
-        TASK_PAUSED_EVENT_TOPIC,
-        TaskPaused {
-            container_id: id.to_string(),
-            ..Default::default()
-        },
-    );
+    pod.events.send(TaskPaused {
+        container_id: id.to_string(),
+        ..Default::default()
+    });
     Ok(())
 }
 
@@ -41,13 +35,10 @@ pub async fn resume(pod: &Arc<Pod>, id: &str) -> Result<()> {
     }
     pod.runtime.resume(id).await?;
     container.init.set_status(ProcessStatus::Running);
-    pod.events.send(
-        TASK_RESUMED_EVENT_TOPIC,
-        TaskResumed {
-            container_id: id.to_string(),
-            ..Default::default()
-        },
-    );
+    pod.events.send(TaskResumed {
+        container_id: id.to_string(),
+        ..Default::default()
+    });
     Ok(())
 }
 

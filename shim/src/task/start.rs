@@ -3,10 +3,7 @@
 use std::sync::Arc;
 
 use containerd_shim::api::{StartRequest, StartResponse};
-use containerd_shim_protos::{
-    events::task::{TaskExecStarted, TaskStart},
-    topics::{TASK_EXEC_STARTED_EVENT_TOPIC, TASK_START_EVENT_TOPIC},
-};
+use containerd_shim_protos::events::task::{TaskExecStarted, TaskStart};
 
 use crate::{
     error::{Error, Result},
@@ -26,15 +23,12 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
     }
     if !req.exec_id.is_empty() {
         let pid = super::exec::start_exec(pod, &container, &process).await?;
-        pod.events.send(
-            TASK_EXEC_STARTED_EVENT_TOPIC,
-            TaskExecStarted {
-                container_id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-                pid,
-                ..Default::default()
-            },
-        );
+        pod.events.send(TaskExecStarted {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            pid,
+            ..Default::default()
+        });
         return Ok(StartResponse {
             pid,
             ..Default::default()
@@ -44,14 +38,11 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
     pod.runtime.start(&req.id).await?;
     process.set_status(ProcessStatus::Running);
     let pid = process.pid();
-    pod.events.send(
-        TASK_START_EVENT_TOPIC,
-        TaskStart {
-            container_id: req.id.clone(),
-            pid,
-            ..Default::default()
-        },
-    );
+    pod.events.send(TaskStart {
+        container_id: req.id.clone(),
+        pid,
+        ..Default::default()
+    });
     Ok(StartResponse {
         pid,
         ..Default::default()
