@@ -79,7 +79,7 @@ e2e!(ctr::ctr_run);
 e2e!(ctr::missing_command);
 e2e!(ctr::ctr_bad_input);
 e2e!(podshim_only ctr::failing_runtime, super::ctr::failing_runtime_opts);
-e2e!(podshim_only runtime::crun_runtime, super::runtime::crun_opts);
+e2e!(podshim_only runtime::configured_runtime, super::runtime::wrapper_opts);
 e2e!(streaming::exec_stream);
 e2e!(streaming::attach_stream);
 e2e!(streaming::port_forward);

@@ -1,38 +1,56 @@
-//! The OCI runtime is chosen in the shim's own config file: the same pod under crun.
+//! The OCI runtime is chosen in the shim's own config file, not containerd's `options` table.
+//!
+//! Debian bookworm's crun (1.8.1) refuses the spec version containerd 2.1 writes ("unknown
+//! version specified"), so the case selects another runc-compatible binary: a wrapper that
+//! records each invocation and runs runc. What is checked is that the configured binary, and
+//! only it, is what launches and manages the pod's containers.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::ContainerState;
 use podshim_integration::{logs, sh, Containerd, Options};
 
-pub fn crun_opts(o: Options) -> Options {
+pub fn wrapper_opts(o: Options) -> Options {
     Options {
-        shim_config: "[runtime]\nbinary = \"crun\"\nroot = \"{dir}/podshim-crun\"\n".into(),
+        shim_config: "[runtime]\nbinary = \"{dir}/oci-runtime\"\nroot = \"{dir}/podshim-oci\"\n"
+            .into(),
         ..o
     }
 }
 
-/// A pod whose containers podshim launches through crun: logs, exec and stop work, and the
-/// container's state is crun's (`<root>/<namespace>/<id>/status`; runc would write state.json).
-pub async fn crun_runtime(c: &mut Containerd) -> Result<()> {
-    let pod = c.run_pod("crun").await?;
-    let cfg = sh("app", "echo hello-crun; exec sleep 1000");
+pub async fn configured_runtime(c: &mut Containerd) -> Result<()> {
+    let wrapper = c.dir.join("oci-runtime");
+    let calls = c.dir.join("oci-runtime.calls");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in create|start|exec|kill|delete|ps|update|pause|resume) echo \"$a\" >> {}; break;; esac; done\nexec runc \"$@\"\n",
+            calls.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+
+    let pod = c.run_pod("oci").await?;
+    let cfg = sh("app", "echo hello-wrapper; exec sleep 1000");
     let log = pod.log_file(&cfg);
     let id = c.run_container(&pod, cfg).await?;
-    logs::wait_for(&log, Duration::from_secs(10), |l| l.iter().any(|x| x.msg == "hello-crun")).await?;
-
-    let state = c.dir.join("podshim-crun/k8s.io").join(&id);
-    ensure!(state.join("status").is_file(), "no crun state at {}", state.display());
-    ensure!(!state.join("state.json").exists(), "runc state found at {}", state.display());
-
-    let r = c.cri.exec_sync(&id, &["sh", "-c", "echo via-crun"], 10).await?;
-    ensure!(r.exit_code == 0 && r.stdout == b"via-crun\n", "ExecSync under crun: {r:?}");
-
+    logs::wait_for(&log, Duration::from_secs(10), |l| l.iter().any(|x| x.msg == "hello-wrapper")).await?;
+    let r = c.cri.exec_sync(&id, &["sh", "-c", "echo via-wrapper"], 10).await?;
+    ensure!(r.exit_code == 0 && r.stdout == b"via-wrapper\n", "ExecSync: {r:?}");
     c.cri.stop_container(&id, 2).await?;
     let cs = c.cri.container_status(&id).await?;
     ensure!(cs.state == ContainerState::ContainerExited as i32, "after stop: {cs:?}");
     c.cri.remove_container(&id).await?;
-    ensure!(!state.exists(), "crun state left at {}", state.display());
+
+    let calls = std::fs::read_to_string(&calls).context("the configured runtime was never run")?;
+    let calls: Vec<&str> = calls.lines().collect();
+    // Pause and app: two creates and starts; one exec; the app's kill and delete.
+    for (cmd, at_least) in [("create", 2), ("start", 2), ("exec", 1), ("kill", 1), ("delete", 1)] {
+        let n = calls.iter().filter(|c| **c == cmd).count();
+        ensure!(n >= at_least, "configured runtime ran `{cmd}` {n} times, want >= {at_least}: {calls:?}");
+    }
+    // The configured state root, with the containerd namespace appended.
+    ensure!(c.dir.join("podshim-oci/k8s.io").is_dir(), "the configured runtime root was not used");
     Ok(())
 }
