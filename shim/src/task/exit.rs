@@ -18,14 +18,10 @@ pub fn watch_exit(
 ) {
     tokio::spawn(async move {
         let Ok(exit) = exit.await else { return };
-        process.wait_output_closed().await;
-        process.set_exited(exit);
         let is_init = process.exec_id.is_empty();
-        if is_init {
-            report_missed_oom(&pod, &container);
-        }
         if is_init && !container.own_pid_namespace {
-            // Sharing the pod's pid namespace, the container's other processes outlive init.
+            // Sharing the pod's pid namespace, the container's other processes outlive init (and
+            // keep its output open): they go first, as with containerd's runc shim.
             if let Err(e) = pod
                 .runtime
                 .kill(&container.id, libc::SIGKILL as u32, true)
@@ -33,6 +29,11 @@ pub fn watch_exit(
             {
                 warn!("kill remaining processes of {}: {e}", container.id);
             }
+        }
+        process.wait_output_closed().await;
+        process.set_exited(exit);
+        if is_init {
+            report_missed_oom(&pod, &container);
         }
         pod.events.send(TaskExit {
             container_id: container.id.clone(),
