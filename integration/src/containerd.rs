@@ -135,18 +135,32 @@ fn reap_stale_runs() {
             continue;
         }
         let dir = e.path();
-        let Ok(lock) = open_lock(&dir.join("owner.lock")) else { continue };
+        let Ok(lock) = open_lock(&dir.join("owner.lock")) else {
+            continue;
+        };
         if !flock_nb(&lock) {
             continue; // a live run owns it
         }
         eprintln!("podshim-e2e: cleaning up stale run {}", dir.display());
         let bridge = fs::read_to_string(dir.join("bridge")).unwrap_or_default();
-        force_cleanup(&dir, &dir.join("containerd.sock"), None, bridge.trim(), &format!("/{name}"));
+        force_cleanup(
+            &dir,
+            &dir.join("containerd.sock"),
+            None,
+            bridge.trim(),
+            &format!("/{name}"),
+        );
     }
 }
 
 /// Best-effort synchronous teardown (used by Drop and for stale runs). Returns what it found.
-fn force_cleanup(dir: &Path, sock: &Path, child: Option<&mut Child>, bridge: &str, cgroup_root: &str) -> Vec<String> {
+fn force_cleanup(
+    dir: &Path,
+    sock: &Path,
+    child: Option<&mut Child>,
+    bridge: &str,
+    cgroup_root: &str,
+) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(c) = child {
         if c.try_wait().ok().flatten().is_none() {
@@ -211,13 +225,24 @@ pub fn shim_socket_path(sock: &Path, ns: &str, id: &str) -> PathBuf {
 /// shim was started without our `Root`): removed if its state.json mentions our directory.
 fn remove_foreign_runtime_state(dir: &Path) {
     let needle = format!("{}/", dir.display());
-    for root in ["/run/containerd/runc", "/run/runc", "/run/crun", "/run/containerd/podshim"] {
-        let Ok(nss) = fs::read_dir(root) else { continue };
+    for root in [
+        "/run/containerd/runc",
+        "/run/runc",
+        "/run/crun",
+        "/run/containerd/podshim",
+    ] {
+        let Ok(nss) = fs::read_dir(root) else {
+            continue;
+        };
         for ns in nss.flatten() {
-            let Ok(ids) = fs::read_dir(ns.path()) else { continue };
+            let Ok(ids) = fs::read_dir(ns.path()) else {
+                continue;
+            };
             for id in ids.flatten() {
                 let state = id.path().join("state.json");
-                let mentions = fs::read_to_string(&state).map(|s| s.contains(&needle)).unwrap_or(false);
+                let mentions = fs::read_to_string(&state)
+                    .map(|s| s.contains(&needle))
+                    .unwrap_or(false);
                 if mentions {
                     let _ = fs::remove_dir_all(id.path());
                 }
@@ -230,11 +255,19 @@ fn remove_foreign_runtime_state(dir: &Path) {
 /// CNI DEL never ran (containerd killed) leaves its entries, which name our netns path.
 fn remove_cni_cache(dir: &Path) {
     let needle = format!("{}/", dir.display());
-    let net = fs::read_to_string(dir.join("network-name")).unwrap_or_default().trim().to_string();
+    let net = fs::read_to_string(dir.join("network-name"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     if let Ok(rd) = fs::read_dir("/var/lib/cni/results") {
         for e in rd.flatten() {
-            let ours = (!net.is_empty() && e.file_name().to_string_lossy().starts_with(&format!("{net}-")))
-                || fs::read_to_string(e.path()).map(|s| s.contains(&needle)).unwrap_or(false);
+            let ours = (!net.is_empty()
+                && e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{net}-")))
+                || fs::read_to_string(e.path())
+                    .map(|s| s.contains(&needle))
+                    .unwrap_or(false);
             if ours {
                 let _ = fs::remove_file(e.path());
             }
@@ -258,7 +291,10 @@ impl Containerd {
             );
         }
 
-        let dir = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir_in("/tmp")?.keep();
+        let dir = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempdir_in("/tmp")?
+            .keep();
         let owner_lock = open_lock(&dir.join("owner.lock"))?;
         anyhow::ensure!(flock_nb(&owner_lock), "cannot lock {}", dir.display());
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -284,7 +320,8 @@ impl Containerd {
             slot = Some((s, f));
             break;
         }
-        let (slot, slot_lock) = slot.ok_or_else(|| anyhow!("no free bridge/subnet slot in {SLOT_DIR}"))?;
+        let (slot, slot_lock) =
+            slot.ok_or_else(|| anyhow!("no free bridge/subnet slot in {SLOT_DIR}"))?;
         let bridge = format!("psit{slot}");
         let subnet_prefix = format!("{SUBNET_BASE}.{slot}");
         fs::write(dir.join("bridge"), &bridge)?;
@@ -329,10 +366,17 @@ impl Containerd {
                 { "type": "portmap", "capabilities": { "portMappings": true } },
             ],
         });
-        fs::write(cni_dir.join("10-podshim-e2e.conflist"), serde_json::to_vec_pretty(&conflist)?)?;
+        fs::write(
+            cni_dir.join("10-podshim-e2e.conflist"),
+            serde_json::to_vec_pretty(&conflist)?,
+        )?;
 
         let dropin = images::repo_root().join("config-snippets/conf.d/50-podshim.toml");
-        anyhow::ensure!(dropin.exists(), "config drop-in missing: {}", dropin.display());
+        anyhow::ensure!(
+            dropin.exists(),
+            "config drop-in missing: {}",
+            dropin.display()
+        );
         let stream_port = free_port()?;
         let cfg = format!(
             r#"# generated by podshim-integration
@@ -437,18 +481,26 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             if self.cri.image_present(image).await? {
                 return Ok(());
             }
-            anyhow::ensure!(Instant::now() < deadline, "CRI does not list imported image {image}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "CRI does not list imported image {image}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Spawn the containerd process and wait until CRI answers `Version`.
     async fn spawn(&mut self) -> Result<()> {
-        let log = OpenOptions::new().create(true).append(true).open(&self.log_path)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
         let path = format!(
             "{}:{}",
             self.shim_dir.display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())
+            std::env::var("PATH").unwrap_or_else(|_| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            })
         );
         let child = Command::new("containerd")
             .arg("--config")
@@ -465,18 +517,28 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait()? {
-                bail!("containerd exited early ({st}); log tail:\n{}", self.log_tail(40));
+                bail!(
+                    "containerd exited early ({st}); log tail:\n{}",
+                    self.log_tail(40)
+                );
             }
             if self.sock.exists() {
-                if let Ok(Ok(cri)) = tokio::time::timeout(Duration::from_secs(3), Cri::connect(&self.sock)).await {
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), cri.version()).await {
+                if let Ok(Ok(cri)) =
+                    tokio::time::timeout(Duration::from_secs(3), Cri::connect(&self.sock)).await
+                {
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_secs(3), cri.version()).await
+                    {
                         self.cri = cri;
                         return Ok(());
                     }
                 }
             }
             if Instant::now() > deadline {
-                bail!("containerd CRI not ready after 30s; log tail:\n{}", self.log_tail(40));
+                bail!(
+                    "containerd CRI not ready after 30s; log tail:\n{}",
+                    self.log_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -488,7 +550,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
     /// SIGTERM containerd and wait for it to exit (shims and containers keep running).
     pub async fn kill_containerd(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         if child.try_wait()?.is_none() {
             sys::kill(child.id() as i32, libc::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -529,7 +593,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     /// Shim processes of this containerd whose binary belongs to this run's handler.
     pub fn shims(&self) -> Vec<sys::Proc> {
         let want = self.shim_exe_name();
-        sys::shim_processes(&self.sock).into_iter().filter(|p| p.exe_name() == want).collect()
+        sys::shim_processes(&self.sock)
+            .into_iter()
+            .filter(|p| p.exe_name() == want)
+            .collect()
     }
 
     /// All shim processes of this containerd, any binary.
@@ -563,7 +630,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
     /// Next unique number for names within this run.
     pub fn seq(&self) -> u32 {
-        self.pod_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.pod_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Everything still present that belongs to this containerd: shims, container processes,
@@ -575,7 +643,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         }
         for pid in sys::cgroup_pids(&self.cgroup_root) {
             let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            v.push(format!("process {pid} in {} ({})", self.cgroup_root, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+            v.push(format!(
+                "process {pid} in {} ({})",
+                self.cgroup_root,
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
         }
         for m in sys::mounts_under(&self.dir) {
             v.push(format!("mount {}", m.display()));
@@ -605,7 +677,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
                 problems.push(format!("restarting containerd for teardown: {e:#}"));
             }
         }
-        let alive = self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false);
+        let alive = self
+            .child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false);
         if alive {
             match self.cri.list_pods().await {
                 Ok(pods) => {
@@ -641,7 +717,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 left = self.leftovers();
             }
-            problems.extend(left.into_iter().map(|l| format!("left after removing all pods: {l}")));
+            problems.extend(
+                left.into_iter()
+                    .map(|l| format!("left after removing all pods: {l}")),
+            );
         }
         if let Err(e) = self.kill_containerd().await {
             problems.push(format!("{e:#}"));
@@ -652,7 +731,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         }
         let found = force_cleanup(&self.dir, &self.sock, None, &self.bridge, &self.cgroup_root);
         if alive {
-            problems.extend(found.into_iter().map(|f| format!("force-cleaned after containerd stopped: {f}")));
+            problems.extend(
+                found
+                    .into_iter()
+                    .map(|f| format!("force-cleaned after containerd stopped: {f}")),
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -696,7 +779,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         let _ = fs::create_dir_all(&d);
         let name = format!(
             "{}-{}.log",
-            std::thread::current().name().unwrap_or("run").replace("::", "-"),
+            std::thread::current()
+                .name()
+                .unwrap_or("run")
+                .replace("::", "-"),
             self.dir.file_name().unwrap().to_string_lossy()
         );
         d.join(name)
@@ -711,7 +797,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
     /// The bundle directory containerd creates for a task.
     pub fn bundle_dir(&self, ns: &str, id: &str) -> PathBuf {
-        self.state.join("io.containerd.runtime.v2.task").join(ns).join(id)
+        self.state
+            .join("io.containerd.runtime.v2.task")
+            .join(ns)
+            .join(id)
     }
 
     /// The socket path containerd's shim helpers derive for (ns, id).
@@ -768,7 +857,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         }
         let pids: BTreeSet<i32> = sys::cgroup_pids(&pod.cgroup_parent);
         if !pids.is_empty() {
-            v.push(format!("processes {pids:?} in pod cgroup {}", pod.cgroup_parent));
+            v.push(format!(
+                "processes {pids:?} in pod cgroup {}",
+                pod.cgroup_parent
+            ));
         }
         v
     }
@@ -781,11 +873,17 @@ pub fn log_errors(path: &Path, max: usize) -> String {
         .lines()
         .filter(|l| l.contains("level=error") || l.contains("level=fatal") || l.contains("panic"))
         .collect();
-    v[v.len().saturating_sub(max)..].iter().map(|l| truncate(l, 600)).collect::<Vec<_>>().join("\n")
+    v[v.len().saturating_sub(max)..]
+        .iter()
+        .map(|l| truncate(l, 600))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let Ok(mut f) = File::open(path) else { return format!("(no log at {})", path.display()) };
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(256 * 1024);
     let _ = f.seek(SeekFrom::Start(start));
@@ -823,7 +921,13 @@ impl Drop for Containerd {
             );
         }
         self.finished = true;
-        let found = force_cleanup(&self.dir, &self.sock, self.child.as_mut(), &self.bridge, &self.cgroup_root);
+        let found = force_cleanup(
+            &self.dir,
+            &self.sock,
+            self.child.as_mut(),
+            &self.bridge,
+            &self.cgroup_root,
+        );
         if !found.is_empty() {
             eprintln!("podshim-e2e: Drop cleaned up: {found:#?}");
         }

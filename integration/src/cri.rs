@@ -35,17 +35,31 @@ impl Cri {
     /// A client whose connection is made on first use.
     pub async fn connect(sock: &Path) -> Result<Cri> {
         let ch = channel(sock.to_path_buf())?;
-        Ok(Cri { rt: RuntimeServiceClient::new(ch.clone()), img: ImageServiceClient::new(ch) })
+        Ok(Cri {
+            rt: RuntimeServiceClient::new(ch.clone()),
+            img: ImageServiceClient::new(ch),
+        })
     }
 
     /// A client to nowhere, replaced once containerd is up.
     pub fn placeholder() -> Cri {
         let ch = channel(PathBuf::from("/nonexistent/podshim-e2e.sock")).expect("static endpoint");
-        Cri { rt: RuntimeServiceClient::new(ch.clone()), img: ImageServiceClient::new(ch) }
+        Cri {
+            rt: RuntimeServiceClient::new(ch.clone()),
+            img: ImageServiceClient::new(ch),
+        }
     }
 
     pub async fn version(&self) -> Result<VersionResponse> {
-        Ok(self.rt.clone().version(VersionRequest { version: "v1".into() }).await.map_err(st)?.into_inner())
+        Ok(self
+            .rt
+            .clone()
+            .version(VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map_err(st)?
+            .into_inner())
     }
 
     pub async fn image_present(&self, image: &str) -> Result<bool> {
@@ -53,7 +67,10 @@ impl Cri {
             .img
             .clone()
             .image_status(ImageStatusRequest {
-                image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
                 verbose: false,
             })
             .await
@@ -63,7 +80,12 @@ impl Cri {
     }
 
     pub async fn list_pods(&self) -> Result<Vec<String>> {
-        let r = self.rt.clone().list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.map_err(st)?;
+        let r = self
+            .rt
+            .clone()
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(st)?;
         Ok(r.into_inner().items.into_iter().map(|p| p.id).collect())
     }
 
@@ -71,7 +93,10 @@ impl Cri {
         let r = self
             .rt
             .clone()
-            .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: handler.into() })
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: handler.into(),
+            })
             .await
             .map_err(st)
             .context("RunPodSandbox")?;
@@ -82,7 +107,10 @@ impl Cri {
         Ok(self
             .rt
             .clone()
-            .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose })
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose,
+            })
             .await
             .map_err(st)
             .context("PodSandboxStatus")?
@@ -92,7 +120,9 @@ impl Cri {
     pub async fn stop_pod(&self, id: &str) -> Result<()> {
         self.rt
             .clone()
-            .stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() })
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("StopPodSandbox")?;
@@ -102,14 +132,21 @@ impl Cri {
     pub async fn remove_pod(&self, id: &str) -> Result<()> {
         self.rt
             .clone()
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() })
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("RemovePodSandbox")?;
         Ok(())
     }
 
-    pub async fn create_container(&self, pod_id: &str, pod_config: &PodSandboxConfig, config: ContainerConfig) -> Result<String> {
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        pod_config: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> Result<String> {
         let r = self
             .rt
             .clone()
@@ -127,7 +164,9 @@ impl Cri {
     pub async fn start_container(&self, id: &str) -> Result<()> {
         self.rt
             .clone()
-            .start_container(StartContainerRequest { container_id: id.into() })
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("StartContainer")?;
@@ -137,7 +176,10 @@ impl Cri {
     pub async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<()> {
         self.rt
             .clone()
-            .stop_container(StopContainerRequest { container_id: id.into(), timeout: timeout_s })
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout: timeout_s,
+            })
             .await
             .map_err(st)
             .context("StopContainer")?;
@@ -147,7 +189,9 @@ impl Cri {
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         self.rt
             .clone()
-            .remove_container(RemoveContainerRequest { container_id: id.into() })
+            .remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("RemoveContainer")?;
@@ -157,7 +201,10 @@ impl Cri {
     pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
         self.rt
             .clone()
-            .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
             .await
             .map_err(st)
             .context("ContainerStatus")?
@@ -171,7 +218,10 @@ impl Cri {
             .rt
             .clone()
             .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter { pod_sandbox_id: pod_id.into(), ..Default::default() }),
+                filter: Some(ContainerFilter {
+                    pod_sandbox_id: pod_id.into(),
+                    ..Default::default()
+                }),
             })
             .await
             .map_err(st)?;
@@ -187,13 +237,21 @@ impl Cri {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("container {id} did not exit within {timeout:?}; state {:?}", ContainerState::try_from(s.state));
+                bail!(
+                    "container {id} did not exit within {timeout:?}; state {:?}",
+                    ContainerState::try_from(s.state)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    pub async fn exec_sync(&self, id: &str, cmd: &[&str], timeout_s: i64) -> Result<ExecSyncResponse> {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        timeout_s: i64,
+    ) -> Result<ExecSyncResponse> {
         Ok(self
             .rt
             .clone()
@@ -211,7 +269,9 @@ impl Cri {
     pub async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
         self.rt
             .clone()
-            .container_stats(ContainerStatsRequest { container_id: id.into() })
+            .container_stats(ContainerStatsRequest {
+                container_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("ContainerStats")?
@@ -223,7 +283,9 @@ impl Cri {
     pub async fn pod_stats(&self, id: &str) -> Result<PodSandboxStats> {
         self.rt
             .clone()
-            .pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: id.into() })
+            .pod_sandbox_stats(PodSandboxStatsRequest {
+                pod_sandbox_id: id.into(),
+            })
             .await
             .map_err(st)
             .context("PodSandboxStats")?
@@ -233,18 +295,37 @@ impl Cri {
     }
 
     pub async fn exec_url(&self, req: ExecRequest) -> Result<String> {
-        Ok(self.rt.clone().exec(req).await.map_err(st).context("Exec")?.into_inner().url)
+        Ok(self
+            .rt
+            .clone()
+            .exec(req)
+            .await
+            .map_err(st)
+            .context("Exec")?
+            .into_inner()
+            .url)
     }
 
     pub async fn attach_url(&self, req: AttachRequest) -> Result<String> {
-        Ok(self.rt.clone().attach(req).await.map_err(st).context("Attach")?.into_inner().url)
+        Ok(self
+            .rt
+            .clone()
+            .attach(req)
+            .await
+            .map_err(st)
+            .context("Attach")?
+            .into_inner()
+            .url)
     }
 
     pub async fn port_forward_url(&self, pod_id: &str, ports: &[i32]) -> Result<String> {
         Ok(self
             .rt
             .clone()
-            .port_forward(PortForwardRequest { pod_sandbox_id: pod_id.into(), port: ports.to_vec() })
+            .port_forward(PortForwardRequest {
+                pod_sandbox_id: pod_id.into(),
+                port: ports.to_vec(),
+            })
             .await
             .map_err(st)
             .context("PortForward")?

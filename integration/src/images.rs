@@ -60,8 +60,9 @@ fn sha256_hex(data: &[u8]) -> String {
 /// Build (or reuse from the cache) both image archives.
 pub fn ensure_archives() -> Result<ImageArchives> {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let busybox = fs::read(BUSYBOX_BIN)
-        .with_context(|| format!("reading {BUSYBOX_BIN} (install busybox-static: scripts/install-deps.sh)"))?;
+    let busybox = fs::read(BUSYBOX_BIN).with_context(|| {
+        format!("reading {BUSYBOX_BIN} (install busybox-static: scripts/install-deps.sh)")
+    })?;
     let pause_src_path = repo_root().join("integration/images/pause.c");
     let pause_src = fs::read(&pause_src_path)
         .with_context(|| format!("reading {}", pause_src_path.display()))?;
@@ -71,25 +72,41 @@ pub fn ensure_archives() -> Result<ImageArchives> {
     h.update(&pause_src);
     let key = hex(&h.finalize())[..16].to_string();
     let dir = cache_dir().join(key);
-    let out = ImageArchives { busybox: dir.join("busybox.oci.tar"), pause: dir.join("pause.oci.tar") };
+    let out = ImageArchives {
+        busybox: dir.join("busybox.oci.tar"),
+        pause: dir.join("pause.oci.tar"),
+    };
     if out.busybox.exists() && out.pause.exists() {
         return Ok(out);
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     // busybox
-    let applets = Command::new(BUSYBOX_BIN).arg("--list").output().context("busybox --list")?;
+    let applets = Command::new(BUSYBOX_BIN)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
     anyhow::ensure!(applets.status.success(), "busybox --list failed");
     let applets: Vec<String> = String::from_utf8_lossy(&applets.stdout)
         .lines()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty() && s != "busybox" && !s.contains('/'))
         .collect();
-    anyhow::ensure!(applets.iter().any(|a| a == "sh"), "busybox has no sh applet");
+    anyhow::ensure!(
+        applets.iter().any(|a| a == "sh"),
+        "busybox has no sh applet"
+    );
     let mut files = base_tree();
-    files.push(Entry::File { path: "bin/busybox".into(), mode: 0o755, data: busybox });
+    files.push(Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        data: busybox,
+    });
     for a in &applets {
-        files.push(Entry::Symlink { path: format!("bin/{a}"), target: "busybox".into() });
+        files.push(Entry::Symlink {
+            path: format!("bin/{a}"),
+            target: "busybox".into(),
+        });
     }
     let cfg = json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -101,7 +118,11 @@ pub fn ensure_archives() -> Result<ImageArchives> {
     // pause
     let pause_bin = compile_pause(&pause_src_path, &dir)?;
     let mut files = base_tree();
-    files.push(Entry::File { path: "pause".into(), mode: 0o755, data: pause_bin });
+    files.push(Entry::File {
+        path: "pause".into(),
+        mode: 0o755,
+        data: pause_bin,
+    });
     let cfg = json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "Entrypoint": ["/pause"],
@@ -120,7 +141,11 @@ fn compile_pause(src: &Path, dir: &Path) -> Result<Vec<u8>> {
         .output()
         .context("running gcc (install gcc and libc6-dev: scripts/install-deps.sh)")?;
     if !o.status.success() {
-        bail!("gcc -static failed for {}: {}", src.display(), String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "gcc -static failed for {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let data = fs::read(&bin)?;
     let _ = fs::remove_file(&bin);
@@ -135,22 +160,44 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 fn base_tree() -> Vec<Entry> {
-    let mut v: Vec<Entry> = ["bin", "dev", "etc", "proc", "sys", "root", "run", "var", "usr", "usr/bin", "home"]
-        .iter()
-        .map(|p| Entry::Dir { path: p.to_string(), mode: 0o755 })
-        .collect();
-    v.push(Entry::Dir { path: "tmp".into(), mode: 0o1777 });
-    v.push(Entry::Dir { path: "var/tmp".into(), mode: 0o1777 });
+    let mut v: Vec<Entry> = [
+        "bin", "dev", "etc", "proc", "sys", "root", "run", "var", "usr", "usr/bin", "home",
+    ]
+    .iter()
+    .map(|p| Entry::Dir {
+        path: p.to_string(),
+        mode: 0o755,
+    })
+    .collect();
+    v.push(Entry::Dir {
+        path: "tmp".into(),
+        mode: 0o1777,
+    });
+    v.push(Entry::Dir {
+        path: "var/tmp".into(),
+        mode: 0o1777,
+    });
     v.push(Entry::File {
         path: "etc/passwd".into(),
         mode: 0o644,
-        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n".to_vec(),
+        data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+            .to_vec(),
     });
     v.push(Entry::File {
         path: "etc/group".into(),
@@ -258,8 +305,15 @@ fn oci_archive(name: &str, entries: &[Entry], config: serde_json::Value) -> Resu
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &index)?;
-    for (digest, data) in [(&layer_digest, &layer), (&config_digest, &config), (&manifest_digest, &manifest)] {
-        add(&format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")), data)?;
+    for (digest, data) in [
+        (&layer_digest, &layer),
+        (&config_digest, &config),
+        (&manifest_digest, &manifest),
+    ] {
+        add(
+            &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+            data,
+        )?;
     }
     Ok(b.into_inner()?)
 }

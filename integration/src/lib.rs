@@ -18,7 +18,10 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Run `fut` with a deadline, turning the timeout into an error.
-pub async fn with_timeout<T>(d: Duration, fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub async fn with_timeout<T>(
+    d: Duration,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     match tokio::time::timeout(d, fut).await {
         Ok(r) => r,
         Err(_) => anyhow::bail!("test case timed out after {d:?}"),

@@ -20,9 +20,21 @@ pub fn is_rfc3339nano(s: &str) -> bool {
     if b.len() < 20 {
         return false;
     }
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(|c| c.is_ascii_digit()));
-    if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) && b[10] == b'T'
-        && digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19))
+    let digits = |r: std::ops::Range<usize>| {
+        r.clone()
+            .all(|i| b.get(i).is_some_and(|c| c.is_ascii_digit()))
+    };
+    if !(digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19))
     {
         return false;
     }
@@ -49,7 +61,10 @@ pub fn is_rfc3339nano(s: &str) -> bool {
 
 /// Strictly parse a CRI log file's content; every line must be well-formed.
 pub fn parse(content: &str) -> Result<Vec<LogLine>> {
-    anyhow::ensure!(content.is_empty() || content.ends_with('\n'), "CRI log does not end with a newline");
+    anyhow::ensure!(
+        content.is_empty() || content.ends_with('\n'),
+        "CRI log does not end with a newline"
+    );
     let mut out = Vec::new();
     for (n, line) in content.lines().enumerate() {
         let mut it = line.splitn(4, ' ');
@@ -57,16 +72,30 @@ pub fn parse(content: &str) -> Result<Vec<LogLine>> {
             bail!("line {}: malformed CRI log line {line:?}", n + 1);
         };
         let msg = it.next().unwrap_or("");
-        anyhow::ensure!(is_rfc3339nano(time), "line {}: bad timestamp {time:?} in {line:?}", n + 1);
-        anyhow::ensure!(stream == "stdout" || stream == "stderr", "line {}: bad stream {stream:?}", n + 1);
+        anyhow::ensure!(
+            is_rfc3339nano(time),
+            "line {}: bad timestamp {time:?} in {line:?}",
+            n + 1
+        );
+        anyhow::ensure!(
+            stream == "stdout" || stream == "stderr",
+            "line {}: bad stream {stream:?}",
+            n + 1
+        );
         anyhow::ensure!(tag == "P" || tag == "F", "line {}: bad tag {tag:?}", n + 1);
-        out.push(LogLine { time: time.into(), stream: stream.into(), tag: tag.chars().next().unwrap(), msg: msg.into() });
+        out.push(LogLine {
+            time: time.into(),
+            stream: stream.into(),
+            tag: tag.chars().next().unwrap(),
+            msg: msg.into(),
+        });
     }
     Ok(out)
 }
 
 pub fn read(path: &Path) -> Result<Vec<LogLine>> {
-    let s = std::fs::read_to_string(path).with_context(|| format!("reading CRI log {}", path.display()))?;
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("reading CRI log {}", path.display()))?;
     parse(&s).with_context(|| format!("parsing CRI log {}", path.display()))
 }
 
@@ -90,7 +119,11 @@ pub fn full_lines(lines: &[LogLine], stream: &str) -> Vec<String> {
 }
 
 /// Wait until the CRI log at `path` satisfies `pred` (polling), returning its parsed lines.
-pub async fn wait_for<F: Fn(&[LogLine]) -> bool>(path: &Path, timeout: Duration, pred: F) -> Result<Vec<LogLine>> {
+pub async fn wait_for<F: Fn(&[LogLine]) -> bool>(
+    path: &Path,
+    timeout: Duration,
+    pred: F,
+) -> Result<Vec<LogLine>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {
@@ -102,8 +135,18 @@ pub async fn wait_for<F: Fn(&[LogLine]) -> bool>(path: &Path, timeout: Duration,
         }
         if Instant::now() > deadline {
             let s = std::fs::read_to_string(path).unwrap_or_else(|e| format!("<{e}>"));
-            let tail: String = s.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
-            bail!("CRI log {} did not reach the expected content within {timeout:?}; tail:\n{tail}", path.display());
+            let tail: String = s
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "CRI log {} did not reach the expected content within {timeout:?}; tail:\n{tail}",
+                path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -127,7 +170,10 @@ mod tests {
     fn parse_and_join() {
         let s = "2026-11-22T10:15:30.1Z stdout P ab\n2026-11-22T10:15:30.2Z stderr F e\n2026-11-22T10:15:30.3Z stdout F cd\n2026-11-22T10:15:30.3Z stdout F \n";
         let l = parse(s).unwrap();
-        assert_eq!(full_lines(&l, "stdout"), vec!["abcd".to_string(), String::new()]);
+        assert_eq!(
+            full_lines(&l, "stdout"),
+            vec!["abcd".to_string(), String::new()]
+        );
         assert_eq!(full_lines(&l, "stderr"), vec!["e".to_string()]);
         assert!(parse("2026-11-22T10:15:30.1Z stdout X ab\n").is_err());
         assert!(parse("2026-11-22T10:15:30.1Z stdout F ab").is_err());

@@ -30,14 +30,20 @@ impl Pod {
     /// (`<cgroup_parent>/<container id>`, cgroupfs driver).
     pub fn container_init_pid(&self, id: &str) -> Result<i32> {
         for root in crate::sys::cgroup_roots() {
-            let p = root.join(self.cgroup_parent.trim_start_matches('/')).join(id).join("cgroup.procs");
+            let p = root
+                .join(self.cgroup_parent.trim_start_matches('/'))
+                .join(id)
+                .join("cgroup.procs");
             if let Ok(s) = std::fs::read_to_string(&p) {
                 if let Some(pid) = s.lines().filter_map(|l| l.trim().parse::<i32>().ok()).min() {
                     return Ok(pid);
                 }
             }
         }
-        anyhow::bail!("no process found in the cgroup of container {id} under {}", self.cgroup_parent)
+        anyhow::bail!(
+            "no process found in the cgroup of container {id} under {}",
+            self.cgroup_parent
+        )
     }
 
     /// The host path of a container's CRI log, from its `log_path`.
@@ -49,11 +55,20 @@ impl Pod {
 /// A busybox container running `command` (no shell unless the command is one).
 pub fn container(name: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: BUSYBOX_IMAGE.into(), ..Default::default() }),
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: BUSYBOX_IMAGE.into(),
+            ..Default::default()
+        }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}/0.log"),
-        linux: Some(LinuxContainerConfig { resources: None, security_context: None }),
+        linux: Some(LinuxContainerConfig {
+            resources: None,
+            security_context: None,
+        }),
         ..Default::default()
     }
 }
@@ -88,7 +103,11 @@ impl Containerd {
     /// A PodSandboxConfig as kubelet would send it, with a unique cgroup parent under this run.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
         let n = self.seq();
-        let uid = format!("{:08x}-{n:04x}-4000-8000-{:012x}", std::process::id(), rand_u64() & 0xffff_ffff_ffff);
+        let uid = format!(
+            "{:08x}-{n:04x}-4000-8000-{:012x}",
+            std::process::id(),
+            rand_u64() & 0xffff_ffff_ffff
+        );
         let log_dir = self.dir.join("logs").join(format!("{name}_{uid}"));
         PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
@@ -129,37 +148,76 @@ impl Containerd {
     }
 
     /// RunPodSandbox with an explicit runtime handler (e.g. a runc pod next to podshim pods).
-    pub async fn run_pod_with_handler(&self, config: PodSandboxConfig, handler: &str) -> Result<Pod> {
+    pub async fn run_pod_with_handler(
+        &self,
+        config: PodSandboxConfig,
+        handler: &str,
+    ) -> Result<Pod> {
         let log_dir = PathBuf::from(&config.log_directory);
         std::fs::create_dir_all(&log_dir)?;
-        let name = config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-        let cgroup_parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         let id = self
             .cri
             .run_pod(config.clone(), handler)
             .await
             .with_context(|| format!("pod {name} (handler {handler})"))?;
         let st = self.cri.pod_status(&id, true).await?;
-        let ip = st.status.as_ref().and_then(|s| s.network.as_ref()).map(|n| n.ip.clone()).unwrap_or_default();
+        let ip = st
+            .status
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .map(|n| n.ip.clone())
+            .unwrap_or_default();
         let mut netns = None;
         for v in st.info.values() {
             if let Ok(j) = serde_json::from_str::<serde_json::Value>(v) {
                 find_netns(&j, &mut netns);
             }
         }
-        Ok(Pod { id, name, config, log_dir, cgroup_parent, netns, ip })
+        Ok(Pod {
+            id,
+            name,
+            config,
+            log_dir,
+            cgroup_parent,
+            netns,
+            ip,
+        })
     }
 
     pub async fn create_container(&self, pod: &Pod, cfg: ContainerConfig) -> Result<String> {
-        let name = cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-        self.cri.create_container(&pod.id, &pod.config, cfg).await.with_context(|| format!("container {name}"))
+        let name = cfg
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        self.cri
+            .create_container(&pod.id, &pod.config, cfg)
+            .await
+            .with_context(|| format!("container {name}"))
     }
 
     /// CreateContainer + StartContainer.
     pub async fn run_container(&self, pod: &Pod, cfg: ContainerConfig) -> Result<String> {
-        let name = cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let name = cfg
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let id = self.create_container(pod, cfg).await?;
-        self.cri.start_container(&id).await.with_context(|| format!("container {name}"))?;
+        self.cri
+            .start_container(&id)
+            .await
+            .with_context(|| format!("container {name}"))?;
         Ok(id)
     }
 
@@ -174,7 +232,12 @@ impl Containerd {
 pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }

@@ -34,28 +34,46 @@ pub struct ChannelConn {
 impl ChannelConn {
     /// Open a WebSocket to a CRI streaming URL (`http://...` is turned into `ws://...`).
     pub async fn connect(url: &str, protocol: &str) -> Result<ChannelConn> {
-        let ws_url = url.replacen("http://", "ws://", 1).replacen("https://", "wss://", 1);
-        let mut req = ws_url.as_str().into_client_request().context("building WebSocket request")?;
-        req.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse()?);
-        let (ws, resp) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
-            .await
-            .context("WebSocket connect timed out")?
-            .with_context(|| format!("WebSocket connect to {ws_url}"))?;
+        let ws_url = url
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        let mut req = ws_url
+            .as_str()
+            .into_client_request()
+            .context("building WebSocket request")?;
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse()?);
+        let (ws, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .context("WebSocket connect timed out")?
+        .with_context(|| format!("WebSocket connect to {ws_url}"))?;
         let negotiated = resp
             .headers()
             .get("Sec-WebSocket-Protocol")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        anyhow::ensure!(negotiated == protocol, "server negotiated protocol {negotiated:?}, asked for {protocol:?}");
-        Ok(ChannelConn { ws, protocol: negotiated })
+        anyhow::ensure!(
+            negotiated == protocol,
+            "server negotiated protocol {negotiated:?}, asked for {protocol:?}"
+        );
+        Ok(ChannelConn {
+            ws,
+            protocol: negotiated,
+        })
     }
 
     pub async fn send(&mut self, channel: u8, data: &[u8]) -> Result<()> {
         let mut m = Vec::with_capacity(data.len() + 1);
         m.push(channel);
         m.extend_from_slice(data);
-        self.ws.send(Message::binary(m)).await.context("WebSocket send")
+        self.ws
+            .send(Message::binary(m))
+            .await
+            .context("WebSocket send")
     }
 
     /// Send a terminal size on the resize channel.
@@ -85,7 +103,9 @@ impl ChannelConn {
                     }
                     return Ok(Some((b[0], b[1..].to_vec())));
                 }
-                Some(Ok(Message::Text(t))) => bail!("unexpected text message {t:?} (binary protocol)"),
+                Some(Ok(Message::Text(t))) => {
+                    bail!("unexpected text message {t:?} (binary protocol)")
+                }
                 Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(_)) => continue, // ping/pong
             }
@@ -99,9 +119,16 @@ impl ChannelConn {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                bail!("stream not closed within {timeout:?}; got so far: {}", show(&out));
+                bail!(
+                    "stream not closed within {timeout:?}; got so far: {}",
+                    show(&out)
+                );
             }
-            match self.recv(left).await.with_context(|| format!("got so far: {}", show(&out)))? {
+            match self
+                .recv(left)
+                .await
+                .with_context(|| format!("got so far: {}", show(&out)))?
+            {
                 None => return Ok(out),
                 Some((ch, data)) => out.entry(ch).or_default().extend_from_slice(&data),
             }
@@ -109,19 +136,38 @@ impl ChannelConn {
     }
 
     /// Read until `channel`'s accumulated data contains `needle`; returns all data per channel.
-    pub async fn read_until(&mut self, channel: u8, needle: &str, timeout: Duration) -> Result<BTreeMap<u8, Vec<u8>>> {
+    pub async fn read_until(
+        &mut self,
+        channel: u8,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u8, Vec<u8>>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut out: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
         loop {
-            if out.get(&channel).map(|d| String::from_utf8_lossy(d).contains(needle)).unwrap_or(false) {
+            if out
+                .get(&channel)
+                .map(|d| String::from_utf8_lossy(d).contains(needle))
+                .unwrap_or(false)
+            {
                 return Ok(out);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                bail!("{needle:?} not seen on channel {channel} within {timeout:?}; got: {}", show(&out));
+                bail!(
+                    "{needle:?} not seen on channel {channel} within {timeout:?}; got: {}",
+                    show(&out)
+                );
             }
-            match self.recv(left).await.with_context(|| format!("waiting for {needle:?}; got: {}", show(&out)))? {
-                None => bail!("stream closed before {needle:?} on channel {channel}; got: {}", show(&out)),
+            match self
+                .recv(left)
+                .await
+                .with_context(|| format!("waiting for {needle:?}; got: {}", show(&out)))?
+            {
+                None => bail!(
+                    "stream closed before {needle:?} on channel {channel}; got: {}",
+                    show(&out)
+                ),
                 Some((ch, data)) => out.entry(ch).or_default().extend_from_slice(&data),
             }
         }
@@ -147,7 +193,10 @@ pub fn exit_code_from_status(status: &[u8]) -> Result<i32> {
     match v["status"].as_str() {
         Some("Success") => Ok(0),
         Some("Failure") => {
-            let causes = v["details"]["causes"].as_array().cloned().unwrap_or_default();
+            let causes = v["details"]["causes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for c in causes {
                 if c["reason"] == "ExitCode" {
                     return c["message"]

@@ -24,7 +24,11 @@ impl Proc {
         self.exe
             .as_ref()
             .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_default()
     }
 
@@ -42,12 +46,16 @@ impl Proc {
 /// All processes currently visible (races with exits are ignored).
 pub fn processes() -> Vec<Proc> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else { return out };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         if raw.is_empty() {
             continue; // kernel thread or zombie
         }
@@ -96,7 +104,10 @@ pub fn pid_alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at the state too.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X"))
         }
         Err(_) => false,
@@ -105,7 +116,9 @@ pub fn pid_alive(pid: i32) -> bool {
 
 /// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let mut v: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -236,7 +249,11 @@ pub fn link_exists(name: &str) -> bool {
 /// Interfaces enslaved to bridge `name`.
 pub fn bridge_ports(name: &str) -> Vec<String> {
     fs::read_dir(Path::new("/sys/class/net").join(name).join("brif"))
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -290,7 +307,11 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
         return Ok(());
     }
     let m = mounts_under(dir);
-    anyhow::ensure!(m.is_empty(), "refusing to remove {}: still mounted: {m:?}", dir.display());
+    anyhow::ensure!(
+        m.is_empty(),
+        "refusing to remove {}: still mounted: {m:?}",
+        dir.display()
+    );
     fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 

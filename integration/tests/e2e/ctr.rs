@@ -17,7 +17,10 @@ pub struct Out {
 /// Run `ctr --address <sock> -n default <args>` with a deadline.
 pub async fn ctr(c: &Containerd, args: &[String]) -> Result<Out> {
     let mut cmd = tokio::process::Command::new("ctr");
-    cmd.arg("--address").arg(&c.sock).args(["-n", "default"]).args(args);
+    cmd.arg("--address")
+        .arg(&c.sock)
+        .args(["-n", "default"])
+        .args(args);
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     let o = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -35,7 +38,10 @@ fn runtime_args(c: &Containerd, id: &str) -> Vec<String> {
         v.extend(["--runtime".into(), "io.containerd.podshim.v1".into()]);
     } else {
         v.extend(["--runtime".into(), "io.containerd.runc.v2".into()]);
-        v.extend(["--runc-root".into(), c.dir.join("runc-ctr").to_string_lossy().into_owned()]);
+        v.extend([
+            "--runc-root".into(),
+            c.dir.join("runc-ctr").to_string_lossy().into_owned(),
+        ]);
     }
     v.extend(["--cgroup".into(), format!("{}/{id}", c.cgroup_root)]);
     v
@@ -81,17 +87,44 @@ async fn assert_ctr_gone(c: &Containerd, id: &str) -> Result<()> {
 pub async fn ctr_run(c: &mut Containerd) -> Result<()> {
     let id = format!("ctr-hello-{}", c.seq());
     let mut args = runtime_args(c, &id);
-    args.extend([BUSYBOX_IMAGE.into(), id.clone(), "echo".into(), "hello".into()]);
+    args.extend([
+        BUSYBOX_IMAGE.into(),
+        id.clone(),
+        "echo".into(),
+        "hello".into(),
+    ]);
     let o = ctr(c, &args).await?;
-    ensure!(o.code == 0 && o.stdout == "hello\n", "ctr run: code {} stdout {:?} stderr {:?}", o.code, o.stdout, o.stderr);
+    ensure!(
+        o.code == 0 && o.stdout == "hello\n",
+        "ctr run: code {} stdout {:?} stderr {:?}",
+        o.code,
+        o.stdout,
+        o.stderr
+    );
     assert_ctr_gone(c, &id).await?;
 
     let id = format!("ctr-exit-{}", c.seq());
     let mut args = runtime_args(c, &id);
-    args.extend([BUSYBOX_IMAGE.into(), id.clone(), "sh".into(), "-c".into(), "echo to-err >&2; exit 5".into()]);
+    args.extend([
+        BUSYBOX_IMAGE.into(),
+        id.clone(),
+        "sh".into(),
+        "-c".into(),
+        "echo to-err >&2; exit 5".into(),
+    ]);
     let o = ctr(c, &args).await?;
-    ensure!(o.code == 5, "ctr run exit 5: code {} stdout {:?} stderr {:?}", o.code, o.stdout, o.stderr);
-    ensure!(o.stderr.contains("to-err"), "stderr not forwarded: {:?}", o.stderr);
+    ensure!(
+        o.code == 5,
+        "ctr run exit 5: code {} stdout {:?} stderr {:?}",
+        o.code,
+        o.stdout,
+        o.stderr
+    );
+    ensure!(
+        o.stderr.contains("to-err"),
+        "stderr not forwarded: {:?}",
+        o.stderr
+    );
     assert_ctr_gone(c, &id).await?;
     Ok(())
 }
@@ -101,7 +134,10 @@ pub async fn ctr_run(c: &mut Containerd) -> Result<()> {
 pub async fn missing_command(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("badcmd").await?;
     let mut ids = Vec::new();
-    let err = match c.create_container(&pod, container("bad", &["/no/such/binary", "arg"])).await {
+    let err = match c
+        .create_container(&pod, container("bad", &["/no/such/binary", "arg"]))
+        .await
+    {
         Err(e) => format!("{e:#}"),
         Ok(id) => {
             ids.push(id.clone());
@@ -110,7 +146,8 @@ pub async fn missing_command(c: &mut Containerd) -> Result<()> {
                 Err(e) => {
                     let st = c.cri.container_status(&id).await?;
                     ensure!(
-                        st.state == ContainerState::ContainerExited as i32 || st.state == ContainerState::ContainerCreated as i32,
+                        st.state == ContainerState::ContainerExited as i32
+                            || st.state == ContainerState::ContainerCreated as i32,
                         "failed container state {st:?}"
                     );
                     format!("{e:#}")
@@ -118,16 +155,24 @@ pub async fn missing_command(c: &mut Containerd) -> Result<()> {
             }
         }
     };
-    ensure!(err.contains("/no/such/binary"), "error does not name the missing command: {err}");
+    ensure!(
+        err.contains("/no/such/binary"),
+        "error does not name the missing command: {err}"
+    );
     ensure!(
         err.contains("no such file") || err.contains("not found"),
         "error does not say the command is missing: {err}"
     );
     // The pod itself still works.
-    let ok = c.run_container(&pod, container("good", &["sleep", "1000"])).await?;
+    let ok = c
+        .run_container(&pod, container("good", &["sleep", "1000"]))
+        .await?;
     ids.push(ok.clone());
     let r = c.cri.exec_sync(&ok, &["true"], 5).await?;
-    ensure!(r.exit_code == 0, "pod broken after a failed container: {r:?}");
+    ensure!(
+        r.exit_code == 0,
+        "pod broken after a failed container: {r:?}"
+    );
     c.remove_pod(&pod).await?;
     assert_pod_gone(c, &pod, &ids).await?;
     Ok(())
@@ -139,9 +184,19 @@ pub async fn ctr_bad_input(c: &mut Containerd) -> Result<()> {
     // Relative working directory: invalid per the OCI runtime spec.
     let id = format!("ctr-badcwd-{}", c.seq());
     let mut args = runtime_args(c, &id);
-    args.extend(["--cwd".into(), "relative/dir".into(), BUSYBOX_IMAGE.into(), id.clone(), "true".into()]);
+    args.extend([
+        "--cwd".into(),
+        "relative/dir".into(),
+        BUSYBOX_IMAGE.into(),
+        id.clone(),
+        "true".into(),
+    ]);
     let o = ctr(c, &args).await?;
-    ensure!(o.code != 0, "ctr run with a relative cwd succeeded: {:?}", o.stdout);
+    ensure!(
+        o.code != 0,
+        "ctr run with a relative cwd succeeded: {:?}",
+        o.stdout
+    );
     ensure!(
         o.stderr.to_lowercase().contains("cwd") || o.stderr.contains("relative/dir"),
         "error does not name the bad cwd: {}",
@@ -154,9 +209,18 @@ pub async fn ctr_bad_input(c: &mut Containerd) -> Result<()> {
     let id = format!("ctr-norootfs-{}", c.seq());
     let missing = c.dir.join("no-such-rootfs");
     let mut args = runtime_args(c, &id);
-    args.extend(["--rootfs".into(), missing.to_string_lossy().into_owned(), id.clone(), "/bin/sh".into()]);
+    args.extend([
+        "--rootfs".into(),
+        missing.to_string_lossy().into_owned(),
+        id.clone(),
+        "/bin/sh".into(),
+    ]);
     let o = ctr(c, &args).await?;
-    ensure!(o.code != 0, "ctr run with a missing rootfs succeeded: {:?}", o.stdout);
+    ensure!(
+        o.code != 0,
+        "ctr run with a missing rootfs succeeded: {:?}",
+        o.stdout
+    );
     ensure!(
         o.stderr.contains("no-such-rootfs") || o.stderr.contains("rootfs"),
         "error does not name the missing rootfs: {}",
@@ -180,11 +244,20 @@ pub fn failing_runtime_opts(o: podshim_integration::Options) -> podshim_integrat
 pub async fn failing_runtime(c: &mut Containerd) -> Result<()> {
     let cfg = c.pod_config("failing");
     let err = match c.run_pod_with(cfg).await {
-        Ok(p) => bail!("RunPodSandbox succeeded with runtime binary /bin/false: pod {}", p.id),
+        Ok(p) => bail!(
+            "RunPodSandbox succeeded with runtime binary /bin/false: pod {}",
+            p.id
+        ),
         Err(e) => format!("{e:#}"),
     };
-    ensure!(err.contains("/bin/false"), "error does not name the failing runtime binary /bin/false: {err}");
-    ensure!(c.cri.list_pods().await?.is_empty(), "a failed RunPodSandbox left a pod listed");
+    ensure!(
+        err.contains("/bin/false"),
+        "error does not name the failing runtime binary /bin/false: {err}"
+    );
+    ensure!(
+        c.cri.list_pods().await?.is_empty(),
+        "a failed RunPodSandbox left a pod listed"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left = c.leftovers();

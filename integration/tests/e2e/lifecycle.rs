@@ -10,44 +10,85 @@ use podshim_integration::{container, sh, sys, with_memory_limit, Containerd, Pod
 /// ExecSync: stdout, stderr and exit code are returned separately; large output is complete.
 pub async fn exec_sync(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("exec").await?;
-    let id = c.run_container(&pod, sh("app", "echo ready; exec sleep 1000")).await?;
-    let r = c.cri.exec_sync(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10).await?;
-    ensure!(r.stdout == b"out\n", "stdout {:?}", String::from_utf8_lossy(&r.stdout));
-    ensure!(r.stderr == b"err\n", "stderr {:?}", String::from_utf8_lossy(&r.stderr));
+    let id = c
+        .run_container(&pod, sh("app", "echo ready; exec sleep 1000"))
+        .await?;
+    let r = c
+        .cri
+        .exec_sync(&id, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10)
+        .await?;
+    ensure!(
+        r.stdout == b"out\n",
+        "stdout {:?}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    ensure!(
+        r.stderr == b"err\n",
+        "stderr {:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     ensure!(r.exit_code == 7, "exit code {}", r.exit_code);
 
     let r = c.cri.exec_sync(&id, &["true"], 10).await?;
-    ensure!(r.exit_code == 0 && r.stdout.is_empty() && r.stderr.is_empty(), "true: {r:?}");
+    ensure!(
+        r.exit_code == 0 && r.stdout.is_empty() && r.stderr.is_empty(),
+        "true: {r:?}"
+    );
 
     // Environment and working directory of the container apply to exec.
-    let r = c.cri.exec_sync(&id, &["sh", "-c", "echo $PATH; pwd"], 10).await?;
+    let r = c
+        .cri
+        .exec_sync(&id, &["sh", "-c", "echo $PATH; pwd"], 10)
+        .await?;
     ensure!(
-        String::from_utf8_lossy(&r.stdout).starts_with("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/\n"),
+        String::from_utf8_lossy(&r.stdout)
+            .starts_with("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/\n"),
         "env/cwd: {:?}",
         String::from_utf8_lossy(&r.stdout)
     );
 
-    let r = c.cri.exec_sync(&id, &["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' y"], 20).await?;
-    ensure!(r.stdout.len() == 200000 && r.stdout.iter().all(|b| *b == b'y'), "large output: {} bytes", r.stdout.len());
+    let r = c
+        .cri
+        .exec_sync(
+            &id,
+            &["sh", "-c", "head -c 200000 /dev/zero | tr '\\0' y"],
+            20,
+        )
+        .await?;
+    ensure!(
+        r.stdout.len() == 200000 && r.stdout.iter().all(|b| *b == b'y'),
+        "large output: {} bytes",
+        r.stdout.len()
+    );
 
     // A missing binary: ExecSync fails naming it (as with containerd's runc shim).
     match c.cri.exec_sync(&id, &["/no/such/binary"], 10).await {
         Ok(r) => bail!("ExecSync of a missing binary returned {r:?}, want an error"),
         Err(e) => {
             let e = format!("{e:#}");
-            ensure!(e.contains("/no/such/binary") && e.contains("no such file"), "error does not name the missing binary: {e}");
+            ensure!(
+                e.contains("/no/such/binary") && e.contains("no such file"),
+                "error does not name the missing binary: {e}"
+            );
         }
     }
 
     // Timeout: ExecSync of a long command returns within its deadline with an error.
     let t = Instant::now();
     let r = c.cri.exec_sync(&id, &["sleep", "30"], 2).await;
-    ensure!(t.elapsed() < Duration::from_secs(15), "ExecSync ignored its 2s timeout ({:?})", t.elapsed());
+    ensure!(
+        t.elapsed() < Duration::from_secs(15),
+        "ExecSync ignored its 2s timeout ({:?})",
+        t.elapsed()
+    );
     ensure!(r.is_err(), "ExecSync past its timeout returned {r:?}");
 
     // The container is still fine afterwards.
     let st = c.cri.container_status(&id).await?;
-    ensure!(st.state == ContainerState::ContainerRunning as i32, "container state after execs: {st:?}");
+    ensure!(
+        st.state == ContainerState::ContainerRunning as i32,
+        "container state after execs: {st:?}"
+    );
     Ok(())
 }
 
@@ -63,8 +104,18 @@ pub async fn stats(c: &mut Containerd) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = c.cri.container_stats(&id).await?;
-        let cpu = s.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref()).map(|v| v.value).unwrap_or(0);
-        let ws = s.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref()).map(|v| v.value).unwrap_or(0);
+        let cpu = s
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        let ws = s
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
         let attr_ok = s.attributes.as_ref().map(|a| a.id == id).unwrap_or(false);
         if cpu > 50_000_000 && ws > 0 && attr_ok {
             break;
@@ -78,10 +129,27 @@ pub async fn stats(c: &mut Containerd) -> Result<()> {
     loop {
         let s = c.cri.pod_stats(&pod.id).await?;
         let l = s.linux.clone().unwrap_or_default();
-        let cpu = l.cpu.as_ref().and_then(|c| c.usage_core_nano_seconds.as_ref()).map(|v| v.value).unwrap_or(0);
-        let ws = l.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref()).map(|v| v.value).unwrap_or(0);
-        let has_ctr = l.containers.iter().any(|cs| cs.attributes.as_ref().map(|a| a.id == id).unwrap_or(false));
-        let attr_ok = s.attributes.as_ref().map(|a| a.id == pod.id).unwrap_or(false);
+        let cpu = l
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        let ws = l
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        let has_ctr = l
+            .containers
+            .iter()
+            .any(|cs| cs.attributes.as_ref().map(|a| a.id == id).unwrap_or(false));
+        let attr_ok = s
+            .attributes
+            .as_ref()
+            .map(|a| a.id == pod.id)
+            .unwrap_or(false);
         if cpu > 50_000_000 && ws > 0 && has_ctr && attr_ok {
             break;
         }
@@ -97,36 +165,82 @@ pub async fn stats(c: &mut Containerd) -> Result<()> {
 /// SIGTERM handled → exits at once with its own code.
 pub async fn stop_container(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("stop").await?;
-    let stubborn = c.run_container(&pod, sh("stubborn", "trap '' TERM; echo started; sleep 1000 & wait")).await?;
-    let polite = c.run_container(&pod, sh("polite", "trap 'exit 42' TERM; while true; do sleep 0.1; done")).await?;
+    let stubborn = c
+        .run_container(
+            &pod,
+            sh("stubborn", "trap '' TERM; echo started; sleep 1000 & wait"),
+        )
+        .await?;
+    let polite = c
+        .run_container(
+            &pod,
+            sh(
+                "polite",
+                "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+            ),
+        )
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await; // let the traps be installed
 
     let t = Instant::now();
     c.cri.stop_container(&stubborn, 2).await?;
     let took = t.elapsed();
-    ensure!(took >= Duration::from_millis(1900), "StopContainer(2s) returned after {took:?}: SIGTERM was not ignored?");
-    ensure!(took < Duration::from_secs(12), "StopContainer(2s) took {took:?}");
+    ensure!(
+        took >= Duration::from_millis(1900),
+        "StopContainer(2s) returned after {took:?}: SIGTERM was not ignored?"
+    );
+    ensure!(
+        took < Duration::from_secs(12),
+        "StopContainer(2s) took {took:?}"
+    );
     let st = c.cri.container_status(&stubborn).await?;
-    ensure!(st.state == ContainerState::ContainerExited as i32, "stubborn not exited: {st:?}");
-    ensure!(st.exit_code == 137, "stubborn exit code {} (want 137, SIGKILL)", st.exit_code);
+    ensure!(
+        st.state == ContainerState::ContainerExited as i32,
+        "stubborn not exited: {st:?}"
+    );
+    ensure!(
+        st.exit_code == 137,
+        "stubborn exit code {} (want 137, SIGKILL)",
+        st.exit_code
+    );
 
     let t = Instant::now();
     c.cri.stop_container(&polite, 10).await?;
-    ensure!(t.elapsed() < Duration::from_secs(5), "polite container took {:?} to stop", t.elapsed());
+    ensure!(
+        t.elapsed() < Duration::from_secs(5),
+        "polite container took {:?} to stop",
+        t.elapsed()
+    );
     let st = c.cri.container_status(&polite).await?;
-    ensure!(st.exit_code == 42, "polite exit code {} (want 42 from its TERM trap)", st.exit_code);
+    ensure!(
+        st.exit_code == 42,
+        "polite exit code {} (want 42 from its TERM trap)",
+        st.exit_code
+    );
 
     // Stopping an exited container again is fine; removing works.
     c.cri.stop_container(&stubborn, 2).await?;
     c.cri.remove_container(&stubborn).await?;
     c.cri.remove_container(&polite).await?;
-    ensure!(c.cri.list_containers(&pod.id).await?.is_empty(), "containers left after RemoveContainer");
+    ensure!(
+        c.cri.list_containers(&pod.id).await?.is_empty(),
+        "containers left after RemoveContainer"
+    );
     for id in [&stubborn, &polite] {
-        ensure!(!c.bundle_dir("k8s.io", id).exists(), "bundle of removed container {id} still exists");
+        ensure!(
+            !c.bundle_dir("k8s.io", id).exists(),
+            "bundle of removed container {id} still exists"
+        );
     }
     // The pod (and its shim) outlive its containers: a new container runs in it.
-    ensure!(c.shims().len() == 1, "shims after removing the pod's containers: {:?}", c.shims().iter().map(|p| p.pid).collect::<Vec<_>>());
-    let again = c.run_container(&pod, sh("again", "exec sleep 1000")).await?;
+    ensure!(
+        c.shims().len() == 1,
+        "shims after removing the pod's containers: {:?}",
+        c.shims().iter().map(|p| p.pid).collect::<Vec<_>>()
+    );
+    let again = c
+        .run_container(&pod, sh("again", "exec sleep 1000"))
+        .await?;
     let r = c.cri.exec_sync(&again, &["true"], 5).await?;
     ensure!(r.exit_code == 0, "new container in the pod: {r:?}");
     Ok(())
@@ -138,7 +252,12 @@ pub async fn exit_codes(c: &mut Containerd) -> Result<()> {
     let three = c.run_container(&pod, sh("three", "exit 3")).await?;
     let zero = c.run_container(&pod, container("zero", &["true"])).await?;
     let st = c.cri.wait_exited(&three, Duration::from_secs(20)).await?;
-    ensure!(st.exit_code == 3 && st.reason == "Error", "exit 3: code {} reason {:?}", st.exit_code, st.reason);
+    ensure!(
+        st.exit_code == 3 && st.reason == "Error",
+        "exit 3: code {} reason {:?}",
+        st.exit_code,
+        st.reason
+    );
     // (finished_at may precede started_at for a process this short: CRI stamps started_at after
     // the Start call returns, finished_at is the exit time.)
     ensure!(
@@ -149,24 +268,42 @@ pub async fn exit_codes(c: &mut Containerd) -> Result<()> {
         st.finished_at
     );
     // The exit time comes from the shim's TaskExit/Wait: it must be a real, recent time.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as i64;
     ensure!(
         (now - st.finished_at).abs() < 60_000_000_000,
         "finished_at {} is not within 60 s of now {now}",
         st.finished_at
     );
     let st = c.cri.wait_exited(&zero, Duration::from_secs(20)).await?;
-    ensure!(st.exit_code == 0 && st.reason == "Completed", "exit 0: code {} reason {:?}", st.exit_code, st.reason);
+    ensure!(
+        st.exit_code == 0 && st.reason == "Completed",
+        "exit 0: code {} reason {:?}",
+        st.exit_code,
+        st.reason
+    );
     Ok(())
 }
 
 /// A container over its memory limit is OOM-killed: reason OOMKilled, exit code 137.
 pub async fn oom_killed(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("oom").await?;
-    let cfg = with_memory_limit(container("hog", &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]), 16 << 20);
+    let cfg = with_memory_limit(
+        container(
+            "hog",
+            &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        ),
+        16 << 20,
+    );
     let id = c.run_container(&pod, cfg).await?;
     let st = c.cri.wait_exited(&id, Duration::from_secs(30)).await?;
-    ensure!(st.exit_code == 137, "exit code {} (want 137), reason {:?}", st.exit_code, st.reason);
+    ensure!(
+        st.exit_code == 137,
+        "exit code {} (want 137), reason {:?}",
+        st.exit_code,
+        st.reason
+    );
     if st.reason != "OOMKilled" {
         // kubelet reads the reason once, when it sees the exit: a late TaskOOM is a failure too.
         // Tell late from missing for the report.
@@ -196,7 +333,10 @@ pub async fn assert_pod_gone(c: &Containerd, pod: &Pod, containers: &[String]) -
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("after RemovePodSandbox, still present:\n  {}", left.join("\n  "));
+            bail!(
+                "after RemovePodSandbox, still present:\n  {}",
+                left.join("\n  ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -205,11 +345,24 @@ pub async fn assert_pod_gone(c: &Containerd, pod: &Pod, containers: &[String]) -
 /// Stop/RemovePodSandbox leave no shim, mount, netns, bundle or process behind.
 pub async fn pod_cleanup(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("cleanup").await?;
-    ensure!(pod.netns.is_some(), "could not find the pod's netns path in PodSandboxStatus info");
+    ensure!(
+        pod.netns.is_some(),
+        "could not find the pod's netns path in PodSandboxStatus info"
+    );
     let netns = pod.netns.clone().unwrap();
-    ensure!(netns.starts_with(&c.state), "netns {} not under the state dir", netns.display());
-    ensure!(sys::mounts_under(&c.dir).contains(&netns), "netns {} is not mounted", netns.display());
-    let running = c.run_container(&pod, sh("running", "exec sleep 1000")).await?;
+    ensure!(
+        netns.starts_with(&c.state),
+        "netns {} not under the state dir",
+        netns.display()
+    );
+    ensure!(
+        sys::mounts_under(&c.dir).contains(&netns),
+        "netns {} is not mounted",
+        netns.display()
+    );
+    let running = c
+        .run_container(&pod, sh("running", "exec sleep 1000"))
+        .await?;
     let exited = c.run_container(&pod, sh("exited", "echo bye")).await?;
     c.cri.wait_exited(&exited, Duration::from_secs(20)).await?;
     let r = c.cri.exec_sync(&running, &["true"], 5).await?;
@@ -217,18 +370,38 @@ pub async fn pod_cleanup(c: &mut Containerd) -> Result<()> {
     let ids = vec![running.clone(), exited.clone()];
     // Bundles and rootfs mounts exist while the pod runs.
     for id in [&pod.id, &running] {
-        ensure!(c.bundle_dir("k8s.io", id).exists(), "no bundle for {id} while running");
+        ensure!(
+            c.bundle_dir("k8s.io", id).exists(),
+            "no bundle for {id} while running"
+        );
     }
 
     c.cri.stop_pod(&pod.id).await?;
-    let st = c.cri.pod_status(&pod.id, false).await?.status.unwrap_or_default();
-    ensure!(st.state == PodSandboxState::SandboxNotready as i32, "pod state after stop: {st:?}");
+    let st = c
+        .cri
+        .pod_status(&pod.id, false)
+        .await?
+        .status
+        .unwrap_or_default();
+    ensure!(
+        st.state == PodSandboxState::SandboxNotready as i32,
+        "pod state after stop: {st:?}"
+    );
     let cs = c.cri.container_status(&running).await?;
-    ensure!(cs.state == ContainerState::ContainerExited as i32, "container after StopPodSandbox: {cs:?}");
-    ensure!(!netns.exists() || !sys::mounts_under(&c.dir).contains(&netns), "netns still mounted after StopPodSandbox");
+    ensure!(
+        cs.state == ContainerState::ContainerExited as i32,
+        "container after StopPodSandbox: {cs:?}"
+    );
+    ensure!(
+        !netns.exists() || !sys::mounts_under(&c.dir).contains(&netns),
+        "netns still mounted after StopPodSandbox"
+    );
 
     c.cri.remove_pod(&pod.id).await?;
-    ensure!(!c.cri.list_pods().await?.contains(&pod.id), "pod still listed after RemovePodSandbox");
+    ensure!(
+        !c.cri.list_pods().await?.contains(&pod.id),
+        "pod still listed after RemovePodSandbox"
+    );
     assert_pod_gone(c, &pod, &ids).await?;
     let left = c.leftovers();
     ensure!(left.is_empty(), "leftovers with no pods: {left:?}");
@@ -249,7 +422,10 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
     let p1 = c.run_pod("multi").await?;
     let mut c1 = Vec::new();
     for i in 0..3 {
-        c1.push(c.run_container(&p1, sh(&format!("c{i}"), "exec sleep 1000")).await?);
+        c1.push(
+            c.run_container(&p1, sh(&format!("c{i}"), "exec sleep 1000"))
+                .await?,
+        );
     }
     let p2 = c.run_pod("single").await?;
     let c2 = vec![c.run_container(&p2, sh("only", "exec sleep 1000")).await?];
@@ -260,7 +436,10 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
         shims.len() == 2,
         "{} shim processes for 2 pods: {:?}",
         shims.len(),
-        shims.iter().map(|p| (p.pid, p.cmdline_str())).collect::<Vec<_>>()
+        shims
+            .iter()
+            .map(|p| (p.pid, p.cmdline_str()))
+            .collect::<Vec<_>>()
     );
     ensure!(
         names == BTreeSet::from([c.shim_exe_name().to_string()]),
@@ -274,13 +453,19 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
         for id in ids.iter().chain(std::iter::once(&pod.id)) {
             let pid = pod.container_init_pid(id)?;
             let pp = ppid(pid)?;
-            ensure!(shim_pids.contains(&pp), "container {id} (pid {pid}) has parent {pp}, not a shim {shim_pids:?}");
+            ensure!(
+                shim_pids.contains(&pp),
+                "container {id} (pid {pid}) has parent {pp}, not a shim {shim_pids:?}"
+            );
             parent_of.entry(pod.id.as_str()).or_default().insert(pp);
         }
     }
     let s1 = &parent_of[p1.id.as_str()];
     let s2 = &parent_of[p2.id.as_str()];
-    ensure!(s1.len() == 1 && s2.len() == 1 && s1 != s2, "pod shims: {s1:?} and {s2:?}");
+    ensure!(
+        s1.len() == 1 && s2.len() == 1 && s1 != s2,
+        "pod shims: {s1:?} and {s2:?}"
+    );
 
     c.remove_pod(&p1).await?;
     assert_pod_gone(c, &p1, &c1).await?;
@@ -291,6 +476,9 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
         shims.iter().map(|p| p.pid).collect::<Vec<_>>()
     );
     let r = c.cri.exec_sync(&c2[0], &["true"], 5).await?;
-    ensure!(r.exit_code == 0, "other pod broken after removing the first: {r:?}");
+    ensure!(
+        r.exit_code == 0,
+        "other pod broken after removing the first: {r:?}"
+    );
     Ok(())
 }

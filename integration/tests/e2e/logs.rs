@@ -8,7 +8,10 @@ use podshim_integration::{logs, sh, Containerd};
 /// Tags, streams, a final line without newline, a line longer than max_container_log_line_size.
 pub async fn cri_log_format(c: &mut Containerd) -> Result<()> {
     let max = c.opts.max_container_log_line_size as usize;
-    ensure!(max == 1024, "this case expects max_container_log_line_size = 1024, got {max}");
+    ensure!(
+        max == 1024,
+        "this case expects max_container_log_line_size = 1024, got {max}"
+    );
     let pod = c.run_pod("logs").await?;
     let cfg = sh(
         "writer",
@@ -19,25 +22,49 @@ pub async fn cri_log_format(c: &mut Containerd) -> Result<()> {
     let id = c.run_container(&pod, cfg).await?;
     let st = c.cri.wait_exited(&id, Duration::from_secs(20)).await?;
     ensure!(st.exit_code == 0, "writer exit code {}", st.exit_code);
-    ensure!(st.log_path == log.to_string_lossy(), "ContainerStatus.log_path {:?}, want {}", st.log_path, log.display());
+    ensure!(
+        st.log_path == log.to_string_lossy(),
+        "ContainerStatus.log_path {:?}, want {}",
+        st.log_path,
+        log.display()
+    );
     let lines = logs::wait_for(&log, Duration::from_secs(10), |l| {
-        l.iter().any(|x| x.stream == "stdout" && x.msg == "abcd") && l.iter().any(|x| x.msg == "err2")
+        l.iter().any(|x| x.stream == "stdout" && x.msg == "abcd")
+            && l.iter().any(|x| x.msg == "err2")
     })
     .await?;
 
     let out = logs::full_lines(&lines, "stdout");
     let long = "x".repeat(3000);
     let want_out = vec!["out1", "out2", "", long.as_str(), "tab\there", "abcd"];
-    ensure!(out == want_out, "stdout lines {:?}", out.iter().map(|s| shorten(s)).collect::<Vec<_>>());
-    ensure!(logs::full_lines(&lines, "stderr") == vec!["err1", "err2"], "stderr lines {:?}", logs::full_lines(&lines, "stderr"));
+    ensure!(
+        out == want_out,
+        "stdout lines {:?}",
+        out.iter().map(|s| shorten(s)).collect::<Vec<_>>()
+    );
+    ensure!(
+        logs::full_lines(&lines, "stderr") == vec!["err1", "err2"],
+        "stderr lines {:?}",
+        logs::full_lines(&lines, "stderr")
+    );
 
     let stdout: Vec<_> = lines.iter().filter(|l| l.stream == "stdout").collect();
     // The final chunk without newline is a partial line.
     let last = stdout.last().unwrap();
-    ensure!(last.tag == 'P' && last.msg == "abcd", "last stdout line is {last:?}, want `stdout P abcd`");
+    ensure!(
+        last.tag == 'P' && last.msg == "abcd",
+        "last stdout line is {last:?}, want `stdout P abcd`"
+    );
     // The 3000-byte line is split into P chunks of max size, then F.
-    let chunks: Vec<_> = stdout.iter().filter(|l| l.msg.starts_with('x')).map(|l| (l.tag, l.msg.len())).collect();
-    ensure!(chunks == vec![('P', 1024), ('P', 1024), ('F', 952)], "long line chunks {chunks:?}");
+    let chunks: Vec<_> = stdout
+        .iter()
+        .filter(|l| l.msg.starts_with('x'))
+        .map(|l| (l.tag, l.msg.len()))
+        .collect();
+    ensure!(
+        chunks == vec![('P', 1024), ('P', 1024), ('F', 952)],
+        "long line chunks {chunks:?}"
+    );
     // Every other line is complete.
     for l in &lines {
         if !l.msg.starts_with('x') && l.msg != "abcd" {
@@ -46,7 +73,11 @@ pub async fn cri_log_format(c: &mut Containerd) -> Result<()> {
     }
     // Timestamps never go backwards within a stream.
     for s in ["stdout", "stderr"] {
-        let ts: Vec<&str> = lines.iter().filter(|l| l.stream == s).map(|l| l.time.as_str()).collect();
+        let ts: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.stream == s)
+            .map(|l| l.time.as_str())
+            .collect();
         let mut sorted = ts.clone();
         sorted.sort();
         ensure!(ts == sorted, "{s} timestamps go backwards: {ts:?}");
@@ -70,7 +101,12 @@ pub async fn cri_log_volume(c: &mut Containerd) -> Result<()> {
     .await?;
     for s in ["stdout", "stderr"] {
         let got = logs::full_lines(&lines, s);
-        ensure!(got == want, "{s}: {} lines, first mismatch at {:?}", got.len(), got.iter().zip(&want).position(|(a, b)| a != b));
+        ensure!(
+            got == want,
+            "{s}: {} lines, first mismatch at {:?}",
+            got.len(),
+            got.iter().zip(&want).position(|(a, b)| a != b)
+        );
     }
     Ok(())
 }

@@ -45,7 +45,12 @@ pub async fn containerd_restart_backlog(c: &mut Containerd) -> Result<()> {
 
 /// `burst` lines of `pad` extra bytes every 100 ms; at least `min_progress` lines must be written
 /// during the 3 s downtime.
-async fn restart_with_writer(c: &mut Containerd, burst: u32, pad: usize, min_progress: u64) -> Result<()> {
+async fn restart_with_writer(
+    c: &mut Containerd,
+    burst: u32,
+    pad: usize,
+    min_progress: u64,
+) -> Result<()> {
     let pod = c.run_pod("restart").await?;
     let script = format!(
         "trap 'exit 0' TERM; PAD=$(head -c {pad} /dev/zero | tr '\\0' p); i=0; \
@@ -56,9 +61,15 @@ async fn restart_with_writer(c: &mut Containerd, burst: u32, pad: usize, min_pro
     let log = pod.log_file(&cfg);
     let id = c.run_container(&pod, cfg).await?;
     let idle = c.run_container(&pod, sh("idle", "exec sleep 1000")).await?;
-    logs::wait_for(&log, Duration::from_secs(10), |l| logs::full_lines(l, "stdout").len() >= 5).await?;
+    logs::wait_for(&log, Duration::from_secs(10), |l| {
+        logs::full_lines(l, "stdout").len() >= 5
+    })
+    .await?;
     let shims_before: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
-    ensure!(shims_before.len() == 1, "expected one shim before restart: {shims_before:?}");
+    ensure!(
+        shims_before.len() == 1,
+        "expected one shim before restart: {shims_before:?}"
+    );
 
     c.kill_containerd().await?;
     let down_from = read_count(&pod, &id)?;
@@ -68,30 +79,60 @@ async fn restart_with_writer(c: &mut Containerd, burst: u32, pad: usize, min_pro
         down_to >= down_from + min_progress,
         "the container made little progress while containerd was down ({down_from} -> {down_to} in 3s): blocked on stdout?"
     );
-    ensure!(sys::pid_alive(shims_before[0]), "shim {} died with containerd", shims_before[0]);
+    ensure!(
+        sys::pid_alive(shims_before[0]),
+        "shim {} died with containerd",
+        shims_before[0]
+    );
     c.respawn().await?;
 
     // CRI reattaches to the running container and its output continues.
     logs::wait_for(&log, Duration::from_secs(20), |l| {
-        numbers(l).map(|n| n.last().copied().unwrap_or(0) >= down_to + 10 * burst as u64).unwrap_or(false)
+        numbers(l)
+            .map(|n| n.last().copied().unwrap_or(0) >= down_to + 10 * burst as u64)
+            .unwrap_or(false)
     })
     .await?;
-    let st = c.cri.pod_status(&pod.id, false).await?.status.unwrap_or_default();
-    ensure!(st.state == PodSandboxState::SandboxReady as i32, "pod not READY after restart: {st:?}");
+    let st = c
+        .cri
+        .pod_status(&pod.id, false)
+        .await?
+        .status
+        .unwrap_or_default();
+    ensure!(
+        st.state == PodSandboxState::SandboxReady as i32,
+        "pod not READY after restart: {st:?}"
+    );
     let cs = c.cri.container_status(&id).await?;
-    ensure!(cs.state == ContainerState::ContainerRunning as i32, "counter not RUNNING after restart: {cs:?}");
+    ensure!(
+        cs.state == ContainerState::ContainerRunning as i32,
+        "counter not RUNNING after restart: {cs:?}"
+    );
 
-    let r = c.cri.exec_sync(&idle, &["sh", "-c", "echo exec-ok"], 10).await?;
-    ensure!(r.exit_code == 0 && r.stdout == b"exec-ok\n", "ExecSync after restart: {r:?}");
+    let r = c
+        .cri
+        .exec_sync(&idle, &["sh", "-c", "echo exec-ok"], 10)
+        .await?;
+    ensure!(
+        r.exit_code == 0 && r.stdout == b"exec-ok\n",
+        "ExecSync after restart: {r:?}"
+    );
     let r = c.cri.exec_sync(&id, &["cat", "/tmp/count"], 10).await?;
     ensure!(r.exit_code == 0, "ExecSync in counter after restart: {r:?}");
 
     let before_stop = read_count(&pod, &id)?;
     let t = Instant::now();
     c.cri.stop_container(&id, 10).await?;
-    ensure!(t.elapsed() < Duration::from_secs(8), "StopContainer after restart took {:?}", t.elapsed());
+    ensure!(
+        t.elapsed() < Duration::from_secs(8),
+        "StopContainer after restart took {:?}",
+        t.elapsed()
+    );
     let cs = c.cri.container_status(&id).await?;
-    ensure!(cs.state == ContainerState::ContainerExited as i32 && cs.exit_code == 0, "counter after stop: {cs:?}");
+    ensure!(
+        cs.state == ContainerState::ContainerExited as i32 && cs.exit_code == 0,
+        "counter after stop: {cs:?}"
+    );
 
     // Every number exactly once, in order.
     let lines = logs::read(&log)?;
@@ -113,8 +154,14 @@ async fn restart_with_writer(c: &mut Containerd, burst: u32, pad: usize, min_pro
     c.cri.remove_container(&id).await?;
     c.cri.stop_container(&idle, 2).await?;
     c.cri.remove_container(&idle).await?;
-    ensure!(c.cri.list_containers(&pod.id).await?.is_empty(), "containers left after removal");
+    ensure!(
+        c.cri.list_containers(&pod.id).await?.is_empty(),
+        "containers left after removal"
+    );
     let shims_after: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
-    ensure!(shims_after == shims_before, "shim changed across restart: {shims_before:?} -> {shims_after:?}");
+    ensure!(
+        shims_after == shims_before,
+        "shim changed across restart: {shims_before:?} -> {shims_after:?}"
+    );
     Ok(())
 }

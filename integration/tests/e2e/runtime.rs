@@ -35,22 +35,46 @@ pub async fn configured_runtime(c: &mut Containerd) -> Result<()> {
     let cfg = sh("app", "echo hello-wrapper; exec sleep 1000");
     let log = pod.log_file(&cfg);
     let id = c.run_container(&pod, cfg).await?;
-    logs::wait_for(&log, Duration::from_secs(10), |l| l.iter().any(|x| x.msg == "hello-wrapper")).await?;
-    let r = c.cri.exec_sync(&id, &["sh", "-c", "echo via-wrapper"], 10).await?;
-    ensure!(r.exit_code == 0 && r.stdout == b"via-wrapper\n", "ExecSync: {r:?}");
+    logs::wait_for(&log, Duration::from_secs(10), |l| {
+        l.iter().any(|x| x.msg == "hello-wrapper")
+    })
+    .await?;
+    let r = c
+        .cri
+        .exec_sync(&id, &["sh", "-c", "echo via-wrapper"], 10)
+        .await?;
+    ensure!(
+        r.exit_code == 0 && r.stdout == b"via-wrapper\n",
+        "ExecSync: {r:?}"
+    );
     c.cri.stop_container(&id, 2).await?;
     let cs = c.cri.container_status(&id).await?;
-    ensure!(cs.state == ContainerState::ContainerExited as i32, "after stop: {cs:?}");
+    ensure!(
+        cs.state == ContainerState::ContainerExited as i32,
+        "after stop: {cs:?}"
+    );
     c.cri.remove_container(&id).await?;
 
     let calls = std::fs::read_to_string(&calls).context("the configured runtime was never run")?;
     let calls: Vec<&str> = calls.lines().collect();
     // Pause and app: two creates and starts; one exec; the app's kill and delete.
-    for (cmd, at_least) in [("create", 2), ("start", 2), ("exec", 1), ("kill", 1), ("delete", 1)] {
+    for (cmd, at_least) in [
+        ("create", 2),
+        ("start", 2),
+        ("exec", 1),
+        ("kill", 1),
+        ("delete", 1),
+    ] {
         let n = calls.iter().filter(|c| **c == cmd).count();
-        ensure!(n >= at_least, "configured runtime ran `{cmd}` {n} times, want >= {at_least}: {calls:?}");
+        ensure!(
+            n >= at_least,
+            "configured runtime ran `{cmd}` {n} times, want >= {at_least}: {calls:?}"
+        );
     }
     // The configured state root, with the containerd namespace appended.
-    ensure!(c.dir.join("podshim-oci/k8s.io").is_dir(), "the configured runtime root was not used");
+    ensure!(
+        c.dir.join("podshim-oci/k8s.io").is_dir(),
+        "the configured runtime root was not used"
+    );
     Ok(())
 }

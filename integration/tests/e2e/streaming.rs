@@ -10,7 +10,9 @@ use podshim_integration::{logs, sh, Containerd};
 const T: Duration = Duration::from_secs(20);
 
 fn text(m: &std::collections::BTreeMap<u8, Vec<u8>>, ch: u8) -> String {
-    m.get(&ch).map(|d| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
+    m.get(&ch)
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default()
 }
 
 fn exec_req(id: &str, cmd: &[&str], tty: bool, stdin: bool) -> ExecRequest {
@@ -29,35 +31,90 @@ pub async fn exec_stream(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("stream-exec").await?;
     let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
 
-    let url = c.cri.exec_url(exec_req(&id, &["sh", "-c", "echo out; echo err >&2; exit 3"], false, false)).await?;
+    let url = c
+        .cri
+        .exec_url(exec_req(
+            &id,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        ))
+        .await?;
     let conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
     let got = conn.collect(T).await?;
-    ensure!(text(&got, streaming::STDOUT) == "out\n", "stdout: {}", show(&got));
-    ensure!(text(&got, streaming::STDERR) == "err\n", "stderr: {}", show(&got));
-    ensure!(exit_code_from_status(&got[&streaming::ERROR])? == 3, "status: {}", show(&got));
+    ensure!(
+        text(&got, streaming::STDOUT) == "out\n",
+        "stdout: {}",
+        show(&got)
+    );
+    ensure!(
+        text(&got, streaming::STDERR) == "err\n",
+        "stderr: {}",
+        show(&got)
+    );
+    ensure!(
+        exit_code_from_status(&got[&streaming::ERROR])? == 3,
+        "status: {}",
+        show(&got)
+    );
 
-    let url = c.cri.exec_url(exec_req(&id, &["sh", "-c", "read x; echo got:$x"], false, true)).await?;
+    let url = c
+        .cri
+        .exec_url(exec_req(
+            &id,
+            &["sh", "-c", "read x; echo got:$x"],
+            false,
+            true,
+        ))
+        .await?;
     let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
     conn.send(streaming::STDIN, b"hello\n").await?;
     let got = conn.collect(T).await?;
-    ensure!(text(&got, streaming::STDOUT) == "got:hello\n", "stdin exec: {}", show(&got));
-    ensure!(exit_code_from_status(&got[&streaming::ERROR])? == 0, "status: {}", show(&got));
+    ensure!(
+        text(&got, streaming::STDOUT) == "got:hello\n",
+        "stdin exec: {}",
+        show(&got)
+    );
+    ensure!(
+        exit_code_from_status(&got[&streaming::ERROR])? == 0,
+        "status: {}",
+        show(&got)
+    );
 
     // TTY: resize, then a line on stdin; stty reports the new size.
-    let url = c.cri.exec_url(exec_req(&id, &["sh", "-c", "read x; stty size; tty; echo done-$x"], true, true)).await?;
+    let url = c
+        .cri
+        .exec_url(exec_req(
+            &id,
+            &["sh", "-c", "read x; stty size; tty; echo done-$x"],
+            true,
+            true,
+        ))
+        .await?;
     let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
     conn.resize(123, 45).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     conn.send(streaming::STDIN, b"go\n").await?;
     let got = conn.collect(T).await?;
     let out = text(&got, streaming::STDOUT);
-    ensure!(out.contains("45 123"), "stty size after resize 123x45: {}", show(&got));
+    ensure!(
+        out.contains("45 123"),
+        "stty size after resize 123x45: {}",
+        show(&got)
+    );
     ensure!(out.contains("/dev/pts/"), "no tty in exec: {}", show(&got));
     ensure!(out.contains("done-go"), "tty exec output: {}", show(&got));
-    ensure!(exit_code_from_status(&got[&streaming::ERROR])? == 0, "status: {}", show(&got));
+    ensure!(
+        exit_code_from_status(&got[&streaming::ERROR])? == 0,
+        "status: {}",
+        show(&got)
+    );
 
     let st = c.cri.container_status(&id).await?;
-    ensure!(st.state == ContainerState::ContainerRunning as i32, "container after execs: {st:?}");
+    ensure!(
+        st.state == ContainerState::ContainerRunning as i32,
+        "container after execs: {st:?}"
+    );
     Ok(())
 }
 
@@ -65,7 +122,10 @@ pub async fn exec_stream(c: &mut Containerd) -> Result<()> {
 /// (and also reach the CRI log).
 pub async fn attach_stream(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("stream-attach").await?;
-    let mut cfg = sh("echo", "echo attached-ready; while read l; do echo \"echo:$l\"; echo \"err:$l\" >&2; done");
+    let mut cfg = sh(
+        "echo",
+        "echo attached-ready; while read l; do echo \"echo:$l\"; echo \"err:$l\" >&2; done",
+    );
     cfg.stdin = true;
     let log = pod.log_file(&cfg);
     let id = c.run_container(&pod, cfg).await?;
@@ -73,7 +133,13 @@ pub async fn attach_stream(c: &mut Containerd) -> Result<()> {
 
     let url = c
         .cri
-        .attach_url(AttachRequest { container_id: id.clone(), stdin: true, tty: false, stdout: true, stderr: true })
+        .attach_url(AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
         .await?;
     let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
     conn.send(streaming::STDIN, b"ping\n").await?;
@@ -82,17 +148,28 @@ pub async fn attach_stream(c: &mut Containerd) -> Result<()> {
     if !text(&got, streaming::STDERR).contains("err:ping") {
         got2 = conn.read_until(streaming::STDERR, "err:ping", T).await?;
     }
-    ensure!(text(&got2, streaming::STDERR).contains("err:ping") || text(&got, streaming::STDERR).contains("err:ping"), "stderr: {}", show(&got2));
+    ensure!(
+        text(&got2, streaming::STDERR).contains("err:ping")
+            || text(&got, streaming::STDERR).contains("err:ping"),
+        "stderr: {}",
+        show(&got2)
+    );
     conn.send(streaming::STDIN, b"second\n").await?;
     conn.read_until(streaming::STDOUT, "echo:second", T).await?;
     conn.close().await;
 
     logs::wait_for(&log, T, |l| {
-        l.iter().any(|x| x.stream == "stdout" && x.msg == "echo:second") && l.iter().any(|x| x.stream == "stderr" && x.msg == "err:ping")
+        l.iter()
+            .any(|x| x.stream == "stdout" && x.msg == "echo:second")
+            && l.iter()
+                .any(|x| x.stream == "stderr" && x.msg == "err:ping")
     })
     .await?;
     let st = c.cri.container_status(&id).await?;
-    ensure!(st.state == ContainerState::ContainerRunning as i32, "container after attach: {st:?}");
+    ensure!(
+        st.state == ContainerState::ContainerRunning as i32,
+        "container after attach: {st:?}"
+    );
     Ok(())
 }
 
@@ -105,7 +182,20 @@ pub async fn port_forward(c: &mut Containerd) -> Result<()> {
     // Wait until the server listens.
     let mut up = false;
     for _ in 0..50 {
-        let r = c.cri.exec_sync(&id, &["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/index.html"], 5).await?;
+        let r = c
+            .cri
+            .exec_sync(
+                &id,
+                &[
+                    "wget",
+                    "-q",
+                    "-O",
+                    "/dev/null",
+                    "http://127.0.0.1:8080/index.html",
+                ],
+                5,
+            )
+            .await?;
         if r.exit_code == 0 {
             up = true;
             break;
@@ -125,12 +215,20 @@ pub async fn port_forward(c: &mut Containerd) -> Result<()> {
     }
     announced.sort();
     ensure!(
-        announced == vec![(0, 8080u16.to_le_bytes().to_vec()), (1, 8080u16.to_le_bytes().to_vec())],
+        announced
+            == vec![
+                (0, 8080u16.to_le_bytes().to_vec()),
+                (1, 8080u16.to_le_bytes().to_vec())
+            ],
         "port announcement {announced:?}"
     );
     conn.send(0, b"GET /index.html HTTP/1.0\r\n\r\n").await?;
     let got = conn.read_until(0, "podshim-pf", T).await?;
-    ensure!(text(&got, 0).starts_with("HTTP/1."), "response: {}", show(&got));
+    ensure!(
+        text(&got, 0).starts_with("HTTP/1."),
+        "response: {}",
+        show(&got)
+    );
     conn.close().await;
     Ok(())
 }

@@ -25,10 +25,16 @@ async fn try_http_get(addr: &str, path: &str) -> Result<String> {
     let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
         .await
         .context("connect timeout")??;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.context("read timeout")??;
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .context("read timeout")??;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    anyhow::ensure!(text.starts_with("HTTP/1."), "not an HTTP response: {text:?}");
+    anyhow::ensure!(
+        text.starts_with("HTTP/1."),
+        "not an HTTP response: {text:?}"
+    );
     Ok(text)
 }
