@@ -4,14 +4,13 @@
 //! podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level LEVEL]
 //! ```
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use podshim_snapshotter::service::Service;
-use podshim_snapshotter::{sys, Config, Snapshotter};
+use podshim_snapshotter::{Config, Snapshotter};
 
 const DEFAULT_ROOT: &str = "/var/lib/podshim-snapshotter";
 const DEFAULT_ADDRESS: &str = "/run/podshim-snapshotter/snapshotter.sock";
@@ -79,27 +78,6 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-/// Binds the socket with no access for group/others; its directory is created root-only.
-fn bind(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    if let Some(dir) = address.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-    }
-    match std::fs::symlink_metadata(address) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(address)?,
-        Ok(_) => bail!("{} exists and is not a socket", address.display()),
-        Err(_) => {}
-    }
-    let old = sys::umask(0o177);
-    let l = tokio::net::UnixListener::bind(address);
-    sys::umask(old);
-    let l = l.with_context(|| format!("bind {}", address.display()))?;
-    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -115,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let snap = tokio::task::spawn_blocking(move || Snapshotter::open(cfg))
         .await?
         .with_context(|| format!("open snapshotter root {}", args.root.display()))?;
-    let listener = bind(&args.address)?;
+    let listener = podshim_common::socket::bind_root_only(&args.address)?;
     log::info!(
         "serving {} (root {})",
         args.address.display(),

@@ -11,7 +11,7 @@
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
 //! * Prepare/View: inside the write transaction allocate the id and write the record, build
-//!   `tmp/new-<id>`, fsync it, rename it to `snapshots/<id>`, fsync the parent, then commit (redb
+//!   `tmp/new-<id>`, rename it to `snapshots/<id>`, fsync the parent, then commit (redb
 //!   fsyncs). A crash before the commit leaves an unreferenced directory; the id is not reused
 //!   before startup cleanup has removed it.
 //! * Commit: walk the upper dir once (usage), then one transaction renames the key; no
@@ -257,16 +257,15 @@ impl Snapshotter {
                 std::os::unix::fs::lchown(&fs_dir, Some(m.uid()), Some(m.gid()))
                     .ctx(|| format!("chown {}", fs_dir.display()))?;
             }
-            fsync_dir(&fs_dir)?;
-            if kind == Kind::Active {
-                fsync_dir(&td.join("work"))?;
-            }
-            fsync_dir(&td)?;
+            // No fsync of `td` itself: its entries are empty directories, created before the
+            // rename in the same metadata journal, which makes them durable no later than the
+            // rename that the fsync below makes durable.
             self.crash("prepare.before_rename");
             fs::rename(&td, &dir)
                 .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            // The destination's fsync makes the rename durable; the source side of a rename is
+            // the same journaled operation, so `tmp/` needs none of its own.
             fsync_dir(&self.snapshots)?;
-            fsync_dir(&self.tmp)?;
             self.crash("prepare.before_commit");
             Ok(())
         })();

@@ -1,12 +1,5 @@
 //! The only place with `unsafe`: thin wrappers over libc calls std does not expose.
 
-/// Sets the process umask and returns the previous one.
-pub fn umask(mask: u32) -> u32 {
-    // SAFETY: umask(2) only swaps an integer in the process's fs context; it cannot fail and
-    // touches no memory we own.
-    unsafe { libc::umask(mask as libc::mode_t) as u32 }
-}
-
 /// Delivers SIGKILL to this process (test crash points): the same effect as `kill -9` from
 /// outside, at an exact instant.
 pub fn sigkill_self() -> ! {
