@@ -13,6 +13,7 @@ pub mod pod;
 pub mod process;
 pub mod reaper;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod spec;

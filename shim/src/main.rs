@@ -1,11 +1,22 @@
-use podshim_shim::{server, service::Service};
+use podshim_shim::{sandbox::holder, server, service::Service};
 
 const RUNTIME_ID: &str = "io.containerd.podshim.v1";
 
-/// One thread: a pod's shim spends its life waiting on pipes and children.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args: Vec<_> = std::env::args_os().collect();
+    // A pause-less pod's namespace holder is this binary too; it must fork before any runtime
+    // or thread exists.
+    if args.get(1).is_some_and(|a| a == holder::HOLDER_ARG) {
+        holder::holder_main(&args[1..]);
+    }
+    // One thread: a pod's shim spends its life waiting on pipes and children.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shim_main(args))
+}
+
+async fn shim_main(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     let flags = containerd_shim::parse(&args[1..])?;
     if flags.version {
         println!(

@@ -35,6 +35,8 @@ pub struct Pod {
     containers: Mutex<HashMap<String, Entry>>,
     exit: Arc<ExitSignal>,
     shutdown_requested: AtomicBool,
+    /// A sandbox served over the Sandbox API keeps the shim alive until ShutdownSandbox.
+    sandbox_held: AtomicBool,
     oom: mpsc::UnboundedSender<String>,
 }
 
@@ -88,6 +90,7 @@ impl Pod {
             containers: Mutex::new(HashMap::new()),
             exit,
             shutdown_requested: AtomicBool::new(false),
+            sandbox_held: AtomicBool::new(false),
             oom,
         }
     }
@@ -143,17 +146,28 @@ impl Pod {
             containers.remove(id);
             containers.is_empty()
         };
-        if empty && self.shutdown_requested.load(Ordering::SeqCst) {
+        if empty {
+            self.exit_if_done();
+        }
+    }
+
+    fn exit_if_done(&self) {
+        if self.shutdown_requested.load(Ordering::SeqCst)
+            && !self.sandbox_held.load(Ordering::SeqCst)
+            && self.lock().is_empty()
+        {
             self.exit.signal();
         }
+    }
+
+    pub fn hold_for_sandbox(&self, held: bool) {
+        self.sandbox_held.store(held, Ordering::SeqCst);
     }
 
     /// containerd sends Shutdown after deleting a task, including one of several in the pod:
     /// the shim leaves only when its last container is gone.
     pub fn request_shutdown(&self) {
         self.shutdown_requested.store(true, Ordering::SeqCst);
-        if self.lock().is_empty() {
-            self.exit.signal();
-        }
+        self.exit_if_done();
     }
 }

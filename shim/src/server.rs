@@ -1,7 +1,7 @@
 //! Serving: the daemon half of the shim binary, started by `start` with `-socket`.
 //!
 //! The shim library's own serve loop registers only the task service; podshim owns this part
-//! so the pod's services can share one ttrpc server.
+//! so the pod's services (task and sandbox) share one ttrpc server.
 
 use std::{
     os::unix::net::{UnixListener, UnixStream},
@@ -11,6 +11,7 @@ use std::{
 
 use containerd_shim::{Flags, Shim};
 use containerd_shim_protos::{
+    sandbox_async::create_sandbox,
     shim_async::create_task,
     ttrpc::r#async::{transport::Listener, Server},
 };
@@ -19,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     error::{Error, Result},
+    sandbox::SandboxService,
     service::Service,
     sys,
 };
@@ -51,10 +53,12 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let mut config = containerd_shim::Config::default();
     let mut service = Service::new(runtime_id, &flags, &mut config).await;
     let task = service.task_service(ttrpc_address);
+    let sandbox = SandboxService::new(task.pod());
     let listener = Listener::try_from(listener).map_err(Error::io("ttrpc listener"))?;
     let mut server = Server::new()
         .add_listener(listener)
-        .register_service(create_task(Arc::new(task)));
+        .register_service(create_task(Arc::new(task)))
+        .register_service(create_sandbox(Arc::new(sandbox)));
     server
         .start()
         .await

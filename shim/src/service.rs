@@ -24,6 +24,10 @@ use crate::{
     pod::Pod,
     reaper,
     runtime::RuncCli,
+    sandbox::{
+        files::{PodFiles, Record},
+        holder::kill_orphan,
+    },
     task::TaskService,
 };
 
@@ -79,6 +83,15 @@ impl Shim for Service {
             warn!("delete {}: {e}", self.id);
         }
         unmount_all(&bundle.join("rootfs"));
+        // A pause-less pod's shim that died leaves its holder and pod files: the bundle's record
+        // names them.
+        if let Some(record) = Record::load(&bundle) {
+            kill_orphan(record.holder_pid, &record.sandbox_id);
+            if let Ok(files) = PodFiles::new(&record.dirs, &record.sandbox_id) {
+                files.remove();
+            }
+            Record::remove(&bundle);
+        }
         Ok(DeleteResponse {
             pid: 0,
             exit_status: 128 + libc::SIGKILL as u32,

@@ -68,12 +68,38 @@ impl ContainerCgroup {
         Self::for_pid_in(Path::new(PROC_ROOT), Path::new(CGROUP_ROOT), mode, pid)
     }
 
+    /// The cgroup at `path` in each of `pid`'s hierarchies: a pod's cgroup parent, read through
+    /// the controllers its holder process is attached to.
+    pub fn for_pid_at(pid: u32, path: &str) -> Result<ContainerCgroup> {
+        if path.is_empty() {
+            return Self::for_pid(pid);
+        }
+        let mode = CgroupMode::detect()?;
+        Self::for_pid_in_at(
+            Path::new(PROC_ROOT),
+            Path::new(CGROUP_ROOT),
+            mode,
+            pid,
+            Some(path),
+        )
+    }
+
     /// `for_pid` with the proc and cgroup mounts and the mode given.
     pub fn for_pid_in(
         proc_root: &Path,
         cgroup_root: &Path,
         mode: CgroupMode,
         pid: u32,
+    ) -> Result<ContainerCgroup> {
+        Self::for_pid_in_at(proc_root, cgroup_root, mode, pid, None)
+    }
+
+    fn for_pid_in_at(
+        proc_root: &Path,
+        cgroup_root: &Path,
+        mode: CgroupMode,
+        pid: u32,
+        at: Option<&str>,
     ) -> Result<ContainerCgroup> {
         let file = proc_root.join(pid.to_string()).join("cgroup");
         let content = match std::fs::read_to_string(&file) {
@@ -84,8 +110,13 @@ impl ContainerCgroup {
             }
             Err(e) => return Err(Error::io(format!("read {}", file.display()))(e)),
         };
-        let entries = parse_proc_cgroup(&content)
+        let mut entries = parse_proc_cgroup(&content)
             .map_err(|line| Error::Other(format!("{}: malformed line {line:?}", file.display())))?;
+        if let Some(at) = at {
+            for e in &mut entries {
+                e.path = at;
+            }
+        }
         let inner = match mode {
             CgroupMode::Legacy => Inner::V1(v1::Cgroup::new(proc_root, cgroup_root, &entries)?),
             CgroupMode::Unified => {

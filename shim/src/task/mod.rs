@@ -30,6 +30,10 @@ impl TaskService {
     pub fn new(pod: Arc<Pod>) -> Self {
         Self { pod }
     }
+
+    pub fn pod(&self) -> Arc<Pod> {
+        self.pod.clone()
+    }
 }
 
 fn edge<T>(r: crate::error::Result<T>) -> TtrpcResult<T> {

@@ -1,0 +1,420 @@
+//! The parts of CRI's `runtime.v1.PodSandboxConfig` a pod shim acts on.
+//!
+//! containerd forwards the config as an `Any` it does not interpret. The shim reads the few
+//! fields it needs straight off the protobuf wire (field numbers of the CRI API), so it carries
+//! neither the CRI types nor a gRPC stack for one message.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// CRI's `NamespaceMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NamespaceMode {
+    #[default]
+    Pod,
+    Container,
+    Node,
+    Target,
+}
+
+impl NamespaceMode {
+    fn from_wire(v: u64) -> Result<Self> {
+        Ok(match v {
+            0 => NamespaceMode::Pod,
+            1 => NamespaceMode::Container,
+            2 => NamespaceMode::Node,
+            3 => NamespaceMode::Target,
+            other => return Err(invalid(format!("unknown namespace mode {other}"))),
+        })
+    }
+}
+
+/// CPU and memory of `LinuxContainerResources` (the pod's overhead or its resources).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSandboxConfig {
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub hostname: String,
+    pub dns_servers: Vec<String>,
+    pub dns_searches: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// False when the pod has no DNS config: the host's resolv.conf is used.
+    pub has_dns_config: bool,
+    pub cgroup_parent: String,
+    pub network: NamespaceMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+    /// A user-namespaced pod (`hostUsers: false`).
+    pub user_namespace: bool,
+    pub sysctls: BTreeMap<String, String>,
+    pub overhead: Option<Resources>,
+    pub resources: Option<Resources>,
+}
+
+/// The type URL containerd gives the `options` of CreateSandbox (typeurl uses the bare full name).
+pub const TYPE_URL: &str = "runtime.v1.PodSandboxConfig";
+
+impl PodSandboxConfig {
+    /// Decodes `options` of CreateSandbox; an empty `type_url` and value mean "no config".
+    pub fn from_any(type_url: &str, value: &[u8]) -> Result<Self> {
+        let name = type_url.rsplit('/').next().unwrap_or(type_url);
+        if type_url.is_empty() && value.is_empty() {
+            return Ok(Self::default());
+        }
+        if name != TYPE_URL && name != "runtime.v1alpha2.PodSandboxConfig" {
+            return Err(invalid(format!(
+                "sandbox options of type {type_url:?}, want {TYPE_URL}"
+            )));
+        }
+        Self::decode(value)
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self> {
+        let mut c = PodSandboxConfig::default();
+        for field in Fields::new(buf) {
+            let (num, v) = field?;
+            match num {
+                1 => {
+                    for f in Fields::new(v.bytes()?) {
+                        let (num, v) = f?;
+                        match num {
+                            1 => c.name = v.string()?,
+                            2 => c.uid = v.string()?,
+                            3 => c.namespace = v.string()?,
+                            4 => c.attempt = v.varint()? as u32,
+                            _ => {}
+                        }
+                    }
+                }
+                2 => c.hostname = v.string()?,
+                4 => {
+                    c.has_dns_config = true;
+                    for f in Fields::new(v.bytes()?) {
+                        let (num, v) = f?;
+                        match num {
+                            1 => c.dns_servers.push(v.string()?),
+                            2 => c.dns_searches.push(v.string()?),
+                            3 => c.dns_options.push(v.string()?),
+                            _ => {}
+                        }
+                    }
+                }
+                8 => c.decode_linux(v.bytes()?)?,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    fn decode_linux(&mut self, buf: &[u8]) -> Result<()> {
+        for field in Fields::new(buf) {
+            let (num, v) = field?;
+            match num {
+                1 => self.cgroup_parent = v.string()?,
+                2 => {
+                    for f in Fields::new(v.bytes()?) {
+                        let (num, v) = f?;
+                        if num == 1 {
+                            self.decode_namespaces(v.bytes()?)?;
+                        }
+                    }
+                }
+                3 => {
+                    let (k, val) = map_entry(v.bytes()?)?;
+                    self.sysctls.insert(k, val);
+                }
+                4 => self.overhead = Some(resources(v.bytes()?)?),
+                5 => self.resources = Some(resources(v.bytes()?)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_namespaces(&mut self, buf: &[u8]) -> Result<()> {
+        for field in Fields::new(buf) {
+            let (num, v) = field?;
+            match num {
+                1 => self.network = NamespaceMode::from_wire(v.varint()?)?,
+                2 => self.pid = NamespaceMode::from_wire(v.varint()?)?,
+                3 => self.ipc = NamespaceMode::from_wire(v.varint()?)?,
+                5 => {
+                    for f in Fields::new(v.bytes()?) {
+                        let (num, v) = f?;
+                        if num == 1 {
+                            self.user_namespace =
+                                NamespaceMode::from_wire(v.varint()?)? == NamespaceMode::Pod;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// resolv.conf as CRI writes it for a pod with a DNS config (empty: use the host's).
+    pub fn resolv_conf(&self) -> String {
+        let mut s = String::new();
+        if !self.dns_searches.is_empty() {
+            s.push_str(&format!("search {}\n", self.dns_searches.join(" ")));
+        }
+        for server in &self.dns_servers {
+            s.push_str(&format!("nameserver {server}\n"));
+        }
+        if !self.dns_options.is_empty() {
+            s.push_str(&format!("options {}\n", self.dns_options.join(" ")));
+        }
+        s
+    }
+}
+
+fn resources(buf: &[u8]) -> Result<Resources> {
+    let mut r = Resources::default();
+    for field in Fields::new(buf) {
+        let (num, v) = field?;
+        match num {
+            1 => r.cpu_period = v.varint()? as i64,
+            2 => r.cpu_quota = v.varint()? as i64,
+            3 => r.cpu_shares = v.varint()? as i64,
+            4 => r.memory_limit_in_bytes = v.varint()? as i64,
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+fn map_entry(buf: &[u8]) -> Result<(String, String)> {
+    let (mut k, mut v) = (String::new(), String::new());
+    for field in Fields::new(buf) {
+        let (num, val) = field?;
+        match num {
+            1 => k = val.string()?,
+            2 => v = val.string()?,
+            _ => {}
+        }
+    }
+    Ok((k, v))
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(format!("PodSandboxConfig: {}", msg.into()))
+}
+
+/// One field's value as it sits on the wire.
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Value<'a> {
+    fn varint(&self) -> Result<u64> {
+        match self {
+            Value::Varint(v) => Ok(*v),
+            _ => Err(invalid("expected a varint field")),
+        }
+    }
+    fn bytes(&self) -> Result<&'a [u8]> {
+        match self {
+            Value::Bytes(b) => Ok(b),
+            _ => Err(invalid("expected a length-delimited field")),
+        }
+    }
+    fn string(&self) -> Result<String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| invalid("string is not UTF-8"))
+    }
+}
+
+/// Iterates the (field number, value) pairs of one message.
+struct Fields<'a> {
+    buf: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Fields { buf, failed: false }
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let (&b, rest) = self
+                .buf
+                .split_first()
+                .ok_or_else(|| invalid("truncated varint"))?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(invalid("varint longer than 10 bytes"))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.buf.len() {
+            return Err(invalid("field runs past the end of the message"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn field(&mut self) -> Result<(u32, Value<'a>)> {
+        let key = self.varint()?;
+        let num = u32::try_from(key >> 3).map_err(|_| invalid("field number out of range"))?;
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Value::Fixed
+            }
+            2 => {
+                let n = usize::try_from(self.varint()?).map_err(|_| invalid("length overflow"))?;
+                Value::Bytes(self.take(n)?)
+            }
+            5 => {
+                self.take(4)?;
+                Value::Fixed
+            }
+            wt => return Err(invalid(format!("unsupported wire type {wt}"))),
+        };
+        Ok((num, value))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Value<'a>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() || self.failed {
+            return None;
+        }
+        let r = self.field();
+        self.failed = r.is_err();
+        Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1 as cri;
+    use prost::Message;
+
+    fn encode(c: &cri::PodSandboxConfig) -> Vec<u8> {
+        c.encode_to_vec()
+    }
+
+    #[test]
+    fn decodes_what_kubelet_sends() {
+        let c = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "web".into(),
+                uid: "u-1".into(),
+                namespace: "default".into(),
+                attempt: 2,
+            }),
+            hostname: "web-0".into(),
+            log_directory: "/var/log/pods/x".into(),
+            dns_config: Some(cri::DnsConfig {
+                servers: vec!["10.96.0.10".into(), "1.1.1.1".into()],
+                searches: vec![
+                    "default.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                ],
+                options: vec!["ndots:5".into()],
+            }),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: "/kubepods/podu-1".into(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NamespaceMode::Node as i32,
+                        pid: cri::NamespaceMode::Pod as i32,
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sysctls: [
+                    (
+                        "net.ipv4.ip_unprivileged_port_start".to_string(),
+                        "0".to_string(),
+                    ),
+                    ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                ]
+                .into(),
+                overhead: Some(cri::LinuxContainerResources {
+                    cpu_shares: 10,
+                    memory_limit_in_bytes: 1 << 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = PodSandboxConfig::from_any(TYPE_URL, &encode(&c)).unwrap();
+        assert_eq!(
+            (d.name.as_str(), d.uid.as_str(), d.namespace.as_str()),
+            ("web", "u-1", "default")
+        );
+        assert_eq!(d.attempt, 2);
+        assert_eq!(d.hostname, "web-0");
+        assert_eq!(d.cgroup_parent, "/kubepods/podu-1");
+        assert_eq!(d.network, NamespaceMode::Node);
+        assert_eq!(d.pid, NamespaceMode::Pod);
+        assert_eq!(d.ipc, NamespaceMode::Pod);
+        assert!(!d.user_namespace);
+        assert_eq!(d.sysctls.len(), 2);
+        assert_eq!(d.sysctls["kernel.shm_rmid_forced"], "1");
+        assert_eq!(d.overhead.as_ref().unwrap().cpu_shares, 10);
+        assert_eq!(d.overhead.as_ref().unwrap().memory_limit_in_bytes, 1 << 20);
+        assert_eq!(
+            d.resolv_conf(),
+            "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\nnameserver 1.1.1.1\noptions ndots:5\n"
+        );
+    }
+
+    #[test]
+    fn defaults_when_fields_are_absent() {
+        let d = PodSandboxConfig::from_any(TYPE_URL, &encode(&cri::PodSandboxConfig::default()))
+            .unwrap();
+        assert_eq!(d, PodSandboxConfig::default());
+        assert!(!d.has_dns_config);
+        // Namespace mode POD is the zero value: a pod gets its own network, IPC and UTS.
+        assert_eq!(d.network, NamespaceMode::Pod);
+        assert_eq!(PodSandboxConfig::from_any("", &[]).unwrap(), d);
+    }
+
+    #[test]
+    fn rejects_garbage_and_other_types() {
+        let err = PodSandboxConfig::from_any("containerd.runc.v1.Options", &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        // field 2 (hostname) claims 100 bytes but carries 1.
+        let err = PodSandboxConfig::decode(&[0x12, 100, b'x']).unwrap_err();
+        assert!(err.to_string().contains("past the end"), "{err}");
+        let err = PodSandboxConfig::decode(&[0x12]).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        // namespace mode 9 does not exist.
+        let ns = [0x08, 9];
+        let sc = [&[0x0a, ns.len() as u8][..], &ns].concat();
+        let linux = [&[0x12, sc.len() as u8][..], &sc].concat();
+        let cfg = [&[0x42, linux.len() as u8][..], &linux].concat();
+        let err = PodSandboxConfig::decode(&cfg).unwrap_err();
+        assert!(err.to_string().contains("namespace mode 9"), "{err}");
+    }
+}
