@@ -1,1 +1,17 @@
-//! Placeholder: this component is specified by its own issue and not built yet.
+//! podshim-sandboxer: containerd's sandbox controller (`[proxy_plugins.<name>] type =
+//! "sandbox"`) for pause-less pods. It starts one podshim shim per pod, optionally from a warm
+//! pool, drives it through the shim's Sandbox API and hands containerd the shim's task API
+//! address, so every container of the pod goes straight to that shim.
+
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod launch;
+pub mod pool;
+pub mod sandboxes;
+pub mod shim;
+pub mod shim_log;
+pub mod store;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,108 @@
+//! podshim-sandboxer's one error type. It becomes a gRPC status exactly once, at the edge
+//! (`controller.rs`), with the codes containerd's proxy turns back into errdefs: CRI ignores
+//! NotFound on Stop/Shutdown and containerd retries Wait on Unavailable.
+
+use std::io;
+
+use containerd_shim_protos::ttrpc;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The pod's shim does not answer (yet): a condition, not a verdict.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The pod's shim answered with an error, or the connection to it broke mid-request.
+    #[error("{op} of sandbox {sandbox}: {source}")]
+    Shim {
+        op: &'static str,
+        sandbox: String,
+        #[source]
+        source: ttrpc::Error,
+    },
+    #[error("starting a pod shim: {0}")]
+    Launch(String),
+    #[error("config {0}")]
+    Config(String),
+    #[error("sandbox store: {0}")]
+    Store(Box<redb::Error>),
+    #[error("sandbox store record {key:?} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code of this error as the shim (or we) meant it.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::NotFound(_) => tonic::Code::NotFound,
+            Error::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
+            Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            Error::Unavailable(_) => tonic::Code::Unavailable,
+            // ttrpc status codes are gRPC's.
+            Error::Shim {
+                source: ttrpc::Error::RpcStatus(s),
+                ..
+            } => tonic::Code::from_i32(s.code.value()),
+            Error::Shim { .. } => tonic::Code::Unavailable,
+            Error::Launch(_)
+            | Error::Config(_)
+            | Error::Store(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. } => tonic::Code::Internal,
+        }
+    }
+
+    /// The shim is not there to answer: its process is gone or its socket is closed.
+    pub fn is_unreachable(&self) -> bool {
+        self.code() == tonic::Code::Unavailable
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == tonic::Code::NotFound
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Store(Box::new(redb::Error::from(e)))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,522 @@
+//! The sandboxes podshim-sandboxer controls: each is one pod shim, started here (or adopted
+//! from the warm pool) and driven through its Sandbox API. This is containerd's sandbox
+//! Controller contract without the wire: `controller.rs` is the gRPC edge.
+//!
+//! The store is written before anything is started and before any answer that containerd will
+//! rely on; memory only caches it (records and shim connections).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{info, warn};
+use podshim_shim::sandbox::{
+    ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE, STATE_NOTREADY,
+};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::launch::{self, Launcher};
+use crate::pool::Pool;
+use crate::shim::{Exit, Metric, PodShim, RawAny};
+use crate::store::{SandboxRecord, State, Store, Timestamp};
+
+/// The task API version of a pod shim's socket: containerd then sends every container of the
+/// pod straight to it.
+pub const TASK_API_VERSION: u32 = 3;
+/// How long a shim may take to leave after ShutdownSandbox before it is killed.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// The exit status containerd reports for a shim that died (its `cleanupAfterDeadShim`).
+const DEAD_SHIM_EXIT: u32 = 255;
+/// Between WaitSandbox attempts on a shim that is alive but whose connection broke.
+const WAIT_RETRY: Duration = Duration::from_millis(500);
+
+/// containerd's identifier rule (namespaces and sandbox ids): they also name directories here.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 76
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+type Key = (String, String);
+
+struct Entry {
+    record: Mutex<SandboxRecord>,
+    /// The open connection to the shim, dropped when it broke.
+    shim: Mutex<Option<PodShim>>,
+    /// Create, Start and Shutdown of one sandbox do not interleave.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn new(r: SandboxRecord) -> Arc<Entry> {
+        Arc::new(Entry {
+            record: Mutex::new(r),
+            shim: Mutex::new(None),
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn record(&self) -> SandboxRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_record(&self, r: SandboxRecord) {
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    fn forget_connection(&self) {
+        *self.shim.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+pub struct CreateRequest {
+    pub namespace: String,
+    pub sandbox_id: String,
+    pub options: Option<RawAny>,
+    pub netns_path: String,
+    pub annotations: HashMap<String, String>,
+}
+
+pub struct Started {
+    pub pid: u32,
+    pub created_at: Timestamp,
+    /// `ttrpc+unix:///…`: the form containerd's shim manager splits into protocol and address.
+    pub address: String,
+    pub version: u32,
+}
+
+pub struct Status {
+    pub sandbox_id: String,
+    pub pid: u32,
+    pub state: String,
+    pub info: HashMap<String, String>,
+    pub created_at: Option<Timestamp>,
+    pub exited_at: Option<Timestamp>,
+    pub address: String,
+    pub version: u32,
+}
+
+pub struct Sandboxes {
+    store: Arc<Store>,
+    launcher: Arc<Launcher>,
+    pool: Arc<Pool>,
+    containerd_root: PathBuf,
+    containerd_state: PathBuf,
+    entries: Mutex<HashMap<Key, Arc<Entry>>>,
+}
+
+fn task_address(shim_address: &str) -> String {
+    format!("ttrpc+{shim_address}")
+}
+
+impl Sandboxes {
+    pub fn new(cfg: &Config, store: Arc<Store>, launcher: Arc<Launcher>, pool: Arc<Pool>) -> Self {
+        Sandboxes {
+            store,
+            launcher,
+            pool,
+            containerd_root: cfg.containerd.root.clone(),
+            containerd_state: cfg.containerd.state.clone(),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Entry>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, namespace: &str, id: &str) -> Result<Arc<Entry>> {
+        self.entries()
+            .get(&(namespace.to_string(), id.to_string()))
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!("sandbox {id} not found in namespace {namespace}"))
+            })
+    }
+
+    pub fn exists(&self, namespace: &str, id: &str) -> bool {
+        self.get(namespace, id).is_ok()
+    }
+
+    pub fn count(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// After a restart: sandboxes containerd knows are served again (their shims reconnected
+    /// on first use); those whose Create never answered are torn down; bundle directories
+    /// nobody records are removed.
+    pub async fn recover(&self) -> Result<()> {
+        for r in self.store.sandboxes()? {
+            let key = (r.namespace.clone(), r.sandbox_id.clone());
+            let entry = Entry::new(r.clone());
+            if r.state == State::Creating {
+                info!(
+                    "sandbox {}: its Create never answered, tearing down",
+                    r.sandbox_id
+                );
+                self.teardown(&entry).await?;
+                continue;
+            }
+            info!(
+                "sandbox {} (namespace {}) recovered, shim {}",
+                r.sandbox_id, r.namespace, r.shim.address
+            );
+            self.launcher.reattach(&r.shim);
+            self.entries().insert(key, entry);
+        }
+        self.pool.recover().await?;
+        self.remove_unrecorded_bundles()
+    }
+
+    fn remove_unrecorded_bundles(&self) -> Result<()> {
+        let mut known: Vec<PathBuf> = self.store.pool()?.into_iter().map(|s| s.bundle).collect();
+        known.extend(self.store.sandboxes()?.into_iter().map(|s| s.shim.bundle));
+        let Ok(namespaces) = std::fs::read_dir(self.launcher.bundles()) else {
+            return Ok(());
+        };
+        for ns in namespaces.flatten() {
+            for b in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                if !known.contains(&b.path()) {
+                    warn!("removing unrecorded bundle {}", b.path().display());
+                    let _ = std::fs::remove_dir_all(b.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection to the sandbox's shim; a cached one that broke is replaced once.
+    async fn call<T, F, Fut>(&self, entry: &Entry, f: F) -> Result<T>
+    where
+        F: Fn(PodShim) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let cached = entry.shim.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(shim) = cached {
+            match f(shim).await {
+                Err(e) if e.is_unreachable() => entry.forget_connection(),
+                r => return r,
+            }
+        }
+        let address = entry.record().shim.address;
+        let shim = PodShim::connect(&address).await?;
+        *entry.shim.lock().unwrap_or_else(|e| e.into_inner()) = Some(shim.clone());
+        let r = f(shim).await;
+        if r.as_ref().is_err_and(Error::is_unreachable) {
+            entry.forget_connection();
+        }
+        r
+    }
+
+    pub async fn create(&self, req: CreateRequest) -> Result<()> {
+        for (what, v) in [
+            ("namespace", &req.namespace),
+            ("sandbox id", &req.sandbox_id),
+        ] {
+            if !valid_name(v) {
+                return Err(Error::InvalidArgument(format!("invalid {what} {v:?}")));
+            }
+        }
+        let key = (req.namespace.clone(), req.sandbox_id.clone());
+        let planned = SandboxRecord {
+            namespace: req.namespace.clone(),
+            sandbox_id: req.sandbox_id.clone(),
+            shim: self.launcher.plan(&req.namespace, &req.sandbox_id),
+            state: State::Creating,
+            pid: 0,
+            created_at: Timestamp::now(),
+            exited_at: None,
+        };
+        let entry = {
+            let mut entries = self.entries();
+            if entries.contains_key(&key) {
+                return Err(Error::AlreadyExists(format!(
+                    "sandbox {} already exists",
+                    req.sandbox_id
+                )));
+            }
+            let e = Entry::new(planned.clone());
+            entries.insert(key.clone(), e.clone());
+            e
+        };
+        let _lifecycle = entry.lifecycle.lock().await;
+        let r = self.create_locked(&entry, planned, req).await;
+        if r.is_err() {
+            self.entries().remove(&key);
+        }
+        r
+    }
+
+    async fn create_locked(
+        &self,
+        entry: &Entry,
+        mut record: SandboxRecord,
+        req: CreateRequest,
+    ) -> Result<()> {
+        match self.pool.take(&req.namespace).await {
+            Some(shim) => {
+                info!("sandbox {}: adopting pool shim {}", req.sandbox_id, shim.id);
+                record.shim = shim;
+                self.store.adopt(&record)?;
+            }
+            None => {
+                self.store.put_sandbox(&record)?;
+                match self.launcher.start(record.shim.clone()).await {
+                    Ok(shim) => record.shim = shim,
+                    Err(e) => {
+                        entry.set_record(record);
+                        self.teardown(entry).await?;
+                        return Err(e);
+                    }
+                }
+                self.store.put_sandbox(&record)?;
+            }
+        }
+        entry.set_record(record.clone());
+        let mut annotations = req.annotations;
+        annotations.insert(
+            ANNOTATION_CONTAINERD_ROOT.to_string(),
+            self.containerd_root.to_string_lossy().into_owned(),
+        );
+        annotations.insert(
+            ANNOTATION_CONTAINERD_STATE.to_string(),
+            self.containerd_state.to_string_lossy().into_owned(),
+        );
+        let bundle = record.shim.bundle.clone();
+        let created = self
+            .call(entry, |s| {
+                let (id, bundle, netns) = (&req.sandbox_id, &bundle, &req.netns_path);
+                let options = req.options.as_ref().map(|o| RawAny {
+                    type_url: o.type_url.clone(),
+                    value: o.value.clone(),
+                });
+                let annotations = annotations.clone();
+                async move { s.create(id, bundle, options, netns, annotations).await }
+            })
+            .await;
+        if let Err(e) = created {
+            if let Err(t) = self.teardown(entry).await {
+                warn!(
+                    "sandbox {}: cleaning up after a failed create: {t}",
+                    req.sandbox_id
+                );
+            }
+            return Err(e);
+        }
+        record.state = State::Created;
+        self.store.put_sandbox(&record)?;
+        entry.set_record(record);
+        Ok(())
+    }
+
+    pub async fn start(&self, namespace: &str, id: &str) -> Result<Started> {
+        let entry = self.get(namespace, id)?;
+        let _lifecycle = entry.lifecycle.lock().await;
+        let mut record = entry.record();
+        if record.state == State::Creating {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox {id} is not created"
+            )));
+        }
+        let started = self
+            .call(&entry, |s| async move { s.start(id).await })
+            .await;
+        let (pid, created_at) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                // As containerd's own controller: a sandbox that cannot start is cleaned up
+                // here; CRI's later Shutdown finds nothing (NotFound, which it ignores).
+                if let Err(t) = self.teardown(&entry).await {
+                    warn!("sandbox {id}: cleaning up after a failed start: {t}");
+                }
+                self.entries()
+                    .remove(&(namespace.to_string(), id.to_string()));
+                return Err(e);
+            }
+        };
+        record.state = State::Started;
+        record.pid = pid;
+        record.created_at = created_at.unwrap_or(record.created_at);
+        self.store.put_sandbox(&record)?;
+        entry.set_record(record.clone());
+        Ok(Started {
+            pid,
+            created_at: record.created_at,
+            address: task_address(&record.shim.address),
+            version: TASK_API_VERSION,
+        })
+    }
+
+    /// Stopping a sandbox that is gone, or whose shim is, is done already.
+    pub async fn stop(&self, namespace: &str, id: &str, timeout_secs: u32) -> Result<()> {
+        let entry = match self.get(namespace, id) {
+            Ok(e) => e,
+            Err(_) => return Ok(()),
+        };
+        match self
+            .call(&entry, |s| async move { s.stop(id, timeout_secs).await })
+            .await
+        {
+            Err(e) if !(e.is_not_found() || e.is_unreachable()) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Blocks until the sandbox exits. The sandbox of a shim that died has exited.
+    pub async fn wait(&self, namespace: &str, id: &str) -> Result<Exit> {
+        let entry = self.get(namespace, id)?;
+        loop {
+            match self.call(&entry, |s| async move { s.wait(id).await }).await {
+                Ok(exit) => return Ok(exit),
+                Err(e) if e.is_unreachable() => {
+                    if !launch::is_running(&entry.record().shim) {
+                        return Ok(Exit {
+                            status: DEAD_SHIM_EXIT,
+                            at: self.exited_at(&entry),
+                        });
+                    }
+                    tokio::time::sleep(WAIT_RETRY).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// When the sandbox of a dead shim was first found gone (noted once, durably).
+    fn exited_at(&self, entry: &Entry) -> Timestamp {
+        let mut r = entry.record();
+        if let Some(t) = r.exited_at {
+            return t;
+        }
+        let t = Timestamp::now();
+        r.exited_at = Some(t);
+        if let Err(e) = self.store.put_sandbox(&r) {
+            warn!("sandbox {}: {e}", r.sandbox_id);
+        }
+        entry.set_record(r);
+        t
+    }
+
+    pub async fn status(&self, namespace: &str, id: &str, verbose: bool) -> Result<Status> {
+        let entry = self.get(namespace, id)?;
+        let record = entry.record();
+        let address = task_address(&record.shim.address);
+        match self
+            .call(&entry, |s| async move { s.status(id, verbose).await })
+            .await
+        {
+            Ok(st) => Ok(Status {
+                // CRI attaches containers to the id echoed here.
+                sandbox_id: id.to_string(),
+                pid: st.pid,
+                state: st.state,
+                info: st.info,
+                created_at: st.created_at.or(Some(record.created_at)),
+                exited_at: st.exited_at,
+                address,
+                version: TASK_API_VERSION,
+            }),
+            // The shim is gone, or (a Create still under way) does not serve the sandbox yet.
+            Err(e) if e.is_unreachable() || e.is_not_found() => Ok(Status {
+                sandbox_id: id.to_string(),
+                pid: record.pid,
+                state: STATE_NOTREADY.to_string(),
+                info: HashMap::new(),
+                created_at: Some(record.created_at),
+                exited_at: (record.state != State::Creating && !launch::is_running(&record.shim))
+                    .then(|| self.exited_at(&entry)),
+                address,
+                version: TASK_API_VERSION,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn metrics(&self, namespace: &str, id: &str) -> Result<Metric> {
+        let entry = self.get(namespace, id)?;
+        self.call(&entry, |s| async move { s.metrics(id).await })
+            .await
+    }
+
+    /// Removes the sandbox: its shim leaves, its bundle and record go.
+    pub async fn shutdown(&self, namespace: &str, id: &str) -> Result<()> {
+        let entry = self.get(namespace, id)?;
+        let _lifecycle = entry.lifecycle.lock().await;
+        let key = (namespace.to_string(), id.to_string());
+        // A concurrent Shutdown got here first.
+        if !self
+            .entries()
+            .get(&key)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry))
+        {
+            return Err(Error::NotFound(format!("sandbox {id} not found")));
+        }
+        self.teardown(&entry).await?;
+        self.entries().remove(&key);
+        Ok(())
+    }
+
+    /// ShutdownSandbox and a bounded wait for the shim to leave; a shim that died, failed or
+    /// would not leave gets its `delete` run (killed first if needed). Then the bundle and the
+    /// record go, in that order: a record never outlives what it names unnoticed.
+    async fn teardown(&self, entry: &Entry) -> Result<()> {
+        let record = entry.record();
+        let id = record.sandbox_id.as_str();
+        let shim = &record.shim;
+        let clean = match self
+            .call(entry, |s| async move { s.shutdown(id).await })
+            .await
+        {
+            Ok(()) => launch::wait_gone(shim, SHUTDOWN_WAIT).await,
+            Err(e) => {
+                if !e.is_unreachable() {
+                    warn!("sandbox {id}: {e}");
+                }
+                false
+            }
+        };
+        entry.forget_connection();
+        if !clean {
+            if launch::is_running(shim) {
+                launch::kill(shim);
+                launch::wait_gone(shim, SHUTDOWN_WAIT).await;
+            }
+            self.launcher.delete(shim, id).await;
+        }
+        self.launcher.remove_leftovers(shim)?;
+        self.store.remove_sandbox(&record.namespace, id)?;
+        info!("sandbox {id}: shim {} gone, record removed", shim.id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_become_paths() {
+        for ok in ["k8s.io", "default", "a", "0123abcdef", "a_b-c.d"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "-a",
+            ".hidden",
+            "a b",
+            &"x".repeat(77),
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! A connection to one pod shim's Sandbox API (`containerd.runtime.sandbox.v1.Sandbox`, ttrpc,
+//! on the socket it also serves the task API on). The shim's protobuf types stop here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use containerd_shim_protos::{
+    protobuf::{well_known_types::any::Any, well_known_types::timestamp::Timestamp as PbTimestamp},
+    sandbox_api as api,
+    sandbox_async::SandboxClient,
+    ttrpc::{self, context},
+};
+
+use crate::error::{Error, Result};
+use crate::store::Timestamp;
+
+/// Bounds every request but WaitSandbox (which lasts as long as the pod).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PodShim {
+    client: SandboxClient,
+}
+
+/// SandboxStatus as the shim answers it.
+pub struct ShimStatus {
+    pub pid: u32,
+    pub state: String,
+    pub info: HashMap<String, String>,
+    pub created_at: Option<Timestamp>,
+    pub exited_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub status: u32,
+    pub at: Timestamp,
+}
+
+/// A protobuf `Any` as bytes on either side of podshim-sandboxer.
+pub struct RawAny {
+    pub type_url: String,
+    pub value: Vec<u8>,
+}
+
+pub struct Metric {
+    pub id: String,
+    pub timestamp: Option<Timestamp>,
+    pub data: Option<RawAny>,
+}
+
+fn ts(t: &containerd_shim_protos::protobuf::MessageField<PbTimestamp>) -> Option<Timestamp> {
+    t.as_ref().map(|t| Timestamp {
+        secs: t.seconds,
+        nanos: t.nanos,
+    })
+}
+
+fn ctx() -> context::Context {
+    context::with_duration(REQUEST_TIMEOUT)
+}
+
+impl PodShim {
+    /// Unavailable when nobody listens at `address` any more.
+    pub async fn connect(address: &str) -> Result<PodShim> {
+        let client =
+            tokio::time::timeout(CONNECT_TIMEOUT, ttrpc::r#async::Client::connect(address))
+                .await
+                .map_err(|_| Error::Unavailable(format!("connect to shim {address}: timed out")))?
+                .map_err(|e| Error::Unavailable(format!("connect to shim {address}: {e}")))?;
+        Ok(PodShim {
+            client: SandboxClient::new(client),
+        })
+    }
+
+    fn err(op: &'static str, sandbox: &str) -> impl FnOnce(ttrpc::Error) -> Error {
+        let sandbox = sandbox.to_string();
+        move |source| Error::Shim {
+            op,
+            sandbox,
+            source,
+        }
+    }
+
+    pub async fn create(
+        &self,
+        sandbox_id: &str,
+        bundle: &Path,
+        options: Option<RawAny>,
+        netns_path: &str,
+        annotations: HashMap<String, String>,
+    ) -> Result<()> {
+        let req = api::CreateSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            bundle_path: bundle.to_string_lossy().into_owned(),
+            options: options
+                .map(|o| Any {
+                    type_url: o.type_url,
+                    value: o.value,
+                    ..Default::default()
+                })
+                .into(),
+            netns_path: netns_path.to_string(),
+            annotations,
+            ..Default::default()
+        };
+        self.client
+            .create_sandbox(ctx(), &req)
+            .await
+            .map_err(Self::err("CreateSandbox", sandbox_id))?;
+        Ok(())
+    }
+
+    /// The namespace holder's pid and when the sandbox was created.
+    pub async fn start(&self, sandbox_id: &str) -> Result<(u32, Option<Timestamp>)> {
+        let req = api::StartSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .start_sandbox(ctx(), &req)
+            .await
+            .map_err(Self::err("StartSandbox", sandbox_id))?;
+        Ok((r.pid, ts(&r.created_at)))
+    }
+
+    pub async fn stop(&self, sandbox_id: &str, timeout_secs: u32) -> Result<()> {
+        let req = api::StopSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            timeout_secs,
+            ..Default::default()
+        };
+        self.client
+            .stop_sandbox(ctx(), &req)
+            .await
+            .map_err(Self::err("StopSandbox", sandbox_id))?;
+        Ok(())
+    }
+
+    pub async fn wait(&self, sandbox_id: &str) -> Result<Exit> {
+        let req = api::WaitSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .wait_sandbox(context::Context::default(), &req)
+            .await
+            .map_err(Self::err("WaitSandbox", sandbox_id))?;
+        Ok(Exit {
+            status: r.exit_status,
+            at: ts(&r.exited_at).unwrap_or_else(Timestamp::now),
+        })
+    }
+
+    pub async fn status(&self, sandbox_id: &str, verbose: bool) -> Result<ShimStatus> {
+        let req = api::SandboxStatusRequest {
+            sandbox_id: sandbox_id.to_string(),
+            verbose,
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .sandbox_status(ctx(), &req)
+            .await
+            .map_err(Self::err("SandboxStatus", sandbox_id))?;
+        Ok(ShimStatus {
+            pid: r.pid,
+            state: r.state,
+            info: r.info,
+            created_at: ts(&r.created_at),
+            exited_at: ts(&r.exited_at),
+        })
+    }
+
+    /// The shim leaves once its tasks are gone (at once when it serves no sandbox).
+    pub async fn shutdown(&self, sandbox_id: &str) -> Result<()> {
+        let req = api::ShutdownSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            ..Default::default()
+        };
+        self.client
+            .shutdown_sandbox(ctx(), &req)
+            .await
+            .map_err(Self::err("ShutdownSandbox", sandbox_id))?;
+        Ok(())
+    }
+
+    pub async fn metrics(&self, sandbox_id: &str) -> Result<Metric> {
+        let req = api::SandboxMetricsRequest {
+            sandbox_id: sandbox_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .sandbox_metrics(ctx(), &req)
+            .await
+            .map_err(Self::err("SandboxMetrics", sandbox_id))?;
+        let m = r.metrics.into_option().unwrap_or_default();
+        Ok(Metric {
+            timestamp: ts(&m.timestamp),
+            data: m.data.into_option().map(|a| RawAny {
+                type_url: a.type_url,
+                value: a.value,
+            }),
+            id: m.id,
+        })
+    }
+}

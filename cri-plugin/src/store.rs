@@ -1,0 +1,274 @@
+//! What podshim-sandboxer must not forget across its own restart (or the node's): every pod
+//! shim it started, whether it serves a sandbox or waits in the warm pool. One `redb` file
+//! (`<state_dir>/sandboxer.redb`): ACID, fsync'ed commits, a crash leaves the last committed
+//! state (the same store podshim-snapshotter uses).
+//!
+//! A shim is recorded *before* its process is started and forgotten only after it is gone and
+//! its bundle removed, so no shim is ever running without a record naming it.
+//!
+//! Tables:
+//! * `sandboxes`: (namespace, sandbox id) → JSON [`SandboxRecord`]
+//! * `pool`: shim id → JSON [`ShimRecord`] (idle shims; adopting one moves it to `sandboxes` in
+//!   one transaction)
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const SANDBOXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sandboxes");
+const POOL: TableDefinition<&str, &[u8]> = TableDefinition::new("pool");
+
+pub const FILE_NAME: &str = "sandboxer.redb";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: i32,
+}
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        Timestamp {
+            secs: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
+    }
+}
+
+/// A pod shim process as started: enough to reach it, to tell whether it is still there and to
+/// clean up after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimRecord {
+    /// The shim's `-id` (the sandbox id, or a pool id).
+    pub id: String,
+    /// The shim's `-namespace`: the containerd namespace its tasks live in.
+    pub namespace: String,
+    /// Its working directory, also the sandbox bundle.
+    pub bundle: PathBuf,
+    /// `unix:///run/containerd/s/<hash>`, known before the process starts.
+    pub address: String,
+    /// 0 until the shim answered on its socket.
+    pub pid: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Controller.Create has not answered yet: containerd does not know this sandbox, so a
+    /// restart finding it here tears it down.
+    Creating,
+    Created,
+    Started,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub namespace: String,
+    pub sandbox_id: String,
+    pub shim: ShimRecord,
+    pub state: State,
+    /// The namespace holder's pid (StartSandbox).
+    pub pid: u32,
+    pub created_at: Timestamp,
+    /// When the sandbox was first seen gone with its shim (the shim cannot tell any more).
+    pub exited_at: Option<Timestamp>,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(key: &str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|source| Error::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::io(format!("create {}", state_dir.display()), e))?;
+        let db = Database::create(state_dir.join(FILE_NAME))?;
+        let tx = db.begin_write()?;
+        tx.open_table(SANDBOXES)?;
+        tx.open_table(POOL)?;
+        tx.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn put_sandbox(&self, r: &SandboxRecord) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(SANDBOXES)?.insert(
+            (r.namespace.as_str(), r.sandbox_id.as_str()),
+            encode(r).as_slice(),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_sandbox(&self, namespace: &str, id: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(SANDBOXES)?.remove((namespace, id))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SANDBOXES)?;
+        let mut v = Vec::new();
+        for row in t.iter()? {
+            let (k, val) = row?;
+            let (ns, id) = k.value();
+            v.push(decode(&format!("{ns}/{id}"), val.value())?);
+        }
+        Ok(v)
+    }
+
+    pub fn put_pool(&self, r: &ShimRecord) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(POOL)?
+            .insert(r.id.as_str(), encode(r).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_pool(&self, id: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(POOL)?.remove(id)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> Result<Vec<ShimRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(POOL)?;
+        let mut v = Vec::new();
+        for row in t.iter()? {
+            let (k, val) = row?;
+            v.push(decode(k.value(), val.value())?);
+        }
+        Ok(v)
+    }
+
+    /// Moves the idle shim `r.shim` out of the pool into the sandbox `r`: at every instant the
+    /// shim is recorded exactly once.
+    pub fn adopt(&self, r: &SandboxRecord) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut pool = tx.open_table(POOL)?;
+            if pool.remove(r.shim.id.as_str())?.is_none() {
+                return Err(Error::NotFound(format!(
+                    "pool shim {} is not in the pool",
+                    r.shim.id
+                )));
+            }
+            tx.open_table(SANDBOXES)?.insert(
+                (r.namespace.as_str(), r.sandbox_id.as_str()),
+                encode(r).as_slice(),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shim(id: &str) -> ShimRecord {
+        ShimRecord {
+            id: id.into(),
+            namespace: "k8s.io".into(),
+            bundle: format!("/b/{id}").into(),
+            address: format!("unix:///run/containerd/s/{id}"),
+            pid: 0,
+        }
+    }
+
+    fn sandbox(ns: &str, id: &str, shim: ShimRecord) -> SandboxRecord {
+        SandboxRecord {
+            namespace: ns.into(),
+            sandbox_id: id.into(),
+            shim,
+            state: State::Creating,
+            pid: 0,
+            created_at: Timestamp::now(),
+            exited_at: None,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = sandbox("k8s.io", "a", shim("a"));
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.put_sandbox(&a).unwrap();
+            a.state = State::Started;
+            a.pid = 42;
+            s.put_sandbox(&a).unwrap();
+            // Same id in another namespace is another sandbox.
+            s.put_sandbox(&sandbox("default", "a", shim("a2"))).unwrap();
+            s.put_pool(&shim("p1")).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let all = s.sandboxes().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.contains(&a));
+        assert_eq!(s.pool().unwrap(), vec![shim("p1")]);
+        s.remove_sandbox("k8s.io", "a").unwrap();
+        s.remove_sandbox("k8s.io", "never-there").unwrap();
+        assert_eq!(s.sandboxes().unwrap().len(), 1);
+        s.remove_pool("p1").unwrap();
+        assert!(s.pool().unwrap().is_empty());
+    }
+
+    #[test]
+    fn adoption_moves_the_shim_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put_pool(&shim("p1")).unwrap();
+        s.put_pool(&shim("p2")).unwrap();
+        let r = sandbox("k8s.io", "sb", shim("p1"));
+        s.adopt(&r).unwrap();
+        assert_eq!(s.pool().unwrap(), vec![shim("p2")]);
+        assert_eq!(s.sandboxes().unwrap(), vec![r.clone()]);
+        // A second adoption of the same pool shim fails and changes nothing.
+        let again = sandbox("k8s.io", "other", shim("p1"));
+        assert!(s.adopt(&again).unwrap_err().is_not_found());
+        assert_eq!(s.sandboxes().unwrap(), vec![r]);
+        assert_eq!(s.pool().unwrap(), vec![shim("p2")]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let tx = s.db.begin_write().unwrap();
+        tx.open_table(SANDBOXES)
+            .unwrap()
+            .insert(("ns", "bad"), b"{".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        let e = s.sandboxes().unwrap_err().to_string();
+        assert!(e.contains("ns/bad"), "{e}");
+    }
+}

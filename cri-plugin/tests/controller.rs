@@ -1,0 +1,568 @@
+//! The real `podshim-sandboxer` binary driving real pod shims (built from this workspace) through
+//! containerd's Controller API, as containerd's proxy client calls it; no containerd is needed
+//! at this level (the shims' event address points at nothing). Run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use containerd_client::services::v1::sandbox::controller_client::ControllerClient;
+use containerd_client::services::v1::sandbox::*;
+use containerd_client::tonic::{transport::Channel, Code, Request};
+use k8s_cri::v1::{
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata,
+};
+use podshim_sandboxer::store::Store;
+use prost::Message;
+
+const NS: &str = "k8s.io";
+const SHIM: &str = "containerd-shim-podshim-v1";
+
+/// The shim built from this workspace, next to this test's own target directory.
+fn shim_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().unwrap().parent().unwrap();
+    let bin = debug.join(SHIM);
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "podshim-shim", "--bin", SHIM])
+            .env("CARGO_TARGET_DIR", debug.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success(), "building {SHIM}");
+    }
+    bin
+}
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// Every process whose command line names this test's directory: shims (their `-address`) and
+/// the daemon.
+fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cmd.contains(needle) && !zombie {
+            v.push((pid, cmd));
+        }
+    }
+    v
+}
+
+fn holders(sandbox_id: &str) -> Vec<i32> {
+    processes_mentioning(&format!("-podshim-sandbox-holder {sandbox_id}"))
+        .into_iter()
+        .map(|p| p.0)
+        .collect()
+}
+
+impl Daemon {
+    fn new(pool: usize) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pssb-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("shim.toml"),
+            format!("[runtime]\nroot = \"{}/runc\"\n", d.display()),
+        )
+        .unwrap();
+        let config = d.join("sandboxer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"address = "{d}/sandboxer.sock"
+state_dir = "{d}/state"
+log_level = "debug"
+[shim]
+binary = "{shim}"
+[containerd]
+address = "{d}/containerd.sock"
+binary = "/bin/true"
+root = "{d}/root"
+state = "{d}/cstate"
+[pool]
+size = {pool}
+"#,
+                d = d.display(),
+                shim = shim_binary().display(),
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon {
+            dir,
+            config,
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Sandbox ids carry the test's directory name: a failed case kills only its own holders.
+    fn id(&self, name: &str) -> String {
+        format!(
+            "{}-{name}",
+            self.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("sandboxer.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_podshim-sandboxer"))
+            .env("PODSHIM_SANDBOXER_CONFIG", &self.config)
+            .env("PODSHIM_CONFIG", self.path().join("shim.toml"))
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM, the way systemd stops it.
+    fn terminate(&mut self) {
+        let mut c = self.child.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let st = c.wait().unwrap();
+        assert!(st.success(), "daemon exited with {st}");
+    }
+
+    async fn client(&mut self) -> ControllerClient<Channel> {
+        let sock = self.path().join("sandboxer.sock");
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited: {st}\n{}", self.log());
+            }
+            if sock.exists() {
+                if let Ok(ch) = containerd_client::connect(&sock).await {
+                    return ControllerClient::new(ch);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("sandboxer.log")).unwrap_or_default()
+    }
+
+    fn shims(&self) -> Vec<(i32, String)> {
+        processes_mentioning(&format!("{}/containerd.sock", self.path().display()))
+            .into_iter()
+            .filter(|(_, c)| c.contains(SHIM) && !c.contains("-podshim-sandbox-holder"))
+            .collect()
+    }
+
+    fn pool_shims(&self) -> Vec<i32> {
+        self.shims()
+            .into_iter()
+            .filter(|(_, c)| c.contains("-id podshim-pool-"))
+            .map(|p| p.0)
+            .collect()
+    }
+
+    async fn until(&self, what: &str, f: impl Fn(&Daemon) -> bool) {
+        for _ in 0..1500 {
+            if f(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("never happened: {what}\n{}", self.log());
+    }
+
+    /// After everything is removed and the daemon stopped: no shim, no holder, no bundle, no
+    /// record, no pod files.
+    fn assert_nothing_left(&self) {
+        assert!(self.child.is_none());
+        assert_eq!(self.shims(), vec![], "shims left");
+        let bundles: Vec<_> = std::fs::read_dir(self.path().join("state/bundles"))
+            .map(|rd| {
+                rd.flatten()
+                    .flat_map(|ns| std::fs::read_dir(ns.path()).unwrap())
+                    .flatten()
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(bundles, Vec::<PathBuf>::new(), "bundles left");
+        let store = Store::open(&self.path().join("state")).unwrap();
+        assert_eq!(store.sandboxes().unwrap(), vec![], "sandbox records left");
+        assert_eq!(store.pool().unwrap(), vec![], "pool records left");
+        let cri = self.path().join("root/io.containerd.grpc.v1.cri/sandboxes");
+        let files: Vec<_> = std::fs::read_dir(&cri)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(files, Vec::<PathBuf>::new(), "pod files left");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A failed case must not leave shims, holders, sockets or mounts behind.
+        for (pid, cmd) in processes_mentioning(&self.path().display().to_string()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            if let Some(sock) = cmd.split(' ').skip_while(|a| *a != "-socket").nth(1) {
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = std::fs::remove_file(sock.trim_start_matches("unix://"));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let dir = self.path().display().to_string();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)).rev() {
+            if m.starts_with(&dir) {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for (pid, _) in processes_mentioning(&format!("-podshim-sandbox-holder {}", self.id(""))) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn req<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("containerd-namespace", NS.parse().unwrap());
+    r
+}
+
+fn pod_options(name: &str) -> prost_types::Any {
+    let cfg = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    // No CNI here: the pod keeps the host's network.
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    prost_types::Any {
+        type_url: "runtime.v1.PodSandboxConfig".into(),
+        value: cfg.encode_to_vec(),
+    }
+}
+
+async fn create(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Code> {
+    c.create(req(ControllerCreateRequest {
+        sandbox_id: id.into(),
+        options: Some(pod_options(id)),
+        sandboxer: "podshim".into(),
+        ..Default::default()
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|s| s.code())
+}
+
+async fn start(c: &mut ControllerClient<Channel>, id: &str) -> ControllerStartResponse {
+    c.start(req(ControllerStartRequest {
+        sandbox_id: id.into(),
+        sandboxer: "podshim".into(),
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn status(
+    c: &mut ControllerClient<Channel>,
+    id: &str,
+) -> Result<ControllerStatusResponse, Code> {
+    c.status(req(ControllerStatusRequest {
+        sandbox_id: id.into(),
+        verbose: false,
+        sandboxer: "podshim".into(),
+    }))
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|s| s.code())
+}
+
+async fn stop(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Code> {
+    c.stop(req(ControllerStopRequest {
+        sandbox_id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|s| s.code())
+}
+
+async fn wait(c: &mut ControllerClient<Channel>, id: &str) -> Result<ControllerWaitResponse, Code> {
+    c.wait(req(ControllerWaitRequest {
+        sandbox_id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .map(|r| r.into_inner())
+    .map_err(|s| s.code())
+}
+
+async fn shutdown(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Code> {
+    c.shutdown(req(ControllerShutdownRequest {
+        sandbox_id: id.into(),
+        ..Default::default()
+    }))
+    .await
+    .map(|_| ())
+    .map_err(|s| s.code())
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .expect("case hung")
+}
+
+#[tokio::test]
+async fn pod_lifecycle_through_its_shim() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        let id = d.id("life");
+        create(&mut c, &id).await.unwrap();
+        assert_eq!(create(&mut c, &id).await, Err(Code::AlreadyExists));
+        assert_eq!(d.shims().len(), 1, "one shim per pod");
+        let s = start(&mut c, &id).await;
+        assert!(
+            s.address.starts_with("ttrpc+unix:///run/containerd/s/"),
+            "{}",
+            s.address
+        );
+        assert_eq!(s.version, 3);
+        assert_eq!(holders(&id), vec![s.pid as i32], "the pid is the holder");
+        let st = status(&mut c, &id).await.unwrap();
+        assert_eq!(st.sandbox_id, id);
+        assert_eq!(st.state, "SANDBOX_READY");
+        assert_eq!((st.pid, &st.address, st.version), (s.pid, &s.address, 3));
+        let p = c
+            .platform(req(ControllerPlatformRequest {
+                sandbox_id: id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .platform
+            .unwrap();
+        assert_eq!(p.os, "linux");
+        // The pod's files CRI bind-mounts, under the configured containerd root.
+        let files = d
+            .path()
+            .join("root/io.containerd.grpc.v1.cri/sandboxes")
+            .join(&id);
+        assert!(files.join("hostname").exists());
+
+        let mut waiter = c.clone();
+        let waited = tokio::spawn({
+            let id = id.clone();
+            async move { wait(&mut waiter, &id).await }
+        });
+        stop(&mut c, &id).await.unwrap();
+        let w = waited.await.unwrap().unwrap();
+        assert!(w.exited_at.is_some());
+        assert_eq!(status(&mut c, &id).await.unwrap().state, "SANDBOX_NOTREADY");
+        assert_eq!(holders(&id), Vec::<i32>::new());
+
+        shutdown(&mut c, &id).await.unwrap();
+        assert_eq!(status(&mut c, &id).await, Err(Code::NotFound));
+        // What CRI does again on a removed pod: Stop succeeds, Shutdown says NotFound.
+        assert_eq!(stop(&mut c, &id).await, Ok(()));
+        assert_eq!(shutdown(&mut c, &id).await, Err(Code::NotFound));
+        assert!(!files.exists());
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// kill -9 of the daemon with a running pod and an idle pool shim: after the restart the pod is
+/// found again (same holder, same shim) and the idle shim is reused, not leaked.
+#[tokio::test]
+async fn restart_keeps_pods_and_pool() {
+    bounded(async {
+        let mut d = Daemon::new(1);
+        let mut c = d.client().await;
+        d.until("a pool shim", |d| d.pool_shims().len() == 1).await;
+        let pooled = d.pool_shims()[0];
+        let id = d.id("restart");
+        create(&mut c, &id).await.unwrap();
+        // The pod got the warm shim; the pool starts another.
+        let pod_shim: Vec<i32> = d.shims().iter().map(|p| p.0).collect();
+        assert!(pod_shim.contains(&pooled));
+        d.until("the pool refilled", |d| d.pool_shims().len() == 2)
+            .await;
+        let s = start(&mut c, &id).await;
+        let idle: Vec<i32> = d
+            .pool_shims()
+            .into_iter()
+            .filter(|p| *p != pooled)
+            .collect();
+
+        let mut waiter = c.clone();
+        let cut = tokio::spawn({
+            let id = id.clone();
+            async move { wait(&mut waiter, &id).await }
+        });
+        d.kill9();
+        // grpc-go (containerd) sees Unavailable here and retries; tonic says Unknown.
+        let cut = cut.await.unwrap().unwrap_err();
+        assert!(matches!(cut, Code::Unavailable | Code::Unknown), "{cut:?}");
+        d.spawn();
+        let mut c = d.client().await;
+        let st = status(&mut c, &id).await.unwrap();
+        assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", s.pid));
+        assert_eq!(st.address, s.address);
+        let now: Vec<i32> = d
+            .pool_shims()
+            .into_iter()
+            .filter(|p| *p != pooled)
+            .collect();
+        assert_eq!(now, idle, "the idle shim is kept, not replaced");
+
+        let mut waiter = c.clone();
+        let waited = tokio::spawn({
+            let id = id.clone();
+            async move { wait(&mut waiter, &id).await }
+        });
+        stop(&mut c, &id).await.unwrap();
+        waited.await.unwrap().unwrap();
+        shutdown(&mut c, &id).await.unwrap();
+        assert!(
+            !d.shims().iter().any(|p| p.0 == pooled),
+            "the pod's shim left"
+        );
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// A pod whose shim died: NOTREADY, Wait returns, Shutdown runs the shim's `delete` (holder,
+/// pod files, socket).
+#[tokio::test]
+async fn dead_shim_is_cleaned_up() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        let id = d.id("dead");
+        create(&mut c, &id).await.unwrap();
+        let s = start(&mut c, &id).await;
+        let (shim, cmd) = d.shims().remove(0);
+        let sock = cmd
+            .split(' ')
+            .skip_while(|a| *a != "-socket")
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("unix://")
+            .to_string();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        d.until("the shim is gone", |d| d.shims().is_empty()).await;
+        let st = status(&mut c, &id).await.unwrap();
+        assert_eq!(st.state, "SANDBOX_NOTREADY");
+        assert!(st.exited_at.is_some());
+        assert_eq!(wait(&mut c, &id).await.unwrap().exit_status, 255);
+        // The holder outlived its shim until now.
+        assert_eq!(holders(&id), vec![s.pid as i32]);
+        shutdown(&mut c, &id).await.unwrap();
+        assert_eq!(holders(&id), Vec::<i32>::new());
+        assert!(!Path::new(&sock).exists(), "socket {sock} left");
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_requests() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        assert_eq!(create(&mut c, "../x").await, Err(Code::InvalidArgument));
+        assert_eq!(status(&mut c, "nope").await, Err(Code::NotFound));
+        let no_ns = c
+            .status(ControllerStatusRequest {
+                sandbox_id: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(no_ns.code(), Code::FailedPrecondition);
+        // Options the shim cannot read: Create fails and leaves nothing.
+        let e = c
+            .create(req(ControllerCreateRequest {
+                sandbox_id: d.id("bad"),
+                options: Some(prost_types::Any {
+                    type_url: "something.Else".into(),
+                    value: vec![1, 2, 3],
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert_eq!(status(&mut c, &d.id("bad")).await, Err(Code::NotFound));
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
