@@ -15,14 +15,71 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cri::Cri;
 use crate::images;
+use crate::podsnap;
+use crate::registry::Registry;
 use crate::sys;
 
 /// The CRI runtime handler names this harness knows.
 pub const HANDLER_RUNC: &str = "runc";
 pub const HANDLER_PODSHIM: &str = "podshim";
+/// Pause-less pods through containerd's built-in `shim` sandboxer (the Sandbox API).
+pub const HANDLER_PAUSELESS: &str = "podshim-pauseless";
+
+/// Whether pods of `handler` run under podshim's shim.
+pub fn is_podshim(handler: &str) -> bool {
+    handler.starts_with(HANDLER_PODSHIM)
+}
+
+/// Pause-less pods through the podshim-sandboxer daemon (a `type = "sandbox"` proxy plugin).
+pub const HANDLER_SANDBOXER: &str = "podshim-sandboxer";
+
+/// Whether pods of `handler` have no pause container (a sandbox controller serves them).
+pub fn is_pauseless(handler: &str) -> bool {
+    handler == HANDLER_PAUSELESS || handler == HANDLER_SANDBOXER
+}
+
+/// Whether this run starts podshim-sandboxer beside containerd.
+pub fn is_sandboxer(handler: &str) -> bool {
+    handler == HANDLER_SANDBOXER
+}
+
+/// Where `podshim-sandboxer` is looked up: `$PODSHIM_SANDBOXER_BIN`, next to the shim, then the
+/// workspace's debug and release builds.
+pub fn sandboxer_bin(shim_dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("PODSHIM_SANDBOXER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = images::repo_root();
+    [
+        shim_dir.to_path_buf(),
+        root.join("target/debug"),
+        root.join("target/release"),
+    ]
+    .into_iter()
+    .map(|d| d.join("podshim-sandboxer"))
+    .find(|p| p.exists())
+    .unwrap_or_else(|| root.join("target/debug/podshim-sandboxer"))
+}
 
 /// Where the per-run lock files for bridge/subnet slots live.
 const SLOT_DIR: &str = "/run/podshim-e2e";
+/// How a run uses podshim-snapshotter (proxy plugin `podsnap`). Anything but `Off` starts the
+/// daemon on a socket in the run's temp dir and imports `config-snippets/conf.d/60-podshim-snapshotter.toml`
+/// with its paths pointed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterUse {
+    Off,
+    /// Only registered (the snippet as shipped, its optional lines commented): reachable through
+    /// containerd's snapshots API by name, used by nothing else.
+    Registered,
+    /// The snippet's optional lines enabled: the `podshim` runtime's snapshotter, PullImage for
+    /// podshim pods (`runtime_platforms`) and the transfer service's `unpack_config`.
+    PodshimPods,
+    /// `PodshimPods`, and podsnap is also CRI's default snapshotter: containerd 2.1 collects
+    /// writable-layer usage (ContainerStats) and ImageFsInfo for its default snapshotter only.
+    CriDefault,
+}
+
 /// Temp dirs are `/tmp/psit-XXXXXX` (short: unix socket paths are limited to 108 bytes).
 const TMP_PREFIX: &str = "psit-";
 /// Pod subnets are 10.88.<slot>.0/24 on a bridge `psit<slot>`; nothing is routed beyond the bridge.
@@ -42,9 +99,28 @@ pub struct Options {
     /// Content of the shim config file pointed to by `PODSHIM_CONFIG` (`{dir}` is replaced by the
     /// temp dir); empty = a default that only moves the OCI runtime's state root into the temp dir.
     pub shim_config: String,
+    /// podshim-sandboxer's warm pool size.
+    pub sandboxer_pool: usize,
+    /// Run podshim-sandboxer even though this run's handler is another (the benchmark registers
+    /// every handler on one containerd).
+    pub with_sandboxer: bool,
+    /// Run podshim-snapshotter for this containerd (see [`SnapshotterUse`]).
+    pub snapshotter: SnapshotterUse,
+    /// The daemon's `--usage-refresh` (seconds).
+    pub snapshotter_usage_refresh: u64,
+    /// CRI's `stats_collect_period` (seconds; containerd's default 10 when `None`).
+    pub stats_collect_period: Option<u32>,
+    /// Start a loopback registry (see [`Registry`]) and point containerd's registry
+    /// `config_path` at a hosts dir holding its `hosts.toml`.
+    pub registry: bool,
 }
 
 impl Options {
+    /// Whether this containerd gets a podshim-sandboxer beside it.
+    pub fn runs_sandboxer(&self) -> bool {
+        is_sandboxer(&self.handler) || self.with_sandboxer
+    }
+
     pub fn new(handler: &str) -> Self {
         Options {
             handler: handler.to_string(),
@@ -52,6 +128,12 @@ impl Options {
             log_level: std::env::var("PODSHIM_E2E_LOG_LEVEL").unwrap_or_else(|_| "debug".into()),
             shim_bin_dir: None,
             shim_config: String::new(),
+            sandboxer_pool: 0,
+            with_sandboxer: false,
+            snapshotter: SnapshotterUse::Off,
+            snapshotter_usage_refresh: 60,
+            stats_collect_period: None,
+            registry: false,
         }
     }
 }
@@ -88,6 +170,10 @@ pub struct Containerd {
     pub log_path: PathBuf,
     pub shim_dir: PathBuf,
     pub shim_config_path: PathBuf,
+    /// podshim-sandboxer's config file and state dir (handler `podshim-sandboxer`).
+    pub sandboxer_config: PathBuf,
+    pub sandboxer_state: PathBuf,
+    sandboxer: Option<Child>,
     /// `psit<slot>`
     pub bridge: String,
     /// `10.88.<slot>`
@@ -96,6 +182,12 @@ pub struct Containerd {
     pub cgroup_root: String,
     pub stream_port: u16,
     pub cri: Cri,
+    /// podshim-snapshotter, when `opts.snapshotter` is not `Off`.
+    pub snapshotter: Option<podsnap::Daemon>,
+    /// The loopback registry, when `opts.registry`.
+    pub registry: Option<Registry>,
+    /// containerd's registry `config_path` (hosts.toml per registry host).
+    pub registry_hosts_dir: PathBuf,
     child: Option<Child>,
     _slot_lock: File,
     _owner_lock: File,
@@ -282,7 +374,7 @@ impl Containerd {
         let archives = tokio::task::spawn_blocking(images::ensure_archives).await??;
 
         let shim_dir = shim_bin_dir(opts.shim_bin_dir.as_deref());
-        if opts.handler == HANDLER_PODSHIM {
+        if is_podshim(&opts.handler) {
             let bin = shim_dir.join("containerd-shim-podshim-v1");
             anyhow::ensure!(
                 bin.exists(),
@@ -377,13 +469,99 @@ impl Containerd {
             "config drop-in missing: {}",
             dropin.display()
         );
+        let mut imports = vec![dropin.display().to_string()];
+        if opts.snapshotter != SnapshotterUse::Off {
+            let p = dir.join("60-podshim-snapshotter.toml");
+            fs::write(&p, snapshotter_dropin(&dir, opts.snapshotter)?)?;
+            imports.push(p.display().to_string());
+        }
+        let sandboxer_config = dir.join("sandboxer.toml");
+        let sandboxer_state = dir.join("sandboxer");
+        if opts.runs_sandboxer() {
+            let bin = sandboxer_bin(&shim_dir);
+            anyhow::ensure!(
+                bin.exists(),
+                "podshim-sandboxer not found at {} (build it: `cargo build -p podshim-sandboxer`, or set PODSHIM_SANDBOXER_BIN)",
+                bin.display()
+            );
+            // The operator's drop-in, with the socket moved into our temp dir.
+            let snippet =
+                images::repo_root().join("config-snippets/conf.d/55-podshim-sandboxer.toml");
+            let text = fs::read_to_string(&snippet)
+                .with_context(|| format!("reading {}", snippet.display()))?;
+            let ours = dir.join("55-podshim-sandboxer.toml");
+            let sandboxer_sock = dir.join("sandboxer.sock");
+            fs::write(
+                &ours,
+                text.replace(
+                    "/run/podshim-sandboxer/sandboxer.sock",
+                    &sandboxer_sock.to_string_lossy(),
+                ),
+            )?;
+            imports.push(ours.display().to_string());
+            let containerd_bin =
+                which("containerd").unwrap_or_else(|| "/usr/bin/containerd".into());
+            fs::write(
+                &sandboxer_config,
+                format!(
+                    r#"address = "{sock}"
+state_dir = "{state}"
+log_level = "debug"
+[shim]
+binary = "{shim}"
+debug = {debug}
+[containerd]
+address = "{csock}"
+ttrpc_address = "{ttrpc}"
+binary = "{cbin}"
+root = "{root}"
+state = "{cstate}"
+[pool]
+size = {pool}
+namespace = "k8s.io"
+"#,
+                    sock = sandboxer_sock.display(),
+                    state = sandboxer_state.display(),
+                    shim = shim_dir.join("containerd-shim-podshim-v1").display(),
+                    debug = opts.log_level == "debug",
+                    csock = sock.display(),
+                    ttrpc = ttrpc_sock.display(),
+                    cbin = containerd_bin.display(),
+                    root = root.display(),
+                    cstate = state.display(),
+                    pool = opts.sandboxer_pool,
+                ),
+            )?;
+        }
+        let imports = imports
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let cri_snapshotter = if opts.snapshotter == SnapshotterUse::CriDefault {
+            podsnap::SNAPSHOTTER
+        } else {
+            "overlayfs"
+        };
+        let mut images_extra = String::new();
+        if let Some(p) = opts.stats_collect_period {
+            images_extra.push_str(&format!("  stats_collect_period = {p}\n"));
+        }
+        let registry_hosts_dir = dir.join("certs.d");
+        if opts.registry {
+            fs::create_dir_all(&registry_hosts_dir)?;
+            images_extra.push_str(&format!(
+                "  [plugins.\"io.containerd.cri.v1.images\".registry]\n    config_path = \"{}\"\n",
+                registry_hosts_dir.display()
+            ));
+        }
         let stream_port = free_port()?;
         let cfg = format!(
             r#"# generated by podshim-integration
 version = 3
 root = "{root}"
 state = "{state}"
-imports = ["{dropin}"]
+imports = [{imports}]
 disabled_plugins = ["io.containerd.nri.v1.nri"]
 
 [grpc]
@@ -403,8 +581,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   stream_server_port = "{stream_port}"
 
 [plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
+  snapshotter = "{cri_snapshotter}"
+{images_extra}  [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{pause}"
 
 [plugins."io.containerd.cri.v1.runtime"]
@@ -427,7 +605,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 "#,
             root = root.display(),
             state = state.display(),
-            dropin = dropin.display(),
+            imports = imports,
+            cri_snapshotter = cri_snapshotter,
+            images_extra = images_extra,
             sock = sock.display(),
             ttrpc = ttrpc_sock.display(),
             level = opts.log_level,
@@ -440,6 +620,26 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         fs::write(&config_path, cfg)?;
 
         let cri = Cri::placeholder();
+        let snapshotter = if opts.snapshotter != SnapshotterUse::Off {
+            Some(
+                podsnap::Daemon::start(
+                    &dir.join("podsnap"),
+                    &dir.join("podsnap.sock"),
+                    opts.snapshotter_usage_refresh,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let registry = if opts.registry {
+            let rdir = dir.join("registry");
+            let r = tokio::task::spawn_blocking(move || Registry::start(&rdir)).await??;
+            r.write_hosts_toml(&registry_hosts_dir)?;
+            Some(r)
+        } else {
+            None
+        };
         let mut c = Containerd {
             opts,
             dir: dir.clone(),
@@ -451,11 +651,17 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             log_path,
             shim_dir,
             shim_config_path,
+            sandboxer_config,
+            sandboxer_state,
+            sandboxer: None,
             bridge,
             subnet_prefix,
             cgroup_root: format!("/{name}"),
             stream_port,
             cri,
+            snapshotter,
+            registry,
+            registry_hosts_dir,
             child: None,
             _slot_lock: slot_lock,
             _owner_lock: owner_lock,
@@ -464,14 +670,22 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             pod_seq: Default::default(),
         };
         c.spawn().await?;
+        // A pause-less run must work without the pause image: it is not even imported.
+        let wanted: Vec<PathBuf> = if is_pauseless(&c.opts.handler) {
+            vec![archives.busybox.clone()]
+        } else {
+            vec![archives.pause.clone(), archives.busybox.clone()]
+        };
         for ns in ["k8s.io", "default"] {
-            for a in [&archives.pause, &archives.busybox] {
+            for a in &wanted {
                 let (sock, ns, a) = (c.sock.clone(), ns.to_string(), a.clone());
                 tokio::task::spawn_blocking(move || images::ctr_import(&sock, &ns, &a)).await??;
             }
         }
         c.wait_cri_image(images::BUSYBOX_IMAGE).await?;
-        c.wait_cri_image(images::PAUSE_IMAGE).await?;
+        if !is_pauseless(&c.opts.handler) {
+            c.wait_cri_image(images::PAUSE_IMAGE).await?;
+        }
         Ok(c)
     }
 
@@ -489,19 +703,141 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         }
     }
 
-    /// Spawn the containerd process and wait until CRI answers `Version`.
-    async fn spawn(&mut self) -> Result<()> {
+    /// Start podshim-sandboxer (before containerd, as its unit is ordered) and wait for its
+    /// socket.
+    pub async fn spawn_sandboxer(&mut self) -> Result<()> {
+        anyhow::ensure!(self.sandboxer.is_none(), "podshim-sandboxer is running");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log_path)?;
-        let path = format!(
+            .open(self.dir.join("sandboxer.log"))?;
+        let child = Command::new(sandboxer_bin(&self.shim_dir))
+            .arg("--config")
+            .arg(&self.sandboxer_config)
+            .env("PATH", self.path_env())
+            // The shims it starts read their own config from here, as containerd's would.
+            .env("PODSHIM_CONFIG", &self.shim_config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("spawning podshim-sandboxer")?;
+        self.sandboxer = Some(child);
+        let sock = self.dir.join("sandboxer.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.sandboxer.as_mut().unwrap().try_wait()? {
+                self.sandboxer = None;
+                bail!(
+                    "podshim-sandboxer exited early ({st}):\n{}",
+                    self.sandboxer_log_tail(40)
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "podshim-sandboxer not serving after 30s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9` of podshim-sandboxer: pods, their shims and idle pool shims keep running.
+    pub fn kill9_sandboxer(&mut self) -> Result<()> {
+        let mut c = self
+            .sandboxer
+            .take()
+            .context("podshim-sandboxer is not running")?;
+        c.kill()?;
+        c.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, as systemd stops it: its warm pool is shut down, pods keep running.
+    pub async fn stop_sandboxer(&mut self) -> Result<()> {
+        let Some(mut c) = self.sandboxer.take() else {
+            return Ok(());
+        };
+        sys::kill(c.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait()? {
+                anyhow::ensure!(st.success(), "podshim-sandboxer exited with {st}");
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!("podshim-sandboxer did not exit within 30s of SIGTERM (killed)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn sandboxer_pid(&self) -> Option<u32> {
+        self.sandboxer.as_ref().map(|c| c.id())
+    }
+
+    pub fn sandboxer_log_tail(&self, n: usize) -> String {
+        log_tail(&self.dir.join("sandboxer.log"), n)
+    }
+
+    /// What podshim-sandboxer still records or keeps on disk (read with the daemon stopped:
+    /// its store is locked while it runs).
+    pub fn sandboxer_leftovers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.sandboxer.is_some() || !self.sandboxer_state.exists() {
+            return v;
+        }
+        match podshim_sandboxer::store::Store::open(&self.sandboxer_state) {
+            Ok(store) => {
+                for r in store.sandboxes().unwrap_or_default() {
+                    v.push(format!(
+                        "podshim-sandboxer record of sandbox {} ({:?})",
+                        r.sandbox_id, r.state
+                    ));
+                }
+                for r in store.pool().unwrap_or_default() {
+                    v.push(format!("podshim-sandboxer record of pool shim {}", r.id));
+                }
+            }
+            Err(e) => v.push(format!("podshim-sandboxer store: {e}")),
+        }
+        for ns in fs::read_dir(self.sandboxer_state.join("bundles"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for b in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                v.push(format!("podshim-sandboxer bundle {}", b.path().display()));
+            }
+        }
+        v
+    }
+
+    fn path_env(&self) -> String {
+        format!(
             "{}:{}",
             self.shim_dir.display(),
             std::env::var("PATH").unwrap_or_else(|_| {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
             })
-        );
+        )
+    }
+
+    /// Spawn the containerd process and wait until CRI answers `Version`.
+    async fn spawn(&mut self) -> Result<()> {
+        if self.opts.runs_sandboxer() && self.sandboxer.is_none() {
+            self.spawn_sandboxer().await?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let path = self.path_env();
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&self.config_path)
@@ -583,7 +919,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
     /// The shim binary name for this run's handler.
     pub fn shim_exe_name(&self) -> &'static str {
-        if self.opts.handler == HANDLER_PODSHIM {
+        if is_podshim(&self.opts.handler) {
             "containerd-shim-podshim-v1"
         } else {
             "containerd-shim-runc-v2"
@@ -710,6 +1046,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
                 }
                 Err(e) => problems.push(format!("ListPodSandbox: {e:#}")),
             }
+            // Its warm pool goes with it; then nothing of it may be left.
+            if let Err(e) = self.stop_sandboxer().await {
+                problems.push(format!("{e:#}"));
+            }
             // Shims exit asynchronously after their last task is deleted.
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut left = self.leftovers();
@@ -717,12 +1057,25 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 left = self.leftovers();
             }
+            left.extend(self.sandboxer_leftovers());
             problems.extend(
                 left.into_iter()
                     .map(|l| format!("left after removing all pods: {l}")),
             );
         }
         if let Err(e) = self.kill_containerd().await {
+            problems.push(format!("{e:#}"));
+        }
+        // Our own daemons: stopped, not leftovers.
+        if let Some(r) = self.registry.as_mut() {
+            r.stop();
+        }
+        if let Some(d) = self.snapshotter.as_mut() {
+            if let Err(e) = d.stop() {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        if let Err(e) = self.stop_sandboxer().await {
             problems.push(format!("{e:#}"));
         }
         self.finished = true;
@@ -803,6 +1156,38 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             .join(id)
     }
 
+    /// The bundle of a pod's sandbox: the pause container's task bundle in classic mode, the
+    /// built-in `shim` sandbox controller's bundle for pause-less pods.
+    pub fn sandbox_bundle_dir(&self, ns: &str, pod_id: &str) -> PathBuf {
+        if self.opts.runs_sandboxer() {
+            self.sandboxer_state.join("bundles").join(ns).join(pod_id)
+        } else if is_pauseless(&self.opts.handler) {
+            self.state
+                .join("io.containerd.sandbox.controller.v1.shim")
+                .join(ns)
+                .join(pod_id)
+        } else {
+            self.bundle_dir(ns, pod_id)
+        }
+    }
+
+    /// The pid CRI uses for the pod's namespaces: the pause container's init, or the pod shim's
+    /// namespace holder.
+    pub fn sandbox_pid(&self, pod: &crate::Pod) -> Result<i32> {
+        if is_pauseless(&self.opts.handler) {
+            let holders = sys::sandbox_holders(&pod.id);
+            anyhow::ensure!(
+                holders.len() == 1,
+                "{} namespace holders for pod {}: {holders:?}",
+                holders.len(),
+                pod.id
+            );
+            Ok(holders[0])
+        } else {
+            pod.container_init_pid(&pod.id)
+        }
+    }
+
     /// The socket path containerd's shim helpers derive for (ns, id).
     pub fn shim_socket_path(&self, ns: &str, id: &str) -> PathBuf {
         shim_socket_path(&self.sock, ns, id)
@@ -831,6 +1216,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
                     v.push(format!("netns mount {s}"));
                 }
             }
+        }
+        for pid in sys::sandbox_holders(&pod.id) {
+            v.push(format!("namespace holder process {pid} of pod {}", pod.id));
+        }
+        let sb = self.sandbox_bundle_dir("k8s.io", &pod.id);
+        if sb.exists() {
+            v.push(format!("sandbox bundle dir {}", sb.display()));
         }
         for id in &ids {
             let b = self.bundle_dir("k8s.io", id);
@@ -921,6 +1313,12 @@ impl Drop for Containerd {
             );
         }
         self.finished = true;
+        if let Some(r) = self.registry.as_mut() {
+            r.stop();
+        }
+        if let Some(d) = self.snapshotter.as_mut() {
+            let _ = d.stop();
+        }
         let found = force_cleanup(
             &self.dir,
             &self.sock,
@@ -932,4 +1330,59 @@ impl Drop for Containerd {
             eprintln!("podshim-e2e: Drop cleaned up: {found:#?}");
         }
     }
+}
+
+/// The first `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `config-snippets/conf.d/60-podshim-snapshotter.toml` as an operator would install it, with its
+/// socket and root moved into `dir` and, unless `use_` is `Registered`, its optional lines
+/// (commented `[table]` and `key = value` lines of the "Enable" part) uncommented.
+fn snapshotter_dropin(dir: &Path, use_: SnapshotterUse) -> Result<String> {
+    let p = images::repo_root().join("config-snippets/conf.d/60-podshim-snapshotter.toml");
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let text = text
+        .replace(
+            "/run/podshim-snapshotter/snapshotter.sock",
+            &dir.join("podsnap.sock").to_string_lossy(),
+        )
+        .replace(
+            "/var/lib/podshim-snapshotter",
+            &dir.join("podsnap").to_string_lossy(),
+        );
+    anyhow::ensure!(
+        text.contains(&*dir.to_string_lossy()),
+        "{} no longer names the default socket/root paths this harness rewrites",
+        p.display()
+    );
+    if use_ == SnapshotterUse::Registered {
+        return Ok(text);
+    }
+    let mut out = String::new();
+    let mut optional = false;
+    let mut enabled = 0;
+    for line in text.lines() {
+        if line.starts_with("# ---") && line.contains("Enable") {
+            optional = true;
+        }
+        if optional && (line.starts_with("# [") || line.starts_with("#   ")) {
+            out.push_str(&line[2..]);
+            enabled += 1;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    anyhow::ensure!(
+        enabled >= 10,
+        "{}: found only {enabled} optional lines to enable",
+        p.display()
+    );
+    Ok(out)
 }

@@ -79,6 +79,61 @@ impl Cri {
         Ok(r.image.is_some())
     }
 
+    /// PullImage as kubelet sends it for a pod: the pod's config, and the runtime handler both in
+    /// the image spec (containerd 2.2+) and the pod annotation containerd 2.1 reads.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        pod_config: &PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String> {
+        let mut cfg = pod_config.clone();
+        cfg.annotations
+            .insert("io.containerd.cri.runtime-handler".into(), handler.into());
+        let r = self
+            .img
+            .clone()
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    runtime_handler: handler.into(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: Some(cfg),
+            })
+            .await
+            .map_err(st)
+            .with_context(|| format!("PullImage {image}"))?;
+        Ok(r.into_inner().image_ref)
+    }
+
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        self.img
+            .clone()
+            .remove_image(RemoveImageRequest {
+                image: Some(ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(st)
+            .with_context(|| format!("RemoveImage {image}"))?;
+        Ok(())
+    }
+
+    pub async fn image_fs_info(&self) -> Result<ImageFsInfoResponse> {
+        Ok(self
+            .img
+            .clone()
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .map_err(st)
+            .context("ImageFsInfo")?
+            .into_inner())
+    }
+
     pub async fn list_pods(&self) -> Result<Vec<String>> {
         let r = self
             .rt

@@ -82,32 +82,8 @@ pub fn ensure_archives() -> Result<ImageArchives> {
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
     // busybox
-    let applets = Command::new(BUSYBOX_BIN)
-        .arg("--list")
-        .output()
-        .context("busybox --list")?;
-    anyhow::ensure!(applets.status.success(), "busybox --list failed");
-    let applets: Vec<String> = String::from_utf8_lossy(&applets.stdout)
-        .lines()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty() && s != "busybox" && !s.contains('/'))
-        .collect();
-    anyhow::ensure!(
-        applets.iter().any(|a| a == "sh"),
-        "busybox has no sh applet"
-    );
     let mut files = base_tree();
-    files.push(Entry::File {
-        path: "bin/busybox".into(),
-        mode: 0o755,
-        data: busybox,
-    });
-    for a in &applets {
-        files.push(Entry::Symlink {
-            path: format!("bin/{a}"),
-            target: "busybox".into(),
-        });
-    }
+    files.extend(busybox_entries(busybox)?);
     let cfg = json!({
         "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
         "Cmd": ["sh"],
@@ -130,6 +106,36 @@ pub fn ensure_archives() -> Result<ImageArchives> {
     });
     write_atomic(&out.pause, &oci_archive(PAUSE_IMAGE, &files, cfg)?)?;
     Ok(out)
+}
+
+/// `/bin/busybox` and one symlink per applet.
+fn busybox_entries(busybox: Vec<u8>) -> Result<Vec<Entry>> {
+    let applets = Command::new(BUSYBOX_BIN)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
+    anyhow::ensure!(applets.status.success(), "busybox --list failed");
+    let applets: Vec<String> = String::from_utf8_lossy(&applets.stdout)
+        .lines()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s != "busybox" && !s.contains('/'))
+        .collect();
+    anyhow::ensure!(
+        applets.iter().any(|a| a == "sh"),
+        "busybox has no sh applet"
+    );
+    let mut files = vec![Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        data: busybox,
+    }];
+    for a in &applets {
+        files.push(Entry::Symlink {
+            path: format!("bin/{a}"),
+            target: "busybox".into(),
+        });
+    }
+    Ok(files)
 }
 
 fn compile_pause(src: &Path, dir: &Path) -> Result<Vec<u8>> {
@@ -251,15 +257,32 @@ fn go_arch() -> &'static str {
 
 /// A complete OCI image layout archive for an image named `name` with one layer.
 fn oci_archive(name: &str, entries: &[Entry], config: serde_json::Value) -> Result<Vec<u8>> {
-    let layer = layer_tar(entries)?;
-    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+    oci_archive_layers(name, &[entries], config)
+}
+
+/// A complete OCI image layout archive with one uncompressed tar layer per element of `layers`,
+/// lowest first.
+fn oci_archive_layers(
+    name: &str,
+    layers: &[&[Entry]],
+    config: serde_json::Value,
+) -> Result<Vec<u8>> {
+    let layers: Vec<Vec<u8>> = layers.iter().map(|l| layer_tar(l)).collect::<Result<_>>()?;
+    let digests: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
+    let history: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|_| json!({ "created": "1970-01-01T00:00:00Z", "created_by": "podshim-integration" }))
+        .collect();
     let config = serde_json::to_vec(&json!({
         "architecture": go_arch(),
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": config,
-        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "podshim-integration" }],
+        "rootfs": { "type": "layers", "diff_ids": digests },
+        "history": history,
     }))?;
     let config_digest = format!("sha256:{}", sha256_hex(&config));
     let manifest = serde_json::to_vec(&json!({
@@ -270,11 +293,11 @@ fn oci_archive(name: &str, entries: &[Entry], config: serde_json::Value) -> Resu
             "digest": config_digest,
             "size": config.len(),
         },
-        "layers": [{
+        "layers": layers.iter().zip(&digests).map(|(l, d)| json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": layer_digest,
-            "size": layer.len(),
-        }],
+            "digest": d,
+            "size": l.len(),
+        })).collect::<Vec<_>>(),
     }))?;
     let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
     let tag = name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
@@ -305,11 +328,10 @@ fn oci_archive(name: &str, entries: &[Entry], config: serde_json::Value) -> Resu
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &index)?;
-    for (digest, data) in [
-        (&layer_digest, &layer),
-        (&config_digest, &config),
-        (&manifest_digest, &manifest),
-    ] {
+    let mut blobs: Vec<(&String, &Vec<u8>)> = digests.iter().zip(&layers).collect();
+    blobs.push((&config_digest, &config));
+    blobs.push((&manifest_digest, &manifest));
+    for (digest, data) in blobs {
         add(
             &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
             data,
@@ -336,4 +358,165 @@ pub fn ctr_import(sock: &Path, ns: &str, archive: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A layered test image: `name` of the archive's annotation; pushed under any name by skopeo.
+pub const LAYERED_IMAGE: &str = "podshim.test/layered:1";
+
+/// What a container of [`layered_archive`]'s image must see, as `path -> content` for files that
+/// exist, and the paths that the upper layers deleted (whiteouts, opaque directories).
+pub struct LayeredExpect {
+    pub files: &'static [(&'static str, &'static str)],
+    pub absent: &'static [&'static str],
+    /// `ls -A` of directories whose listing an overlay must get exactly right.
+    pub listings: &'static [(&'static str, &'static str)],
+}
+
+pub const LAYERED_EXPECT: LayeredExpect = LayeredExpect {
+    files: &[
+        ("/data/keep", "keep-1"),
+        ("/data/over", "over-2"),
+        ("/data/added", "added-3"),
+        ("/opq/new", "new-2"),
+        ("/gonedir/c", "c-3"),
+        ("/etc/layer", "3"),
+    ],
+    absent: &[
+        "/data/gone",
+        "/opq/old1",
+        "/opq/sub",
+        "/gonedir/a",
+        "/l2only/f",
+    ],
+    listings: &[
+        ("/data", "added keep over"),
+        ("/opq", "new"),
+        ("/gonedir", "c"),
+        ("/l2only", ""),
+    ],
+};
+
+fn file(path: &str, data: &str) -> Entry {
+    Entry::File {
+        path: path.into(),
+        mode: 0o644,
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+fn dir(path: &str) -> Entry {
+    Entry::Dir {
+        path: path.into(),
+        mode: 0o755,
+    }
+}
+
+/// An OCI whiteout: an empty file `.wh.<name>` next to what it deletes.
+fn whiteout(path: &str) -> Entry {
+    let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let wh = if parent.is_empty() {
+        format!(".wh.{name}")
+    } else {
+        format!("{parent}/.wh.{name}")
+    };
+    file(&wh, "")
+}
+
+/// A three-layer busybox image exercising what unpacking and overlay lowerdir order must get
+/// right (see [`LAYERED_EXPECT`]): files replaced by upper layers, files and whole directories
+/// deleted by whiteouts (`.wh.<name>`), an opaque directory (`.wh..wh..opq`) hiding everything
+/// below it, a directory deleted and re-created, a file whited out in the layer after the one
+/// that added it.
+pub fn layered_archive() -> Result<PathBuf> {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let busybox = fs::read(BUSYBOX_BIN).with_context(|| {
+        format!("reading {BUSYBOX_BIN} (install busybox-static: scripts/install-deps.sh)")
+    })?;
+    let mut h = Sha256::new();
+    h.update(FORMAT.as_bytes());
+    h.update(b"layered-v1");
+    h.update(&busybox);
+    let key = hex(&h.finalize())[..16].to_string();
+    let path = cache_dir().join(key).join("layered.oci.tar");
+    if path.exists() {
+        return Ok(path);
+    }
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut l1 = base_tree();
+    l1.extend(busybox_entries(busybox)?);
+    l1.extend([
+        file("etc/layer", "1"),
+        dir("data"),
+        file("data/keep", "keep-1"),
+        file("data/gone", "gone-1"),
+        file("data/over", "over-1"),
+        dir("gonedir"),
+        file("gonedir/a", "a-1"),
+        file("gonedir/b", "b-1"),
+        dir("opq"),
+        file("opq/old1", "old-1"),
+        dir("opq/sub"),
+        file("opq/sub/old2", "old-1"),
+    ]);
+    let l2 = vec![
+        file("etc/layer", "2"),
+        dir("data"),
+        whiteout("data/gone"),
+        file("data/over", "over-2"),
+        whiteout("gonedir"),
+        dir("opq"),
+        file("opq/.wh..wh..opq", ""),
+        file("opq/new", "new-2"),
+        dir("l2only"),
+        file("l2only/f", "f-2"),
+    ];
+    let l3 = vec![
+        file("etc/layer", "3"),
+        dir("data"),
+        file("data/added", "added-3"),
+        dir("gonedir"),
+        file("gonedir/c", "c-3"),
+        dir("l2only"),
+        whiteout("l2only/f"),
+    ];
+    let cfg = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["sh"],
+        "WorkingDir": "/",
+    });
+    let data = oci_archive_layers(LAYERED_IMAGE, &[&l1, &l2, &l3], cfg)?;
+    write_atomic(&path, &data)?;
+    Ok(path)
+}
+
+/// An image of `layers` layers, each a directory `l<i>/` of `files` files of 1 KiB (for
+/// unpack benchmarks). Named `name` in the archive.
+pub fn bench_archive(name: &str, layers: usize, files: usize) -> Result<PathBuf> {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = cache_dir().join(format!("bench-{layers}x{files}.oci.tar"));
+    if path.exists() {
+        return Ok(path);
+    }
+    fs::create_dir_all(cache_dir())?;
+    let mut all = Vec::new();
+    for l in 0..layers {
+        let mut v = vec![dir(&format!("l{l}"))];
+        for f in 0..files {
+            // Distinct content per file so layers do not dedupe to one blob.
+            let mut data = vec![b'x'; 1024];
+            data[..16].copy_from_slice(format!("{l:06}-{f:09}").as_bytes());
+            v.push(Entry::File {
+                path: format!("l{l}/f{f}"),
+                mode: 0o644,
+                data,
+            });
+        }
+        all.push(v);
+    }
+    let refs: Vec<&[Entry]> = all.iter().map(|v| v.as_slice()).collect();
+    let data = oci_archive_layers(name, &refs, json!({ "WorkingDir": "/" }))?;
+    write_atomic(&path, &data)?;
+    Ok(path)
 }

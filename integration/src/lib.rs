@@ -7,10 +7,15 @@ pub mod cri;
 pub mod images;
 pub mod logs;
 pub mod pod;
+pub mod podsnap;
+pub mod registry;
 pub mod streaming;
 pub mod sys;
 
-pub use containerd::{Containerd, Options, HANDLER_PODSHIM, HANDLER_RUNC};
+pub use containerd::{
+    is_pauseless, is_podshim, is_sandboxer, Containerd, Options, SnapshotterUse, HANDLER_PAUSELESS,
+    HANDLER_PODSHIM, HANDLER_RUNC, HANDLER_SANDBOXER,
+};
 pub use cri::Cri;
 pub use pod::{container, sh, with_memory_limit, Pod};
 

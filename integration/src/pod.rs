@@ -26,18 +26,28 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// The pid of a container's init process: the lowest pid in its cgroup
-    /// (`<cgroup_parent>/<container id>`, cgroupfs driver).
+    /// The pid of a container's init process (`<cgroup_parent>/<container id>`, cgroupfs
+    /// driver): of the processes in the container's cgroup whose parent is outside it (init and
+    /// execs, both children of the shim), the one started first. Not simply the lowest pid: pids
+    /// wrap at pid_max (32768 on small machines), so a child can have a lower pid than its init.
     pub fn container_init_pid(&self, id: &str) -> Result<i32> {
         for root in crate::sys::cgroup_roots() {
             let p = root
                 .join(self.cgroup_parent.trim_start_matches('/'))
                 .join(id)
                 .join("cgroup.procs");
-            if let Ok(s) = std::fs::read_to_string(&p) {
-                if let Some(pid) = s.lines().filter_map(|l| l.trim().parse::<i32>().ok()).min() {
-                    return Ok(pid);
-                }
+            let Ok(s) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            let pids: Vec<i32> = s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let init = pids
+                .iter()
+                .copied()
+                .filter(|&pid| crate::sys::ppid(pid).is_some_and(|pp| !pids.contains(&pp)))
+                .filter_map(|pid| Some((crate::sys::start_time(pid)?, pid)))
+                .min();
+            if let Some((_, pid)) = init {
+                return Ok(pid);
             }
         }
         anyhow::bail!(

@@ -93,6 +93,18 @@ pub fn shim_processes(sock: &Path) -> Vec<Proc> {
         .collect()
 }
 
+/// podshim's namespace holders of a pause-less pod (`podshim-holder -podshim-sandbox-holder <id>`).
+pub fn sandbox_holders(pod_id: &str) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|p| {
+            p.cmdline.get(1).map(String::as_str) == Some("-podshim-sandbox-holder")
+                && p.cmdline.get(2).map(String::as_str) == Some(pod_id)
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
 pub fn kill(pid: i32, sig: i32) {
     // SAFETY: plain syscall with integer arguments.
     unsafe {
@@ -112,6 +124,24 @@ pub fn pid_alive(pid: i32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Fields of /proc/<pid>/stat after the command name (index 0 is the state), or None if the
+/// process is gone.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The parent pid of a process.
+pub fn ppid(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// When a process started, in clock ticks since boot.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
 }
 
 /// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
@@ -292,6 +322,23 @@ pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
 pub fn smaps_rollup_kb(pid: i32, key: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     kb_field(&s, key)
+}
+
+/// utime + stime of a process (from /proc/<pid>/stat), in milliseconds; 0 if it is gone.
+pub fn cpu_ms(pid: i32) -> f64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 * 1000.0 / hz
 }
 
 fn kb_field(s: &str, key: &str) -> Option<u64> {

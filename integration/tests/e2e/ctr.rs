@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_cri::v1::ContainerState;
-use podshim_integration::{container, images::BUSYBOX_IMAGE, sys, Containerd, HANDLER_PODSHIM};
+use podshim_integration::{container, images::BUSYBOX_IMAGE, is_podshim, sys, Containerd};
 
 use crate::lifecycle::assert_pod_gone;
 
@@ -34,7 +34,7 @@ pub async fn ctr(c: &Containerd, args: &[String]) -> Result<Out> {
 
 fn runtime_args(c: &Containerd, id: &str) -> Vec<String> {
     let mut v = vec!["run".to_string(), "--rm".into()];
-    if c.opts.handler == HANDLER_PODSHIM {
+    if is_podshim(&c.opts.handler) {
         v.extend(["--runtime".into(), "io.containerd.podshim.v1".into()]);
     } else {
         v.extend(["--runtime".into(), "io.containerd.runc.v2".into()]);

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use podshim_integration::{container, sh, sys, with_memory_limit, Containerd, Pod};
 
@@ -369,11 +369,11 @@ pub async fn pod_cleanup(c: &mut Containerd) -> Result<()> {
     ensure!(r.exit_code == 0, "exec before stop: {r:?}");
     let ids = vec![running.clone(), exited.clone()];
     // Bundles and rootfs mounts exist while the pod runs.
-    for id in [&pod.id, &running] {
-        ensure!(
-            c.bundle_dir("k8s.io", id).exists(),
-            "no bundle for {id} while running"
-        );
+    for b in [
+        c.sandbox_bundle_dir("k8s.io", &pod.id),
+        c.bundle_dir("k8s.io", &running),
+    ] {
+        ensure!(b.exists(), "no bundle {} while running", b.display());
     }
 
     c.cri.stop_pod(&pod.id).await?;
@@ -408,13 +408,6 @@ pub async fn pod_cleanup(c: &mut Containerd) -> Result<()> {
     Ok(())
 }
 
-fn ppid(pid: i32) -> Result<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no PPid")
-}
 
 /// Exactly one shim process per pod however many containers; all of a pod's containers are
 /// children of that shim.
@@ -449,10 +442,14 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
     let shim_pids: BTreeSet<i32> = shims.iter().map(|p| p.pid).collect();
     let mut parent_of: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
     for (pod, ids) in [(&p1, &c1), (&p2, &c2)] {
-        // The pause container and every app container are children of the same shim.
+        // The sandbox (pause container or namespace holder) and every app container are
+        // children of the same shim.
         for id in ids.iter().chain(std::iter::once(&pod.id)) {
-            let pid = pod.container_init_pid(id)?;
-            let pp = ppid(pid)?;
+            let pid = match id == &pod.id {
+                true => c.sandbox_pid(pod)?,
+                false => pod.container_init_pid(id)?,
+            };
+            let pp = crate::util::ppid(pid)?;
             ensure!(
                 shim_pids.contains(&pp),
                 "container {id} (pid {pid}) has parent {pp}, not a shim {shim_pids:?}"

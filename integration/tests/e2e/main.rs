@@ -1,6 +1,9 @@
 //! End-to-end tests: each case runs against a private containerd 2.x, once with containerd's own
-//! runc shim (handler `runc`, the reference) and once with podshim (handler `podshim`).
-//! Filter by handler with `cargo test -p podshim-integration --test e2e -- ::runc` (or `::podshim`).
+//! runc shim (handler `runc`, the reference), once with podshim in classic mode (handler
+//! `podshim`), once with pause-less podshim pods through containerd's `shim` sandboxer (handler
+//! `podshim-pauseless`) and once through the podshim-sandboxer daemon (handler
+//! `podshim-sandboxer`).
+//! Filter by handler: `cargo test -p podshim-integration --test e2e -- ::podshim_pauseless`.
 
 mod util;
 
@@ -10,12 +13,15 @@ mod logs;
 mod net;
 mod restart;
 mod runtime;
+mod sandbox;
+mod sandboxer;
+mod snapshotter;
 mod streaming;
 
 use std::ops::AsyncFnOnce;
 use std::time::Duration;
 
-use podshim_integration::{with_timeout, Containerd, Options, HANDLER_PODSHIM, HANDLER_RUNC};
+use podshim_integration::{with_timeout, Containerd, Options};
 
 /// Per-case deadline (the whole case, not counting containerd start-up and teardown).
 const CASE_TIMEOUT: Duration = Duration::from_secs(150);
@@ -33,31 +39,55 @@ where
     c.finish(r).await;
 }
 
-/// `e2e!(module::case)` → tests `case::runc` and `case::podshim`;
+/// `e2e!(module::case)` → tests `case::runc`, `case::podshim`, `case::podshim_pauseless` and
+/// `case::podshim_sandboxer` (every CRI scenario runs against each podshim handler);
 /// `e2e!(module::case, opts_fn)` with an `fn(Options) -> Options`;
+/// `e2e!(classic module::case)` → only `runc` and `podshim` (`ctr` cases, which involve no CRI
+/// sandbox, and what containerd's `shim` sandboxer cannot do);
 /// `e2e!(podshim_only module::case[, opts_fn])` → only `case::podshim` (requirements that
-/// containerd's runc shim does not meet or features only podshim has).
+/// containerd's runc shim does not meet or features only podshim has);
+/// `e2e!(pauseless_only module::case[, opts_fn])` → `case::podshim_pauseless` and
+/// `case::podshim_sandboxer`;
+/// `e2e!(sandboxer_only module::case[, opts_fn])` → only `case::podshim_sandboxer`.
 macro_rules! e2e {
+    (@one $name:ident $handler:ident $m:ident :: $case:ident, $opts:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            super::run_case(podshim_integration::$handler, $opts, super::$m::$case).await
+        }
+    };
     (podshim_only $m:ident :: $case:ident) => { e2e!(podshim_only $m::$case, |o| o); };
     (podshim_only $m:ident :: $case:ident, $opts:expr) => {
         mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn podshim() {
-                super::run_case(super::HANDLER_PODSHIM, $opts, super::$m::$case).await
-            }
+            e2e!(@one podshim HANDLER_PODSHIM $m::$case, $opts);
+        }
+    };
+    (pauseless_only $m:ident :: $case:ident) => { e2e!(pauseless_only $m::$case, |o| o); };
+    (pauseless_only $m:ident :: $case:ident, $opts:expr) => {
+        mod $case {
+            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, $opts);
+            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
+        }
+    };
+    (sandboxer_only $m:ident :: $case:ident) => { e2e!(sandboxer_only $m::$case, |o| o); };
+    (sandboxer_only $m:ident :: $case:ident, $opts:expr) => {
+        mod $case {
+            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
+        }
+    };
+    (classic $m:ident :: $case:ident) => {
+        mod $case {
+            e2e!(@one runc HANDLER_RUNC $m::$case, |o| o);
+            e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
         }
     };
     ($m:ident :: $case:ident) => { e2e!($m::$case, |o| o); };
     ($m:ident :: $case:ident, $opts:expr) => {
         mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn runc() {
-                super::run_case(super::HANDLER_RUNC, $opts, super::$m::$case).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn podshim() {
-                super::run_case(super::HANDLER_PODSHIM, $opts, super::$m::$case).await
-            }
+            e2e!(@one runc HANDLER_RUNC $m::$case, $opts);
+            e2e!(@one podshim HANDLER_PODSHIM $m::$case, $opts);
+            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, $opts);
+            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
         }
     };
 }
@@ -75,11 +105,21 @@ e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
 e2e!(podshim_only restart::containerd_restart_backlog);
-e2e!(ctr::ctr_run);
-e2e!(ctr::missing_command);
-e2e!(ctr::ctr_bad_input);
+e2e!(classic ctr::ctr_run);
+e2e!(classic ctr::missing_command);
+e2e!(classic ctr::ctr_bad_input);
 e2e!(podshim_only ctr::failing_runtime, super::ctr::failing_runtime_opts);
 e2e!(podshim_only runtime::configured_runtime, super::runtime::wrapper_opts);
 e2e!(streaming::exec_stream);
 e2e!(streaming::attach_stream);
 e2e!(streaming::port_forward);
+e2e!(sandbox::pod_environment);
+e2e!(sandbox::share_process_namespace);
+// containerd < 2.3 dereferences a nil spec for a hostNetwork pod with `sandboxer = "shim"` and
+// panics (fixed upstream by b32cecd31, in 2.3.0): not run against podshim-pauseless on 2.1.9.
+e2e!(classic sandbox::host_network);
+e2e!(pauseless_only sandbox::no_pause);
+e2e!(podshim_only snapshotter::pull_unpack_run, super::snapshotter::pull_opts);
+e2e!(podshim_only snapshotter::stats_imagefs, super::snapshotter::stats_opts);
+e2e!(sandboxer_only sandboxer::sandboxer_restart_mid_pod, super::sandboxer::pool_of_two);
+e2e!(sandboxer_only sandboxer::sandboxer_warm_pool, super::sandboxer::pool_of_two);

@@ -38,3 +38,8 @@ async fn try_http_get(addr: &str, path: &str) -> Result<String> {
     );
     Ok(text)
 }
+
+/// The parent of a process that must exist.
+pub fn ppid(pid: i32) -> Result<i32> {
+    podshim_integration::sys::ppid(pid).with_context(|| format!("no process {pid}"))
+}

@@ -1,0 +1,196 @@
+//! What a pod's sandbox provides to its containers, whoever provides it (a pause container in
+//! classic mode, the pod shim in pause-less mode): hostname, DNS, /dev/shm, sysctls, a shared
+//! PID namespace, host networking.
+
+use anyhow::{ensure, Context, Result};
+use k8s_cri::v1::{DnsConfig, NamespaceMode, PodSandboxConfig};
+use podshim_integration::{images, is_pauseless, sh, sys, Containerd};
+
+async fn exec_out(c: &Containerd, id: &str, cmd: &[&str]) -> Result<String> {
+    let r = c.cri.exec_sync(id, cmd, 10).await?;
+    ensure!(
+        r.exit_code == 0,
+        "{cmd:?} exited {}: {}",
+        r.exit_code,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    Ok(String::from_utf8_lossy(&r.stdout).into_owned())
+}
+
+fn namespaces(cfg: &mut PodSandboxConfig) -> &mut k8s_cri::v1::NamespaceOption {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
+/// The pod's hostname, DNS config and a namespaced sysctl, seen from inside two containers;
+/// /dev/shm is the pod's own tmpfs, shared by its containers.
+pub async fn pod_environment(c: &mut Containerd) -> Result<()> {
+    let mut cfg = c.pod_config("envpod");
+    cfg.hostname = "podshim-env-host".into();
+    cfg.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into(), "10.96.0.11".into()],
+        searches: vec!["ns1.svc.cluster.local".into(), "svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    cfg.linux.get_or_insert_with(Default::default).sysctls = [
+        (
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "123".to_string(),
+        ),
+        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+    ]
+    .into();
+    let pod = c.run_pod_with(cfg).await?;
+    let a = c.run_container(&pod, sh("a", "exec sleep 1000")).await?;
+    let b = c.run_container(&pod, sh("b", "exec sleep 1000")).await?;
+    for id in [&a, &b] {
+        let host = exec_out(c, id, &["hostname"]).await?;
+        ensure!(host.trim() == "podshim-env-host", "hostname {host:?}");
+        let etc = exec_out(c, id, &["cat", "/etc/hostname"]).await?;
+        ensure!(etc == "podshim-env-host\n", "/etc/hostname {etc:?}");
+        let resolv = exec_out(c, id, &["cat", "/etc/resolv.conf"]).await?;
+        ensure!(
+            resolv
+                == "search ns1.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\n\
+                    nameserver 10.96.0.11\noptions ndots:5\n",
+            "/etc/resolv.conf {resolv:?}"
+        );
+        let hosts = exec_out(c, id, &["cat", "/etc/hosts"]).await?;
+        ensure!(hosts.contains("localhost"), "/etc/hosts {hosts:?}");
+        let port = exec_out(
+            c,
+            id,
+            &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        )
+        .await?;
+        ensure!(port.trim() == "123", "net sysctl {port:?}");
+        let rmid = exec_out(c, id, &["cat", "/proc/sys/kernel/shm_rmid_forced"]).await?;
+        ensure!(rmid.trim() == "1", "ipc sysctl {rmid:?}");
+    }
+    let mounts = exec_out(c, &a, &["cat", "/proc/mounts"]).await?;
+    let shm = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/dev/shm"))
+        .context("no /dev/shm mount in the container")?;
+    ensure!(
+        shm.contains("tmpfs") && shm.contains("size=65536k"),
+        "/dev/shm: {shm}"
+    );
+    exec_out(c, &a, &["sh", "-c", "echo shared > /dev/shm/x"]).await?;
+    let x = exec_out(c, &b, &["cat", "/dev/shm/x"]).await?;
+    ensure!(
+        x == "shared\n",
+        "/dev/shm not shared between the pod's containers: {x:?}"
+    );
+    // The host keeps its own value of the namespaced sysctl.
+    let host_port = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")?;
+    ensure!(
+        host_port.trim() != "123",
+        "the pod's sysctl leaked to the host"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+/// shareProcessNamespace: containers see each other's processes, and PID 1 is the sandbox.
+pub async fn share_process_namespace(c: &mut Containerd) -> Result<()> {
+    let mut cfg = c.pod_config("sharedpid");
+    namespaces(&mut cfg).pid = NamespaceMode::Pod as i32;
+    let pod = c.run_pod_with(cfg).await?;
+    let a = c.run_container(&pod, sh("a", "exec sleep 1001")).await?;
+    let b = c.run_container(&pod, sh("b", "exec sleep 1002")).await?;
+    let ps = exec_out(c, &a, &["ps", "-o", "pid,args"]).await?;
+    ensure!(
+        ps.contains("sleep 1002"),
+        "container a does not see b's process:\n{ps}"
+    );
+    let pid1 = exec_out(c, &b, &["cat", "/proc/1/cmdline"]).await?;
+    ensure!(
+        !pid1.contains("sleep"),
+        "PID 1 of the shared namespace is a container process, not the sandbox: {pid1:?}"
+    );
+    // An orphan in the pod is reaped by the sandbox, not left as a zombie.
+    exec_out(c, &a, &["sh", "-c", "(sleep 0.2 &) ; true"]).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let ps = exec_out(c, &b, &["ps", "-o", "stat,args"]).await?;
+    ensure!(
+        !ps.lines().any(|l| l.trim_start().starts_with('Z')),
+        "zombie left in the pod's PID namespace:\n{ps}"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+/// hostNetwork: the containers see the host's interfaces (our CNI bridge) and hostname.
+pub async fn host_network(c: &mut Containerd) -> Result<()> {
+    let mut cfg = c.pod_config("hostnet");
+    namespaces(&mut cfg).network = NamespaceMode::Node as i32;
+    // kubelet sends no hostname for a hostNetwork pod: it keeps the node's.
+    cfg.hostname.clear();
+    let pod = c.run_pod_with(cfg).await?;
+    // A CNI bridge exists once a pod network was set up; make one so the host has it.
+    let netpod = c.run_pod("bridgeholder").await?;
+    let a = c.run_container(&pod, sh("a", "exec sleep 1000")).await?;
+    let links = exec_out(c, &a, &["ls", "/sys/class/net"]).await?;
+    ensure!(
+        links.split_whitespace().any(|l| l == c.bridge),
+        "host bridge {} not visible in a hostNetwork pod: {links:?}",
+        c.bridge
+    );
+    let host = exec_out(c, &a, &["hostname"]).await?;
+    let ours = nix_hostname();
+    ensure!(
+        host.trim() == ours,
+        "hostname {host:?} in a hostNetwork pod, host has {ours:?}"
+    );
+    c.remove_pod(&pod).await?;
+    c.remove_pod(&netpod).await?;
+    Ok(())
+}
+
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A pause-less pod needs no pause image and runs no pause process.
+pub async fn no_pause(c: &mut Containerd) -> Result<()> {
+    ensure!(is_pauseless(&c.opts.handler), "not a pause-less handler");
+    let pod = c.run_pod("nopause").await?;
+    let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
+    ensure!(
+        !c.cri.image_present(images::PAUSE_IMAGE).await?,
+        "the pause image is in containerd's image store"
+    );
+    let pauses: Vec<_> = sys::processes()
+        .into_iter()
+        .filter(|p| p.cmdline.first().is_some_and(|a| a.ends_with("pause")))
+        .map(|p| (p.pid, p.cmdline_str()))
+        .collect();
+    ensure!(pauses.is_empty(), "pause processes: {pauses:?}");
+    let holder = c.sandbox_pid(&pod)?;
+    let shim_of_app = crate::util::ppid(pod.container_init_pid(&id)?)?;
+    ensure!(
+        crate::util::ppid(holder)? == shim_of_app,
+        "the namespace holder {holder} is not a child of the pod's shim {shim_of_app}"
+    );
+    let st = c
+        .cri
+        .pod_status(&pod.id, false)
+        .await?
+        .status
+        .unwrap_or_default();
+    ensure!(st.id == pod.id, "PodSandboxStatus id {:?}", st.id);
+    c.remove_pod(&pod).await?;
+    ensure!(
+        sys::sandbox_holders(&pod.id).is_empty(),
+        "holder left after RemovePodSandbox"
+    );
+    Ok(())
+}
