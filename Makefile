@@ -14,7 +14,7 @@ SHIM_TARGET  = x86_64-unknown-linux-gnu
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build shim-release test unit e2e e2e-runc e2e-podshim demo bench clippy
+.PHONY: all build shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
 
 all: build
 
@@ -36,10 +36,19 @@ unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \
 	 $(CARGO) test --no-fail-fast -p podshim-integration --lib --bins || rc=1; exit $$rc
 
-## e2e: build the shim as it ships, then run every e2e case against both handlers
-e2e: shim-release
-	PODSHIM_BIN_DIR=$(SHIM_DIR) $(CARGO) test --no-fail-fast -p podshim-integration --test e2e -- \
+## e2e: build the shim as it ships, podshim-snapshotter and podshim-sandboxer (the cases of those
+## handlers start them), then run every e2e case against each handler
+e2e: shim-release snapshotter-bin sandboxer-bin
+	PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
+		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer \
+		$(CARGO) test --no-fail-fast -p podshim-integration --test e2e -- \
 		--test-threads=$(E2E_THREADS) $(E2E_FILTER)
+
+snapshotter-bin:
+	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter
+
+sandboxer-bin:
+	$(CARGO) build -p podshim-sandboxer --bin podshim-sandboxer
 
 e2e-runc:
 	$(MAKE) e2e E2E_FILTER=::runc
@@ -47,15 +56,52 @@ e2e-runc:
 e2e-podshim:
 	$(MAKE) e2e E2E_FILTER=::podshim
 
+e2e-pauseless:
+	$(MAKE) e2e E2E_FILTER=::podshim_pauseless
+
+e2e-sandboxer:
+	$(MAKE) e2e E2E_FILTER=::podshim_sandboxer
+
 ## demo: install packages, build release, run a pod under podshim and print logs, stats, shim memory
 demo:
 	bash scripts/install-deps.sh
 	$(MAKE) --no-print-directory build
 	PODSHIM_BIN_DIR=$(SHIM_DIR) $(TARGET_DIR)/release/podshim-demo
 
+## bench: podshim against containerd's runc shim on one private containerd, handlers interleaved;
+## Markdown table on stdout, raw samples in $(TARGET_DIR)/bench/bench.json. The shim under test is the
+## release build, static as shipped; the benchmark driver itself is a debug build (its speed does not
+## matter). Extra flags: make bench BENCH_ARGS="--pods 100 --handlers runc,podshim --pool 10 --out x.json"
+BENCH_ARGS  ?=
+BENCH_SHIM_DIR = $(TARGET_DIR)/x86_64-unknown-linux-gnu/release
 bench:
-	@echo "make bench: the benchmarks are not built yet" >&2
-	@exit 1
+	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+		$(CARGO) build --release -p podshim-shim --bin containerd-shim-podshim-v1 --target x86_64-unknown-linux-gnu
+	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
+	$(CARGO) build --release -p podshim-sandboxer --bin podshim-sandboxer
+	$(CARGO) build -p podshim-integration --bin podshim-bench
+	PODSHIM_BIN_DIR=$(BENCH_SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
+		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/release/podshim-sandboxer \
+		$(TARGET_DIR)/debug/podshim-bench --out $(TARGET_DIR)/bench/bench.json $(BENCH_ARGS)
+
+## bench-smoke: for CI, checks only that the benchmark runs and prints its table (--quick, 2 pods,
+## debug shim and snapshotter, 1k files for Usage: its figures mean nothing)
+bench-smoke:
+	$(CARGO) build -p podshim-shim --bin containerd-shim-podshim-v1
+	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter
+	$(CARGO) build -p podshim-sandboxer --bin podshim-sandboxer
+	$(CARGO) build -p podshim-integration --bin podshim-bench
+	PODSHIM_BIN_DIR=$(TARGET_DIR)/debug PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
+		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer \
+		$(TARGET_DIR)/debug/podshim-bench --quick --pods 2 \
+		--out $(TARGET_DIR)/bench/bench-smoke.json $(BENCH_ARGS)
+
+## bench-snapshots: only the snapshotter figures (release podshim-snapshotter), on their own containerd
+bench-snapshots:
+	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
+	$(CARGO) build -p podshim-integration --bin podshim-bench-snapshots
+	PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
+		$(TARGET_DIR)/debug/podshim-bench-snapshots --out $(TARGET_DIR)/bench/bench-snapshots.json $(BENCH_ARGS)
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

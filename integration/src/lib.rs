@@ -2,6 +2,7 @@
 //! bridge and cgroup parent under a temp dir, `config-snippets/conf.d/50-podshim.toml` imported, our
 //! shim on its PATH), imports locally built images and drives containerd's CRI as kubelet does.
 
+pub mod bench_snapshots;
 pub mod containerd;
 pub mod cri;
 pub mod images;
