@@ -408,7 +408,6 @@ pub async fn pod_cleanup(c: &mut Containerd) -> Result<()> {
     Ok(())
 }
 
-
 /// Exactly one shim process per pod however many containers; all of a pod's containers are
 /// children of that shim.
 pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
