@@ -11,9 +11,15 @@
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
 //! * Prepare/View: inside the write transaction allocate the id and write the record, build
-//!   `tmp/new-<id>`, rename it to `snapshots/<id>`, fsync the parent, then commit (redb
-//!   fsyncs). A crash before the commit leaves an unreferenced directory; the id is not reused
-//!   before startup cleanup has removed it.
+//!   `tmp/new-<id>`, rename it to `snapshots/<id>`, then commit (redb fsyncs). A crash before
+//!   the commit leaves an unreferenced directory; the id is not reused before startup cleanup
+//!   has removed it. The rename is not fsynced of its own (that fsync was most of the cost of a
+//!   Prepare beyond containerd's overlayfs, which fsyncs nothing but its bbolt commit): after a
+//!   power loss a committed record may find its directory still at `tmp/new-<id>`, or, if even
+//!   the mkdir was lost, nowhere. Opening the snapshotter repairs both before anything is
+//!   served (`repair_lost_renames`): the rename is redone, or the empty directories that
+//!   Prepare made are made again (nothing can have been written into a directory whose
+//!   creation was lost, since later writes are journaled after it).
 //! * Commit: walk the upper dir once (usage), then one transaction renames the key; no
 //!   directory moves.
 //! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/` and
@@ -140,6 +146,7 @@ impl Snapshotter {
             crash_point: cfg.crash_point,
             crash_hits: AtomicU64::new(0),
         };
+        s.repair_lost_renames()?;
         if cfg.cleanup_on_open {
             s.cleanup()?;
         }
@@ -244,28 +251,12 @@ impl Snapshotter {
             if fs::symlink_metadata(&dir).is_ok() {
                 self.trash_dir(&dir)?;
             }
-            mkdir_mode(&td, 0o700)?;
-            let fs_dir = td.join("fs");
-            mkdir_mode(&fs_dir, 0o755)?;
-            if kind == Kind::Active {
-                mkdir_mode(&td.join("work"), 0o711)?;
-            }
-            // As containerd: the new upper dir belongs to the owner of the parent's root.
-            if let Some(&pid) = r.parent_ids.first() {
-                let m = fs::metadata(self.upper(pid))
-                    .ctx(|| format!("stat parent {} (id {pid})", r.parent))?;
-                std::os::unix::fs::lchown(&fs_dir, Some(m.uid()), Some(m.gid()))
-                    .ctx(|| format!("chown {}", fs_dir.display()))?;
-            }
-            // No fsync of `td` itself: its entries are empty directories, created before the
-            // rename in the same metadata journal, which makes them durable no later than the
-            // rename that the fsync below makes durable.
+            self.build_dir(&td, &r)?;
+            // No fsync of the directories or of the rename: see the module comment (a power
+            // loss is repaired at open).
             self.crash("prepare.before_rename");
             fs::rename(&td, &dir)
                 .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
-            // The destination's fsync makes the rename durable; the source side of a rename is
-            // the same journaled operation, so `tmp/` needs none of its own.
-            fsync_dir(&self.snapshots)?;
             self.crash("prepare.before_commit");
             Ok(())
         })();
@@ -283,6 +274,65 @@ impl Snapshotter {
             }
         }
         Ok(self.mounts_of(&r))
+    }
+
+    /// The empty directories of a new snapshot, at `td`.
+    fn build_dir(&self, td: &Path, r: &Record) -> Result<()> {
+        mkdir_mode(td, 0o700)?;
+        let fs_dir = td.join("fs");
+        mkdir_mode(&fs_dir, 0o755)?;
+        if r.kind == Kind::Active {
+            mkdir_mode(&td.join("work"), 0o711)?;
+        }
+        // As containerd: the new upper dir belongs to the owner of the parent's root.
+        if let Some(&pid) = r.parent_ids.first() {
+            let m = fs::metadata(self.upper(pid))
+                .ctx(|| format!("stat parent {} (id {pid})", r.parent))?;
+            std::os::unix::fs::lchown(&fs_dir, Some(m.uid()), Some(m.gid()))
+                .ctx(|| format!("chown {}", fs_dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// After a power loss: a recorded snapshot whose Prepare rename (or mkdir) did not reach
+    /// the disk gets its directory back. Runs at open, before cleanup would trash `tmp/`.
+    fn repair_lost_renames(&self) -> Result<()> {
+        let all = self.store.all()?;
+        let mut repaired = false;
+        for (key, r) in &all {
+            let dir = self.dir(r.id);
+            if fs::symlink_metadata(&dir).is_ok() {
+                continue;
+            }
+            let td = self.tmp.join(format!("new-{}", r.id));
+            if td.is_dir() {
+                log::warn!(
+                    "{key:?} (id {}): redoing the rename of {} lost in a crash",
+                    r.id,
+                    td.display()
+                );
+                fs::rename(&td, &dir)
+                    .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            } else if r.kind == Kind::Committed {
+                // Committed content cannot be made up; check() reports it.
+                log::error!("{key:?} (id {}): committed snapshot has no directory", r.id);
+                continue;
+            } else {
+                log::warn!(
+                    "{key:?} (id {}): directory lost in a crash, made again (empty)",
+                    r.id
+                );
+                remove_any(&td).ctx(|| format!("remove {}", td.display()))?;
+                self.build_dir(&td, r)?;
+                fs::rename(&td, &dir)
+                    .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            }
+            repaired = true;
+        }
+        if repaired {
+            fsync_dir(&self.snapshots)?;
+        }
+        Ok(())
     }
 
     pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
