@@ -12,6 +12,7 @@ use crate::{
     cgroup::ContainerCgroup,
     error::{Error, Result},
     process::Process,
+    task::KillsInFlight,
 };
 
 pub struct Container {
@@ -23,6 +24,8 @@ pub struct Container {
     pub own_pid_namespace: bool,
     /// The shim mounted the rootfs containerd sent, so it must unmount it.
     pub rootfs_mounted: bool,
+    /// Kill calls on init not yet answered (init's exit is reported after them).
+    pub kills: KillsInFlight,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     cgroup: Mutex<Option<Arc<ContainerCgroup>>>,
 }
@@ -41,6 +44,7 @@ impl Container {
             init: Arc::new(init),
             own_pid_namespace,
             rootfs_mounted,
+            kills: KillsInFlight::default(),
             execs: Mutex::new(HashMap::new()),
             cgroup: Mutex::new(None),
         }

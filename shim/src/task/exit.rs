@@ -1,12 +1,17 @@
 //! What happens when a container's process exits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use containerd_shim_protos::events::task::{TaskExit, TaskOOM};
 use log::warn;
 use tokio::sync::oneshot;
 
 use crate::{container::Container, events::timestamp, pod::Pod, process::Process, reaper::Exit};
+
+/// How long init's exit report waits for a Kill in flight to answer (`runc kill` takes
+/// milliseconds; under load, hundreds).
+const KILL_ANSWER_BOUND: Duration = Duration::from_secs(2);
 
 /// Waits for `process` to exit, lets its last output reach containerd's FIFOs, records the
 /// exit (which releases Wait) and tells containerd.
@@ -31,6 +36,9 @@ pub fn watch_exit(
             }
         }
         process.wait_output_closed().await;
+        if is_init {
+            container.kills.settled(KILL_ANSWER_BOUND).await;
+        }
         process.set_exited(exit);
         if is_init {
             report_missed_oom(&pod, &container);
