@@ -745,6 +745,21 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         }
     }
 
+    /// Restart podshim-sandboxer (SIGTERM, as systemd) with another warm pool size: its idle
+    /// shims go, pods keep running.
+    pub async fn restart_sandboxer_with_pool(&mut self, size: usize) -> Result<()> {
+        self.stop_sandboxer().await?;
+        let cfg = fs::read_to_string(&self.sandboxer_config)?;
+        let old = format!("[pool]\nsize = {}\n", self.opts.sandboxer_pool);
+        anyhow::ensure!(cfg.contains(&old), "no {old:?} in the sandboxer config");
+        fs::write(
+            &self.sandboxer_config,
+            cfg.replace(&old, &format!("[pool]\nsize = {size}\n")),
+        )?;
+        self.opts.sandboxer_pool = size;
+        self.spawn_sandboxer().await
+    }
+
     /// `kill -9` of podshim-sandboxer: pods, their shims and idle pool shims keep running.
     pub fn kill9_sandboxer(&mut self) -> Result<()> {
         let mut c = self

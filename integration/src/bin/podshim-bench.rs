@@ -194,7 +194,7 @@ async fn main() {
         c.shim_dir.display()
     ));
     let mut r = Results::default();
-    run_all(&c, &args, &mut r).await;
+    run_all(&mut c, &args, &mut r).await;
     if !r.errors.is_empty() {
         eprintln!("--- containerd errors ---\n{}", c.log_errors(20));
         eprintln!("--- full containerd log: {} ---", c.save_log().display());
@@ -218,7 +218,7 @@ async fn main() {
     }
 }
 
-async fn run_all(c: &Containerd, a: &Args, r: &mut Results) {
+async fn run_all(c: &mut Containerd, a: &Args, r: &mut Results) {
     macro_rules! phase {
         ($name:expr, $f:expr) => {{
             progress(&format!("phase: {}", $name));
@@ -233,6 +233,16 @@ async fn run_all(c: &Containerd, a: &Args, r: &mut Results) {
     phase!("pod start (parallel)", pod_start_parallel(c, a, r));
     phase!("container lifecycle", lifecycle(c, a, r));
     phase!("exec", exec_leak(c, a, r));
+    // Idle pool shims map the same shim binary as the pods measured and would take a share of
+    // its pages off every podshim pod's PSS: memory is measured with no pool (its cost is one
+    // idle shim each, see shim-only RSS).
+    if a.handlers.iter().any(|h| h == HANDLER_SANDBOXER) && a.pool > 0 {
+        progress("podshim-sandboxer: restarting without its warm pool for the memory phases");
+        if let Err(e) = c.restart_sandboxer_with_pool(0).await {
+            r.errors
+                .push(format!("restarting podshim-sandboxer without pool: {e:#}"));
+        }
+    }
     phase!("memory per pod", memory_per_pod(c, a, r));
     phase!("memory node total", memory_node(c, a, r));
     phase!("logs", logs_throughput(c, a, r));
@@ -751,6 +761,9 @@ async fn memory_node(c: &Containerd, a: &Args, r: &mut Results) -> Result<()> {
             if h == HANDLER_SANDBOXER {
                 all.extend(sandboxer_overhead(c));
             }
+            // An adopted pool shim is both the pod's shim and still named as a pool shim.
+            all.sort_unstable();
+            all.dedup();
             let (rss, pss) = mem_kb(&all);
             r.rec(
                 "memory",
@@ -1037,7 +1050,7 @@ fn print_table(a: &Args, r: &Results, c: &Containerd, elapsed: Duration) {
         None => println!("Snapshotter figures: not measured (the snapshotter phase failed, see above)."),
     }
     println!("Pod overhead = the pod's shim process(es), their helpers and the sandbox process (pause container, or podshim's namespace holder for pause-less pods); application containers excluded.");
-    println!("Node totals of podshim-sandboxer include its daemon and its idle warm-pool shims.");
+    println!("Memory figures are taken with podshim-sandboxer restarted without its warm pool (idle shims would share the shim binary's pages with the pods measured); its node totals include the daemon.");
     println!("Log throughput = bytes appended to the CRI log file per second while `yes <line>` writes as fast as it can.");
     if !r.errors.is_empty() {
         println!();
