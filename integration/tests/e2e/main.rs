@@ -44,6 +44,8 @@ where
 /// `e2e!(module::case, opts_fn)` with an `fn(Options) -> Options`;
 /// `e2e!(classic module::case)` → only `runc` and `podshim` (`ctr` cases, which involve no CRI
 /// sandbox);
+/// `e2e!(podshim_handlers module::case)` → every podshim handler, not `runc` (what containerd's
+/// runc shim does not reliably do);
 /// `e2e!(except_pauseless module::case)` → all but `podshim_pauseless` (what containerd's `shim`
 /// sandboxer cannot do);
 /// `e2e!(podshim_only module::case[, opts_fn])` → only `case::podshim` (requirements that
@@ -83,6 +85,13 @@ macro_rules! e2e {
             e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
         }
     };
+    (podshim_handlers $m:ident :: $case:ident) => {
+        mod $case {
+            e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
+            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, |o| o);
+            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, |o| o);
+        }
+    };
     (except_pauseless $m:ident :: $case:ident) => {
         mod $case {
             e2e!(@one runc HANDLER_RUNC $m::$case, |o| o);
@@ -110,6 +119,7 @@ e2e!(lifecycle::stats);
 e2e!(lifecycle::stop_container);
 e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);
+e2e!(podshim_handlers lifecycle::oom_killed_at_once);
 e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
