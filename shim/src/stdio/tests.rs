@@ -62,8 +62,15 @@ async fn join<T: Send + 'static>(h: thread::JoinHandle<T>) -> T {
         .unwrap()
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// This process's fds that refer to files under `dir` (the test's FIFOs and spill files).
+/// Counting all of /proc/self/fd would count what tests running in parallel threads open; the
+/// pipes `open` makes are owned fds, closed on every error path by drop.
+fn fds_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -187,7 +194,6 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         stderr: dir.path().join("missing").display().to_string(),
         ..Default::default()
     };
-    let before = open_fds();
     let err = ProcessIo::open(&p, dir.path(), "init", LIMITS)
         .err()
         .unwrap();
@@ -195,7 +201,7 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         matches!(err, Error::NotFound(ref m) if m.contains("missing")),
         "{err}"
     );
-    assert_eq!(open_fds(), before);
+    assert_eq!(fds_under(dir.path()), Vec::<PathBuf>::new());
     let uri = StdioPaths {
         stdout: "binary:///usr/bin/logger".into(),
         ..Default::default()
