@@ -128,6 +128,7 @@ impl Pool {
                 if self.closed.load(Ordering::Acquire) {
                     return self.discard(&shim).await;
                 }
+                info!("pool shim {} (pid {}) ready", shim.id, shim.pid);
                 self.idle().push_back(shim);
                 Ok(())
             }

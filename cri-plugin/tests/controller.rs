@@ -191,6 +191,14 @@ size = {pool}
             .collect()
     }
 
+    /// Pool shims the daemon has reported ready to adopt, from its log.
+    fn pool_shims_ready(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("pool shim podshim-pool-") && l.ends_with(") ready"))
+            .count()
+    }
+
     async fn until(&self, what: &str, f: impl Fn(&Daemon) -> bool) {
         for _ in 0..1500 {
             if f(self) {
@@ -438,7 +446,9 @@ async fn restart_keeps_pods_and_pool() {
     bounded(async {
         let mut d = Daemon::new(1);
         let mut c = d.client().await;
-        d.until("a pool shim", |d| d.pool_shims().len() == 1).await;
+        // Ready, not merely started: a shim still starting is not handed out.
+        d.until("a pool shim ready", |d| d.pool_shims_ready() == 1)
+            .await;
         let pooled = d.pool_shims()[0];
         let id = d.id("restart");
         create(&mut c, &id).await.unwrap();
