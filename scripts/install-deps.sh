@@ -30,6 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$need_update" = 1 ] && apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The shim ships linked against musl (see the Makefile's SHIM_TARGET): Rust's self-contained musl
+# target, from rustup's registry. Without it the Makefile falls back to a static glibc build.
+musl_target="$(uname -m)-unknown-linux-musl"
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$musl_target"; then
+  rustup target add "$musl_target" || echo "install-deps: rustup target add $musl_target failed; the shim will be built against static glibc" >&2
+fi
 # The Debian docker-registry package starts a service on :5000 under systemd; tests start their own.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 containerd --version
