@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod connections;
 pub mod container;
 pub mod error;
 pub mod events;

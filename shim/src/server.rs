@@ -7,23 +7,26 @@ use std::{
     os::unix::net::{UnixListener, UnixStream},
     path::Path,
     sync::Arc,
+    time::Duration,
 };
 
 use containerd_shim::{Flags, Shim};
 use containerd_shim_protos::{
-    sandbox_async::create_sandbox,
-    shim_async::create_task,
-    ttrpc::r#async::{transport::Listener, Server},
+    sandbox_async::create_sandbox, shim_async::create_task, ttrpc::r#async::Server,
 };
 use log::{info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    connections::OpenConnections,
     error::{Error, Result},
     sandbox::SandboxService,
     service::Service,
     sys,
 };
+
+/// How long a shim with nothing left to serve waits for its callers to close their connections.
+const CALLERS_HANG_UP: Duration = Duration::from_secs(2);
 
 pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let socket = flags
@@ -54,7 +57,10 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let mut service = Service::new(runtime_id, &flags, &mut config).await;
     let task = service.task_service(ttrpc_address);
     let sandbox = SandboxService::new(task.pod());
-    let listener = Listener::try_from(listener).map_err(Error::io("ttrpc listener"))?;
+    let connections = OpenConnections::default();
+    let listener = connections
+        .listener(listener)
+        .map_err(Error::io("ttrpc listener"))?;
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(create_task(Arc::new(task)))
@@ -68,6 +74,14 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
 
     service.wait().await;
     info!("podshim shutting down");
+    // Answers first, then the close: see connections.rs.
+    server.stop_listen().await;
+    if !connections.all_closed(CALLERS_HANG_UP).await {
+        info!(
+            "{} connection(s) still open after {CALLERS_HANG_UP:?}; closing them",
+            connections.count()
+        );
+    }
     if let Err(e) = server.shutdown().await {
         warn!("ttrpc shutdown: {e}");
     }
