@@ -470,10 +470,12 @@ impl Sandboxes {
         let record = entry.record();
         let id = record.sandbox_id.as_str();
         let shim = &record.shim;
-        let clean = match self
+        let answered = self
             .call(entry, |s| async move { s.shutdown(id).await })
-            .await
-        {
+            .await;
+        // The shim leaves once its callers have hung up: this one too.
+        entry.forget_connection();
+        let clean = match answered {
             Ok(()) => launch::wait_gone(shim, SHUTDOWN_WAIT).await,
             Err(e) => {
                 if !e.is_unreachable() {
@@ -482,7 +484,6 @@ impl Sandboxes {
                 false
             }
         };
-        entry.forget_connection();
         if !clean {
             if launch::is_running(shim) {
                 launch::kill(shim);
