@@ -11,3 +11,17 @@ pub fn sigkill_self() -> ! {
     // Not reached; keep the type system satisfied if the signal were somehow delayed.
     std::process::abort()
 }
+
+/// Puts the calling thread in the SCHED_IDLE class: it runs only when no other thread of the
+/// node wants the CPU.
+pub fn make_current_thread_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) with pid 0 (the calling thread) and a fully initialised
+    // sched_param that the kernel only reads during the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -8,7 +8,8 @@
 //!   `Usage` answers from a per-snapshot cache in O(1) and, if the entry is older than the
 //!   refresh interval, queues one background walk on a single worker thread (deduplicated per
 //!   snapshot). Cost: at most one walk of each active upper directory per refresh interval,
-//!   serialized on one thread, instead of one walk per snapshot per containerd poll (every 10 s).
+//!   serialized on one thread in the SCHED_IDLE class, instead of one walk per snapshot per
+//!   containerd poll (every 10 s).
 //!   Staleness: at most refresh interval + one walk. The first query after a (re)start walks
 //!   synchronously; an interval of zero walks on every query (the built-in behaviour).
 
@@ -93,6 +94,11 @@ impl UsageTracker {
         std::thread::Builder::new()
             .name("usage-walker".into())
             .spawn(move || {
+                // A refresh may wait; Usage, Prepare and the node's pods may not (a walk of a
+                // large upper dir is hundreds of ms of CPU).
+                if let Err(e) = crate::sys::make_current_thread_idle() {
+                    log::warn!("usage walker keeps normal priority: {e}");
+                }
                 for (id, path) in rx {
                     let res = disk_usage(&path);
                     w.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -175,6 +181,39 @@ impl UsageTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scheduling policies of this process's threads named `name`, from /proc (field 41 of
+    /// `stat`; 5 is SCHED_IDLE).
+    fn policies_of(name: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for t in fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised comm start at field 3.
+            let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+            if let Some(p) = rest.split_whitespace().nth(41 - 3) {
+                out.push(p.parse().unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_walker_only_takes_idle_cpu() {
+        let _t = UsageTracker::new(Duration::from_secs(1));
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen = policies_of("usage-walker");
+            if seen.contains(&(libc::SCHED_IDLE as u32)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("usage-walker threads with policies {seen:?}, none SCHED_IDLE");
+    }
 
     #[test]
     fn du_counts_hardlinks_once_and_root() {
