@@ -168,9 +168,14 @@ pub async fn no_pause(c: &mut Containerd) -> Result<()> {
         !c.cri.image_present(images::PAUSE_IMAGE).await?,
         "the pause image is in containerd's image store"
     );
+    // Only this containerd's pods: other cases run classic pods (with pause) at the same time.
+    let ours = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|cg| cg.contains(&c.cgroup_root))
+    };
     let pauses: Vec<_> = sys::processes()
         .into_iter()
-        .filter(|p| p.cmdline.first().is_some_and(|a| a.ends_with("pause")))
+        .filter(|p| p.cmdline.first().is_some_and(|a| a.ends_with("pause")) && ours(p.pid))
         .map(|p| (p.pid, p.cmdline_str()))
         .collect();
     ensure!(pauses.is_empty(), "pause processes: {pauses:?}");
