@@ -169,13 +169,11 @@ pub async fn no_pause(c: &mut Containerd) -> Result<()> {
         "the pause image is in containerd's image store"
     );
     // Only this containerd's pods: other cases run classic pods (with pause) at the same time.
-    let ours = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .is_ok_and(|cg| cg.contains(&c.cgroup_root))
-    };
+    let ours = sys::cgroup_pids(&c.cgroup_root);
     let pauses: Vec<_> = sys::processes()
         .into_iter()
-        .filter(|p| p.cmdline.first().is_some_and(|a| a.ends_with("pause")) && ours(p.pid))
+        .filter(|p| ours.contains(&p.pid))
+        .filter(|p| p.cmdline.first().is_some_and(|a| a.ends_with("pause")))
         .map(|p| (p.pid, p.cmdline_str()))
         .collect();
     ensure!(pauses.is_empty(), "pause processes: {pauses:?}");
