@@ -14,8 +14,10 @@ E2E_FILTER  ?=
 # dlopen, every CPU variant of the string functions), and the whole text of the binary is resident in
 # every pod's shim. Falls back to static glibc where rustup has no musl target installed.
 ARCH        := $(shell uname -m)
-SHIM_TARGET ?= $(shell rustup target list --installed 2>/dev/null | grep -qx '$(ARCH)-unknown-linux-musl' \
+ifndef SHIM_TARGET
+SHIM_TARGET := $(shell rustup target list --installed 2>/dev/null | grep -qx '$(ARCH)-unknown-linux-musl' \
                  && echo $(ARCH)-unknown-linux-musl || echo $(ARCH)-unknown-linux-gnu)
+endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
