@@ -29,7 +29,7 @@ all: build
 build: shim-release
 	$(CARGO) build --release --workspace --exclude podshim-shim --bins
 
-## shim-release: containerd-shim-podshim-v1 as it ships (one per pod: size is memory)
+## shim-release: containerd-shim-podshim-v1 and podshim-holder as they ship (one per pod: size is memory)
 shim-release:
 	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim --target $(SHIM_TARGET)
 
@@ -91,7 +91,7 @@ bench: shim-release
 ## bench-smoke: for CI, checks only that the benchmark runs and prints its table (--quick, 2 pods,
 ## debug shim and snapshotter, 1k files for Usage: its figures mean nothing)
 bench-smoke:
-	$(CARGO) build -p podshim-shim --bin containerd-shim-podshim-v1
+	$(CARGO) build -p podshim-shim --bins
 	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter
 	$(CARGO) build -p podshim-sandboxer --bin podshim-sandboxer
 	$(CARGO) build -p podshim-integration --bin podshim-bench

@@ -4,7 +4,10 @@
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::{DnsConfig, NamespaceMode, PodSandboxConfig};
-use podshim_integration::{images, is_pauseless, sh, sys, Containerd};
+use podshim_integration::{
+    containerd::{shim_bin_dir, HOLDER_BIN},
+    images, is_pauseless, sh, sys, Containerd,
+};
 
 async fn exec_out(c: &Containerd, id: &str, cmd: &[&str]) -> Result<String> {
     let r = c.cri.exec_sync(id, cmd, 10).await?;
@@ -178,6 +181,14 @@ pub async fn no_pause(c: &mut Containerd) -> Result<()> {
         .collect();
     ensure!(pauses.is_empty(), "pause processes: {pauses:?}");
     let holder = c.sandbox_pid(&pod)?;
+    let holder_exe = std::fs::read_link(format!("/proc/{holder}/exe"))?;
+    let installed = shim_bin_dir(c.opts.shim_bin_dir.as_deref()).join(HOLDER_BIN);
+    ensure!(
+        holder_exe == installed,
+        "the namespace holder runs {}, not {}",
+        holder_exe.display(),
+        installed.display()
+    );
     let shim_of_app = crate::util::ppid(pod.container_init_pid(&id)?)?;
     ensure!(
         crate::util::ppid(holder)? == shim_of_app,

@@ -2,10 +2,10 @@
 //!
 //! CRI builds every container's spec from `/proc/<sandbox pid>/ns/{net,ipc,uts[,pid]}`, so the
 //! pid StartSandbox returns must be a live process sitting in the pod's network namespace and
-//! holding its IPC and UTS (and, for shareProcessNamespace, PID) namespaces. The shim re-executes
-//! its own binary for it: a static binary whose pages are already in memory, no image, no OCI
-//! runtime call. The holder sets the pod's hostname and sysctls inside those namespaces, then
-//! sleeps in `sigwait`, reaping orphans when it is the pod's PID 1.
+//! holding its IPC and UTS (and, for shareProcessNamespace, PID) namespaces. The shim starts
+//! `podshim-holder`, a small static binary installed next to it (or re-executes itself where that
+//! is missing): no image, no OCI runtime call. The holder sets the pod's hostname and sysctls
+//! inside those namespaces, then sleeps in `sigwait`, reaping orphans when it is the pod's PID 1.
 
 use std::{
     ffi::OsString,
@@ -35,10 +35,11 @@ use crate::{
     sys,
 };
 
-/// First argument of the shim binary when it runs as a holder (see main.rs).
+/// First argument of a holder process, whichever binary runs it (see main.rs); with the sandbox
+/// id after it, it tells a holder from a process that reused its pid.
 pub const HOLDER_ARG: &str = "-podshim-sandbox-holder";
-/// What `ps` shows for a holder.
-const HOLDER_ARG0: &str = "podshim-holder";
+/// The holder binary's file name, beside the shim's; also what `ps` shows for a holder.
+pub const HOLDER_BIN: &str = "podshim-holder";
 
 /// The namespaces and settings a holder applies before it sleeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,8 +215,8 @@ pub struct Holder {
 impl Holder {
     /// Starts a holder for `spec`; returns when it sits in the pod's namespaces.
     pub async fn spawn(spec: &HolderSpec) -> Result<Holder> {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0(HOLDER_ARG0)
+        let mut cmd = Command::new(holder_program(std::env::current_exe().ok()));
+        cmd.arg0(HOLDER_BIN)
             .args(spec.to_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -282,6 +283,22 @@ impl Holder {
     }
 }
 
+/// `podshim-holder` beside the shim's binary; else the shim itself, whose main turns into a
+/// holder on HOLDER_ARG: a pod still starts, at ~600 kB more resident memory.
+fn holder_program(shim_exe: Option<PathBuf>) -> PathBuf {
+    // A shim whose binary was replaced on disk reads "<path> (deleted)"; the directory holds.
+    if let Some(lean) = shim_exe.map(|exe| exe.with_file_name(HOLDER_BIN)) {
+        if lean.is_file() {
+            return lean;
+        }
+        warn!(
+            "{} not found: the sandbox holder runs the shim's own binary",
+            lean.display()
+        );
+    }
+    PathBuf::from("/proc/self/exe")
+}
+
 async fn read_all(fd: Option<OwnedFd>) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     if let Some(fd) = fd {
@@ -332,6 +349,19 @@ mod tests {
         args.push("--bogus".into());
         assert!(HolderSpec::from_args(&args).is_err());
         assert!(HolderSpec::from_args(&[OsString::from("x")]).is_err());
+    }
+
+    #[test]
+    fn holder_program_is_beside_the_shim_if_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = dir.path().join("containerd-shim-podshim-v1");
+        let fallback = PathBuf::from("/proc/self/exe");
+        assert_eq!(holder_program(Some(shim.clone())), fallback);
+        assert_eq!(holder_program(None), fallback);
+        std::fs::write(dir.path().join(HOLDER_BIN), b"").unwrap();
+        assert_eq!(holder_program(Some(shim)), dir.path().join(HOLDER_BIN));
+        let replaced = dir.path().join("containerd-shim-podshim-v1 (deleted)");
+        assert_eq!(holder_program(Some(replaced)), dir.path().join(HOLDER_BIN));
     }
 
     #[test]
