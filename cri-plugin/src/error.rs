@@ -22,7 +22,7 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     /// The pod's shim answered with an error, or the connection to it broke mid-request.
-    #[error("{op} of sandbox {sandbox}: {source}")]
+    #[error("{op} of sandbox {sandbox}: {}", shim_says(source))]
     Shim {
         op: &'static str,
         sandbox: String,
@@ -47,6 +47,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// What the shim said, for people: a status's message (its code is carried as ours, see
+/// `Error::code`), not ttrpc's Debug form of the whole status.
+fn shim_says(e: &ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -106,3 +115,23 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shim_status_reads_as_its_message_and_keeps_its_code() {
+        let status = ttrpc::get_status(ttrpc::Code::FAILED_PRECONDITION, "sandbox holder failed");
+        let e = Error::Shim {
+            op: "StartSandbox",
+            sandbox: "pod1".into(),
+            source: ttrpc::Error::RpcStatus(status),
+        };
+        assert_eq!(
+            e.to_string(),
+            "StartSandbox of sandbox pod1: sandbox holder failed"
+        );
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    }
+}
