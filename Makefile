@@ -27,11 +27,11 @@ all: build
 
 ## build: release binaries of the whole workspace, and the static shim in $(SHIM_DIR)
 build: shim-release
-	$(CARGO) build --release --workspace --exclude podshim-shim --bins
+	$(CARGO) build --release --workspace --exclude podshim-shim --exclude podshim-holder --bins
 
 ## shim-release: containerd-shim-podshim-v1 and podshim-holder as they ship (one per pod: size is memory)
 shim-release:
-	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim --target $(SHIM_TARGET)
+	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder --target $(SHIM_TARGET)
 
 ## test: unit tests of every crate, then the end-to-end suite (runc reference and podshim);
 ## both always run, the target fails if either failed
@@ -91,7 +91,7 @@ bench: shim-release
 ## bench-smoke: for CI, checks only that the benchmark runs and prints its table (--quick, 2 pods,
 ## debug shim and snapshotter, 1k files for Usage: its figures mean nothing)
 bench-smoke:
-	$(CARGO) build -p podshim-shim --bins
+	$(CARGO) build -p podshim-shim -p podshim-holder --bins
 	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter
 	$(CARGO) build -p podshim-sandboxer --bin podshim-sandboxer
 	$(CARGO) build -p podshim-integration --bin podshim-bench

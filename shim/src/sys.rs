@@ -76,31 +76,3 @@ pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
     }
     Ok((ws.ws_col, ws.ws_row))
 }
-
-/// fork(2) for the sandbox holder, which runs before any runtime or second thread exists.
-pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
-    // SAFETY: called only from the holder's `main` path (holder.rs), before an async runtime or
-    // any other thread is started, so the child inherits no lock held by a vanished thread.
-    unsafe { nix::unistd::fork() }
-}
-
-/// Closes every descriptor above stderr that the holder inherited from its shim: a listening
-/// socket or a pipe kept open by the holder would outlive the shim and keep its peers waiting.
-pub fn close_inherited_fds() {
-    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(rd) => rd
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .filter(|&fd| fd > 2)
-            .collect(),
-        Err(_) => return,
-    };
-    for fd in fds {
-        // SAFETY: called first thing in the holder process (holder.rs), before anything in it
-        // has opened or wrapped a descriptor, so no owner will use or close these again; the
-        // read_dir descriptor is already closed (EBADF is ignored).
-        unsafe {
-            libc::close(fd);
-        }
-    }
-}

@@ -134,6 +134,7 @@ e2e!(streaming::attach_stream);
 e2e!(streaming::port_forward);
 e2e!(sandbox::pod_environment);
 e2e!(sandbox::share_process_namespace);
+e2e!(sandbox::unknown_sysctl);
 // containerd < 2.3 dereferences a nil spec for a hostNetwork pod with `sandboxer = "shim"` and
 // panics in its own bundle code (containerd#12983, fixed by b32cecd31 in 2.3.0): not run against
 // podshim-pauseless on 2.1.9. podshim-sandboxer makes its own bundles and is not affected.

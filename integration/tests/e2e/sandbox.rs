@@ -162,6 +162,40 @@ fn nix_hostname() -> String {
         .to_string()
 }
 
+/// A sysctl the kernel does not have fails RunPodSandbox with an error naming it, and the failed
+/// pod leaves nothing behind (for pause-less pods: the namespace holder reports it).
+pub async fn unknown_sysctl(c: &mut Containerd) -> Result<()> {
+    const NAME: &str = "net.ipv4.podshim_no_such_sysctl";
+    let mut cfg = c.pod_config("badsysctl");
+    cfg.linux.get_or_insert_with(Default::default).sysctls =
+        [(NAME.to_string(), "1".to_string())].into();
+    let err = match c.run_pod_with(cfg).await {
+        Ok(pod) => anyhow::bail!("RunPodSandbox with sysctl {NAME} succeeded: {}", pod.id),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("podshim_no_such_sysctl"),
+        "the error does not name the sysctl: {err}"
+    );
+    ensure!(
+        c.cri.list_pods().await?.is_empty(),
+        "a failed pod is listed"
+    );
+    // Shims leave asynchronously after containerd's cleanup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = c.leftovers();
+        if left.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "left behind by the failed RunPodSandbox: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A pause-less pod needs no pause image and runs no pause process.
 pub async fn no_pause(c: &mut Containerd) -> Result<()> {
     ensure!(is_pauseless(&c.opts.handler), "not a pause-less handler");

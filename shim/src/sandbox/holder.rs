@@ -1,18 +1,13 @@
-//! The pod's namespace holder: the one process of a pause-less pod that is not a container.
-//!
-//! CRI builds every container's spec from `/proc/<sandbox pid>/ns/{net,ipc,uts[,pid]}`, so the
-//! pid StartSandbox returns must be a live process sitting in the pod's network namespace and
-//! holding its IPC and UTS (and, for shareProcessNamespace, PID) namespaces. The shim starts
-//! `podshim-holder`, a small static binary installed next to it (or re-executes itself where that
-//! is missing): no image, no OCI runtime call. The holder sets the pod's hostname and sysctls
-//! inside those namespaces, then sleeps in `sigwait`, reaping orphans when it is the pod's PID 1.
+//! The shim's side of a pause-less pod's namespace holder (the holder itself is the
+//! `podshim-holder` crate): the arguments it gets, starting it, its exit, killing it.
 
 use std::{
-    ffi::OsString,
-    fs::File,
-    io::Write,
-    os::{fd::OwnedFd, unix::process::CommandExt},
-    path::{Path, PathBuf},
+    ffi::{CString, OsString},
+    os::{
+        fd::OwnedFd,
+        unix::{ffi::OsStrExt, process::CommandExt},
+    },
+    path::PathBuf,
     process::{Command, Stdio},
     time::SystemTime,
 };
@@ -20,24 +15,20 @@ use std::{
 use log::warn;
 use nix::{
     errno::Errno,
-    sched::{setns, unshare, CloneFlags},
-    sys::{
-        signal::{kill, SigSet, Signal},
-        wait::{waitpid, WaitPidFlag, WaitStatus},
-    },
-    unistd::{dup2_stderr, dup2_stdin, dup2_stdout, sethostname, ForkResult, Pid},
+    sys::signal::{kill, Signal},
+    unistd::Pid,
 };
+use podshim_holder::args as holder_args;
 use tokio::{io::AsyncReadExt, net::unix::pipe, sync::watch};
 
 use crate::{
     error::{Error, Result},
     reaper::{reaper, Exit},
-    sys,
 };
 
 /// First argument of a holder process, whichever binary runs it (see main.rs); with the sandbox
 /// id after it, it tells a holder from a process that reused its pid.
-pub const HOLDER_ARG: &str = "-podshim-sandbox-holder";
+pub const HOLDER_ARG: &str = holder_args::MARKER;
 /// The holder binary's file name, beside the shim's; also what `ps` shows for a holder.
 pub const HOLDER_BIN: &str = "podshim-holder";
 
@@ -58,153 +49,38 @@ impl HolderSpec {
     fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![HOLDER_ARG.into(), self.sandbox_id.clone().into()];
         if let Some(ns) = &self.netns {
-            a.extend(["--netns".into(), ns.clone().into_os_string()]);
+            a.extend([holder_args::NETNS.into(), ns.clone().into_os_string()]);
         }
         for (flag, on) in [
-            ("--ipc", self.new_ipc),
-            ("--uts", self.new_uts),
-            ("--pid", self.new_pid),
+            (holder_args::IPC, self.new_ipc),
+            (holder_args::UTS, self.new_uts),
+            (holder_args::PID, self.new_pid),
         ] {
             if on {
                 a.push(flag.into());
             }
         }
         if !self.hostname.is_empty() {
-            a.extend(["--hostname".into(), self.hostname.clone().into()]);
+            a.extend([holder_args::HOSTNAME.into(), self.hostname.clone().into()]);
         }
         for (k, v) in &self.sysctls {
-            a.extend(["--sysctl".into(), format!("{k}={v}").into()]);
+            a.extend([holder_args::SYSCTL.into(), format!("{k}={v}").into()]);
         }
         a
     }
-
-    /// Parses what `to_args` wrote (after the program name).
-    pub fn from_args(args: &[OsString]) -> Result<Self> {
-        let bad = |m: &str| Error::InvalidArgument(format!("holder arguments: {m}"));
-        let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-        if it.next().as_deref() != Some(HOLDER_ARG) {
-            return Err(bad("missing marker"));
-        }
-        let mut spec = HolderSpec {
-            sandbox_id: it.next().ok_or_else(|| bad("missing sandbox id"))?,
-            ..Default::default()
-        };
-        while let Some(a) = it.next() {
-            let mut value = || it.next().ok_or_else(|| bad(&format!("{a} needs a value")));
-            match a.as_str() {
-                "--netns" => spec.netns = Some(PathBuf::from(value()?)),
-                "--ipc" => spec.new_ipc = true,
-                "--uts" => spec.new_uts = true,
-                "--pid" => spec.new_pid = true,
-                "--hostname" => spec.hostname = value()?,
-                "--sysctl" => {
-                    let kv = value()?;
-                    let (k, v) = kv
-                        .split_once('=')
-                        .ok_or_else(|| bad("sysctl without '='"))?;
-                    spec.sysctls.push((k.to_string(), v.to_string()));
-                }
-                other => return Err(bad(&format!("unknown argument {other}"))),
-            }
-        }
-        Ok(spec)
-    }
 }
 
-/// The file under /proc/sys that a sysctl name names (runc's rule: dots become slashes).
-pub fn sysctl_path(name: &str) -> Result<PathBuf> {
-    let rel = name.replace('.', "/");
-    let ok = !rel.split('/').any(|seg| seg.is_empty() || seg == "..");
-    if !ok {
-        return Err(Error::InvalidArgument(format!(
-            "invalid sysctl name {name:?}"
-        )));
-    }
-    Ok(Path::new("/proc/sys").join(rel))
-}
-
-// ---------------------------------------------------------------------------------------------
-// The holder process (runs before any async runtime or thread exists).
-
-/// Entry point of `containerd-shim-podshim-v1 -podshim-sandbox-holder …`; never returns.
+/// Entry point of `containerd-shim-podshim-v1 -podshim-sandbox-holder …` (a shim run without
+/// `podshim-holder` beside it); must be called before any thread exists. Never returns.
 pub fn holder_main(args: &[OsString]) -> ! {
-    sys::close_inherited_fds();
-    match HolderSpec::from_args(args).and_then(|spec| hold(&spec)) {
-        Ok(never) => match never {},
-        Err(e) => {
-            // The shim reads this from our stderr and names it in CreateSandbox's error.
-            eprintln!("{e}");
-            std::process::exit(1)
-        }
-    }
+    // Arguments come from the C runtime's NUL-terminated argv: none holds a NUL.
+    let owned: Vec<CString> = args
+        .iter()
+        .filter_map(|a| CString::new(a.as_bytes()).ok())
+        .collect();
+    let args: Vec<&std::ffi::CStr> = owned.iter().map(CString::as_c_str).collect();
+    podshim_holder::hold(&args)
 }
-
-fn hold(spec: &HolderSpec) -> Result<std::convert::Infallible> {
-    if let Some(path) = &spec.netns {
-        let ns = File::open(path).map_err(Error::io(format!("open netns {}", path.display())))?;
-        setns(ns, CloneFlags::CLONE_NEWNET)
-            .map_err(Error::sys(format!("join netns {}", path.display())))?;
-    }
-    let mut flags = CloneFlags::empty();
-    flags.set(CloneFlags::CLONE_NEWIPC, spec.new_ipc);
-    flags.set(CloneFlags::CLONE_NEWUTS, spec.new_uts);
-    flags.set(CloneFlags::CLONE_NEWPID, spec.new_pid);
-    unshare(flags).map_err(Error::sys("unshare the pod's namespaces"))?;
-    if spec.new_uts && !spec.hostname.is_empty() {
-        sethostname(&spec.hostname).map_err(Error::sys("set the pod's hostname"))?;
-    }
-    // net.* and IPC sysctls are per namespace: /proc/sys resolves them for the writer's.
-    for (name, value) in &spec.sysctls {
-        let path = sysctl_path(name)?;
-        std::fs::write(&path, value).map_err(Error::io(format!("sysctl {name}={value}")))?;
-    }
-    // Blocked before the fork so that no signal is lost between fork and sigwait.
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD] {
-        signals.add(s);
-    }
-    signals
-        .thread_block()
-        .map_err(Error::sys("block signals"))?;
-    // The fork puts the holder into the new PID namespace (unshare moves only children there)
-    // and lets the parent report its pid and exit, which re-parents it to the shim.
-    match sys::fork_single_threaded().map_err(Error::sys("fork"))? {
-        ForkResult::Parent { child } => {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{child}");
-            let _ = out.flush();
-            std::process::exit(0)
-        }
-        ForkResult::Child => {}
-    }
-    // Let go of the shim's pipes so that it sees EOF once the parent has reported.
-    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        let _ = dup2_stdin(&null);
-        let _ = dup2_stdout(&null);
-        let _ = dup2_stderr(&null);
-    }
-    loop {
-        match signals.wait() {
-            Ok(Signal::SIGCHLD) => reap_orphans(),
-            Ok(_) => std::process::exit(0),
-            Err(_) => continue,
-        }
-    }
-}
-
-/// As the pod's PID 1 (shareProcessNamespace), orphans of every container end up here.
-fn reap_orphans() {
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The shim's side.
 
 /// A running holder and its exit, once the reaper has seen it.
 pub struct Holder {
@@ -333,8 +209,9 @@ pub fn kill_orphan(pid: u32, sandbox_id: &str) {
 mod tests {
     use super::*;
 
+    /// The holder reads what the shim writes: one protocol, one parser (podshim-holder's).
     #[test]
-    fn args_round_trip() {
+    fn the_holder_parses_the_shims_arguments() {
         let spec = HolderSpec {
             sandbox_id: "pod1".into(),
             netns: Some("/var/run/netns/cni-1".into()),
@@ -342,13 +219,32 @@ mod tests {
             new_uts: true,
             new_pid: false,
             hostname: "web-0".into(),
-            sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            sysctls: vec![
+                ("net.ipv4.ip_forward".into(), "1".into()),
+                ("kernel.shm_rmid_forced".into(), "0".into()),
+            ],
         };
-        let mut args = spec.to_args();
-        assert_eq!(HolderSpec::from_args(&args).unwrap(), spec);
-        args.push("--bogus".into());
-        assert!(HolderSpec::from_args(&args).is_err());
-        assert!(HolderSpec::from_args(&[OsString::from("x")]).is_err());
+        let owned: Vec<CString> = spec
+            .to_args()
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).unwrap())
+            .collect();
+        let args: Vec<&std::ffi::CStr> = owned.iter().map(CString::as_c_str).collect();
+        let parsed = holder_args::Spec::parse(&args).unwrap();
+        assert_eq!(parsed.sandbox_id.to_bytes(), b"pod1");
+        assert_eq!(parsed.netns.unwrap().to_bytes(), b"/var/run/netns/cni-1");
+        assert!(parsed.new_ipc && parsed.new_uts && !parsed.new_pid);
+        assert_eq!(parsed.hostname.unwrap().to_bytes(), b"web-0");
+        let sysctls: Vec<(String, String)> = parsed
+            .sysctls()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(sysctls, spec.sysctls);
     }
 
     #[test]
@@ -362,16 +258,5 @@ mod tests {
         assert_eq!(holder_program(Some(shim)), dir.path().join(HOLDER_BIN));
         let replaced = dir.path().join("containerd-shim-podshim-v1 (deleted)");
         assert_eq!(holder_program(Some(replaced)), dir.path().join(HOLDER_BIN));
-    }
-
-    #[test]
-    fn sysctl_names_stay_under_proc_sys() {
-        assert_eq!(
-            sysctl_path("net.ipv4.ip_unprivileged_port_start").unwrap(),
-            Path::new("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        );
-        for bad in ["", "..", "net...x", "/etc/passwd", "net./..", "a..b"] {
-            assert!(sysctl_path(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }
