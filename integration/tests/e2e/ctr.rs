@@ -254,20 +254,5 @@ pub async fn failing_runtime(c: &mut Containerd) -> Result<()> {
         err.contains("/bin/false"),
         "error does not name the failing runtime binary /bin/false: {err}"
     );
-    ensure!(
-        c.cri.list_pods().await?.is_empty(),
-        "a failed RunPodSandbox left a pod listed"
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = c.leftovers();
-        if left.is_empty() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("after a failed RunPodSandbox, still present: {left:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
+    crate::util::assert_failed_pod_left_nothing(c).await
 }

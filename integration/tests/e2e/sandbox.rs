@@ -177,23 +177,7 @@ pub async fn unknown_sysctl(c: &mut Containerd) -> Result<()> {
         err.contains("podshim_no_such_sysctl"),
         "the error does not name the sysctl: {err}"
     );
-    ensure!(
-        c.cri.list_pods().await?.is_empty(),
-        "a failed pod is listed"
-    );
-    // Shims leave asynchronously after containerd's cleanup.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let left = c.leftovers();
-        if left.is_empty() {
-            return Ok(());
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "left behind by the failed RunPodSandbox: {left:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    crate::util::assert_failed_pod_left_nothing(c).await
 }
 
 /// A pause-less pod needs no pause image and runs no pause process.

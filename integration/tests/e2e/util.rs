@@ -43,3 +43,22 @@ async fn try_http_get(addr: &str, path: &str) -> Result<String> {
 pub fn ppid(pid: i32) -> Result<i32> {
     podshim_integration::sys::ppid(pid).with_context(|| format!("no process {pid}"))
 }
+
+/// After a RunPodSandbox that failed: no pod is listed, and within 10 s (shims leave
+/// asynchronously after containerd's cleanup) nothing of this containerd's is left.
+pub async fn assert_failed_pod_left_nothing(c: &podshim_integration::Containerd) -> Result<()> {
+    if !c.cri.list_pods().await?.is_empty() {
+        bail!("a failed RunPodSandbox left a pod listed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = c.leftovers();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("after a failed RunPodSandbox, still present: {left:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
