@@ -138,9 +138,6 @@ impl Options {
     }
 }
 
-/// A pause-less pod's namespace holder binary, which the shim runs from its own directory.
-pub const HOLDER_BIN: &str = "podshim-holder";
-
 /// Where `containerd-shim-podshim-v1` is looked up.
 pub fn shim_bin_dir(opt: Option<&Path>) -> PathBuf {
     if let Some(p) = opt {
@@ -380,7 +377,7 @@ impl Containerd {
         if is_podshim(&opts.handler) {
             // The shim would run a pause-less pod without its holder binary too, only fatter:
             // tests insist on the pair as it ships.
-            for name in ["containerd-shim-podshim-v1", HOLDER_BIN] {
+            for name in ["containerd-shim-podshim-v1", podshim_holder::BINARY] {
                 let bin = shim_dir.join(name);
                 anyhow::ensure!(
                     bin.exists(),

@@ -98,7 +98,7 @@ pub fn sandbox_holders(pod_id: &str) -> Vec<i32> {
     processes()
         .into_iter()
         .filter(|p| {
-            p.cmdline.get(1).map(String::as_str) == Some("-podshim-sandbox-holder")
+            p.cmdline.get(1).map(String::as_str) == Some(podshim_holder::args::MARKER)
                 && p.cmdline.get(2).map(String::as_str) == Some(pod_id)
         })
         .map(|p| p.pid)

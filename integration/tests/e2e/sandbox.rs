@@ -4,10 +4,7 @@
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::{DnsConfig, NamespaceMode, PodSandboxConfig};
-use podshim_integration::{
-    containerd::{shim_bin_dir, HOLDER_BIN},
-    images, is_pauseless, sh, sys, Containerd,
-};
+use podshim_integration::{containerd::shim_bin_dir, images, is_pauseless, sh, sys, Containerd};
 
 async fn exec_out(c: &Containerd, id: &str, cmd: &[&str]) -> Result<String> {
     let r = c.cri.exec_sync(id, cmd, 10).await?;
@@ -200,7 +197,7 @@ pub async fn no_pause(c: &mut Containerd) -> Result<()> {
     ensure!(pauses.is_empty(), "pause processes: {pauses:?}");
     let holder = c.sandbox_pid(&pod)?;
     let holder_exe = std::fs::read_link(format!("/proc/{holder}/exe"))?;
-    let installed = shim_bin_dir(c.opts.shim_bin_dir.as_deref()).join(HOLDER_BIN);
+    let installed = shim_bin_dir(c.opts.shim_bin_dir.as_deref()).join(podshim_holder::BINARY);
     ensure!(
         holder_exe == installed,
         "the namespace holder runs {}, not {}",

@@ -16,6 +16,9 @@
 pub mod args;
 mod sys;
 
+/// The holder binary's file name; the shim runs it from its own directory.
+pub const BINARY: &str = "podshim-holder";
+
 use core::ffi::{c_int, CStr};
 
 use args::{ArgError, Spec};

@@ -30,7 +30,7 @@ use crate::{
 /// id after it, it tells a holder from a process that reused its pid.
 pub const HOLDER_ARG: &str = holder_args::MARKER;
 /// The holder binary's file name, beside the shim's; also what `ps` shows for a holder.
-pub const HOLDER_BIN: &str = "podshim-holder";
+pub const HOLDER_BIN: &str = podshim_holder::BINARY;
 
 /// The namespaces and settings a holder applies before it sleeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
