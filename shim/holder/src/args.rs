@@ -83,12 +83,22 @@ impl<'a> Spec<'a> {
         Ok(spec)
     }
 
-    /// The `(name, value)` pairs of `--sysctl`, in order; `parse` checked them.
+    /// The `(name, value)` pairs of `--sysctl`, in order; `parse` checked them. Walks flags and
+    /// values as `parse` did, so that a value that reads like `--sysctl` is not taken for one.
     pub fn sysctls(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
-        let args = self.args;
-        args.windows(2)
-            .filter(|w| w[0].to_bytes() == SYSCTL.as_bytes())
-            .filter_map(|w| split_sysctl(w[1]))
+        let mut it = self.args.iter().skip(2);
+        core::iter::from_fn(move || loop {
+            let flag = it.next()?.to_bytes();
+            if [NETNS, HOSTNAME, SYSCTL]
+                .iter()
+                .any(|f| f.as_bytes() == flag)
+            {
+                let value = it.next()?;
+                if flag == SYSCTL.as_bytes() {
+                    return split_sysctl(value);
+                }
+            }
+        })
     }
 }
 
