@@ -17,10 +17,11 @@ pub struct Cri {
     pub img: ImageServiceClient<Channel>,
 }
 
-fn channel(path: PathBuf) -> Result<Channel> {
+/// A gRPC channel to a unix socket, connected on first use; `timeout` bounds each call.
+pub(crate) fn unix_channel(path: PathBuf, timeout: Duration) -> Result<Channel> {
     Ok(Endpoint::try_from("http://[::1]:50051")?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(45))
+        .timeout(timeout)
         .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
@@ -34,7 +35,7 @@ fn st(e: tonic::Status) -> anyhow::Error {
 impl Cri {
     /// A client whose connection is made on first use.
     pub async fn connect(sock: &Path) -> Result<Cri> {
-        let ch = channel(sock.to_path_buf())?;
+        let ch = unix_channel(sock.to_path_buf(), Duration::from_secs(45))?;
         Ok(Cri {
             rt: RuntimeServiceClient::new(ch.clone()),
             img: ImageServiceClient::new(ch),
@@ -43,7 +44,11 @@ impl Cri {
 
     /// A client to nowhere, replaced once containerd is up.
     pub fn placeholder() -> Cri {
-        let ch = channel(PathBuf::from("/nonexistent/podshim-e2e.sock")).expect("static endpoint");
+        let ch = unix_channel(
+            PathBuf::from("/nonexistent/podshim-e2e.sock"),
+            Duration::from_secs(45),
+        )
+        .expect("static endpoint");
         Cri {
             rt: RuntimeServiceClient::new(ch.clone()),
             img: ImageServiceClient::new(ch),

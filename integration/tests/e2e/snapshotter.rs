@@ -14,7 +14,7 @@ use podshim_integration::podsnap::Daemon;
 use podshim_integration::{sh, Containerd, Options, Pod, SnapshotterUse};
 
 /// How long removals may take to reach the snapshotter: containerd's metadata store forgets a
-/// snapshot at once and its garbage collector removes it from the backend shortly after.
+/// snapshot at once and its garbage collector removes it from the backend after.
 const GC_WITHIN: Duration = Duration::from_secs(30);
 
 pub fn pull_opts(mut o: Options) -> Options {
@@ -113,6 +113,13 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// podsnap's snapshots once containerd's garbage collector has run (`collect_garbage` says why
+/// the tests ask for the collection rather than wait for one).
+async fn podsnap_keys_after_gc(c: &Containerd) -> Result<Vec<(String, i32)>> {
+    c.collect_garbage().await?;
+    podsnap_keys(c).await
 }
 
 async fn podsnap_keys(c: &Containerd) -> Result<Vec<(String, i32)>> {
@@ -285,7 +292,7 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
         GC_WITHIN,
         "container snapshots removed from podsnap",
         || async {
-            let keys = podsnap_keys(c).await?;
+            let keys = podsnap_keys_after_gc(c).await?;
             let left = keys
                 .iter()
                 .filter(|k| k.0.ends_with(&id) || k.0.ends_with(&id2))
@@ -302,7 +309,7 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
     // RemoveImage frees the layers (the pause image's stay: the pod still runs).
     c.cri.remove_image(&image_ref).await?;
     eventually(GC_WITHIN, "image layers removed from podsnap", || async {
-        let keys = podsnap_keys(c).await?;
+        let keys = podsnap_keys_after_gc(c).await?;
         let dirs = dirs_holding(c.podsnap()?, "data").len();
         Ok((
             keys == before && dirs == 0,
@@ -318,7 +325,7 @@ async fn remove_pod_and_check(c: &Containerd, pod: &Pod) -> Result<()> {
     c.remove_pod(pod).await?;
     // The pause container's snapshot goes too; only the image layers remain.
     eventually(GC_WITHIN, "no active snapshot left in podsnap", || async {
-        let keys = podsnap_keys(c).await?;
+        let keys = podsnap_keys_after_gc(c).await?;
         let active = keys
             .iter()
             .filter(|k| k.1 != Kind::Committed as i32)
@@ -418,7 +425,7 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
         GC_WITHIN,
         "the writable layer removed from podsnap",
         || async {
-            let keys = podsnap_keys(c).await?;
+            let keys = podsnap_keys_after_gc(c).await?;
             let left = keys.iter().filter(|k| k.0.ends_with(&id)).count();
             let dirs = dirs_holding(c.podsnap()?, "tmp/blob").len();
             Ok((
