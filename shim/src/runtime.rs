@@ -202,6 +202,22 @@ impl RuncCli {
         Ok(())
     }
 
+    /// `list`, outside a serving shim (the `delete` action): every container of this runtime
+    /// root, with its bundle.
+    pub fn list_blocking(&self) -> Result<Vec<ListedContainer>> {
+        let out = self
+            .command(None)
+            .args(["list", "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.fail("list", e.to_string()))?;
+        if !out.status.success() {
+            let status = out.status.code().unwrap_or(1) as u32;
+            return Err(self.fail("list", runtime_message(&out.stderr, status)));
+        }
+        parse_list(&out.stdout).map_err(|e| self.fail("list", e))
+    }
+
     /// `delete --force` outside a serving shim (the `delete` action), where nothing else reaps.
     pub fn force_delete_blocking(&self, id: &str) -> Result<()> {
         let out = self
@@ -217,6 +233,24 @@ impl RuncCli {
             Err(self.fail("delete", runtime_message(&out.stderr, status)))
         }
     }
+}
+
+/// One entry of `runc list --format json`.
+#[derive(Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct ListedContainer {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The spec's annotations as the runtime stored them at create (runc has them; a runtime
+    /// that omits them leaves this empty).
+    #[serde(default)]
+    pub annotations: std::collections::HashMap<String, String>,
+}
+
+/// runc prints `null` for an empty root.
+fn parse_list(stdout: &[u8]) -> std::result::Result<Vec<ListedContainer>, String> {
+    let listed: Option<Vec<ListedContainer>> =
+        serde_json::from_slice(stdout).map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(listed.unwrap_or_default())
 }
 
 fn read_pid(path: &Path) -> Result<u32> {
@@ -397,6 +431,30 @@ impl OciRuntime for RuncCli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_reads_ids_and_bundles() {
+        let out = br#"[{"ociVersion":"1.0.2","id":"c1","pid":42,"status":"running","bundle":"/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1","rootfs":"/x","created":"2026-12-03T07:00:00Z","annotations":{"io.kubernetes.cri.sandbox-id":"p1"},"owner":"root"},
+{"id":"c2","pid":43,"status":"running","bundle":"/b/c2"}]"#;
+        assert_eq!(
+            parse_list(out).unwrap(),
+            [
+                ListedContainer {
+                    id: "c1".into(),
+                    bundle: "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1".into(),
+                    annotations: [("io.kubernetes.cri.sandbox-id".to_string(), "p1".to_string())]
+                        .into(),
+                },
+                ListedContainer {
+                    id: "c2".into(),
+                    bundle: "/b/c2".into(),
+                    annotations: Default::default(),
+                },
+            ]
+        );
+        assert_eq!(parse_list(b"null\n").unwrap(), []);
+        assert!(parse_list(b"runc: oops").is_err());
+    }
 
     #[test]
     fn log_error_picks_last_error_line() {

@@ -2,6 +2,7 @@
 //! serve, and `delete` (clean up after a shim that is gone).
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -27,6 +28,7 @@ use crate::{
     sandbox::{
         files::{PodFiles, Record},
         holder::kill_orphan,
+        remains::delete_pod_containers,
     },
     task::TaskService,
 };
@@ -83,14 +85,34 @@ impl Shim for Service {
             warn!("delete {}: {e}", self.id);
         }
         unmount_all(&bundle.join("rootfs"));
-        // A pause-less pod's shim that died leaves its holder and pod files: the bundle's record
-        // names them.
-        if let Some(record) = Record::load(&bundle) {
-            kill_orphan(record.holder_pid, &record.sandbox_id);
-            if let Ok(files) = PodFiles::new(&record.dirs, &record.sandbox_id) {
-                files.remove();
+        let socket = shim_socket(&bundle);
+        let serving = socket.as_deref().is_some_and(still_serving);
+        if let (Some(socket), false) = (&socket, serving) {
+            // A killed shim could not remove it.
+            if let Err(e) = std::fs::remove_file(socket) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("remove {}: {e}", socket.display());
+                }
             }
-            Record::remove(&bundle);
+        }
+        // A pause-less pod's shim that died leaves its containers, holder and pod files: the
+        // bundle's record names them; a shim that still serves keeps them.
+        match Record::load(&bundle) {
+            Some(record) if serving => {
+                warn!(
+                    "pod {}: its shim still serves; nothing of it deleted",
+                    record.sandbox_id
+                );
+            }
+            Some(record) => {
+                delete_pod_containers(&runtime, &record.sandbox_id);
+                kill_orphan(record.holder_pid, &record.sandbox_id);
+                if let Ok(files) = PodFiles::new(&record.dirs, &record.sandbox_id) {
+                    files.remove();
+                }
+                Record::remove(&bundle);
+            }
+            None => {}
         }
         Ok(DeleteResponse {
             pid: 0,
@@ -148,6 +170,26 @@ impl Service {
     }
 }
 
+/// The socket the group's shim was started on, as `start` noted it in the bundle.
+fn shim_socket(bundle: &Path) -> Option<PathBuf> {
+    let address = std::fs::read_to_string(bundle.join("address")).ok()?;
+    let path = address.trim();
+    let path = path.strip_prefix("unix://").unwrap_or(path);
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// containerd runs `delete` whenever its connection to a shim closes, not only when the shim
+/// died; a pod's shim that still accepts on its socket serves other tasks and must keep them.
+fn still_serving(socket: &Path) -> bool {
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => true,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::ConnectionRefused
+                && e.kind() != std::io::ErrorKind::NotFound
+        }
+    }
+}
+
 fn runtime_for(config: &Config, namespace: &str) -> RuncCli {
     RuncCli::new(
         config.runtime.binary.clone(),
@@ -156,21 +198,21 @@ fn runtime_for(config: &Config, namespace: &str) -> RuncCli {
 }
 
 /// The shim a task joins: its pod's, when the spec names one, else its own.
-fn grouping(id: &str, spec: &Path) -> String {
-    let annotations = std::fs::read(spec)
+pub(crate) fn grouping(id: &str, spec: &Path) -> String {
+    let annotations: HashMap<String, String> = std::fs::read(spec)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("annotations").cloned());
+        .and_then(|mut v| serde_json::from_value(v.get_mut("annotations")?.take()).ok())
+        .unwrap_or_default();
+    group_of(id, &annotations)
+}
+
+/// The group a container with these annotations belongs to (see `GROUP_LABELS`).
+pub(crate) fn group_of(id: &str, annotations: &HashMap<String, String>) -> String {
     GROUP_LABELS
         .iter()
-        .find_map(|label| {
-            annotations
-                .as_ref()
-                .and_then(|a| a.get(label))
-                .and_then(|v| v.as_str())
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        })
+        .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()))
+        .cloned()
         .unwrap_or_else(|| id.to_string())
 }
 
@@ -197,5 +239,26 @@ mod tests {
         std::fs::write(&spec, r#"{"annotations":{}}"#).unwrap();
         assert_eq!(grouping("ctr1", &spec), "ctr1");
         assert_eq!(grouping("ctr2", &dir.path().join("missing.json")), "ctr2");
+    }
+
+    #[test]
+    fn a_dead_shims_socket_is_told_from_a_serving_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path();
+        assert_eq!(shim_socket(bundle), None);
+        let sock = bundle.join("s.sock");
+        std::fs::write(
+            bundle.join("address"),
+            format!("unix://{}\n", sock.display()),
+        )
+        .unwrap();
+        assert_eq!(shim_socket(bundle), Some(sock.clone()));
+        assert!(!still_serving(&sock), "no socket file yet");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(still_serving(&sock));
+        // What a SIGKILL leaves: the file, with nobody accepting.
+        drop(listener);
+        assert!(sock.exists());
+        assert!(!still_serving(&sock));
     }
 }

@@ -7,6 +7,7 @@ pub mod files;
 pub mod holder;
 pub mod lifecycle;
 pub mod pod_config;
+pub mod remains;
 
 use std::{path::Path, sync::Arc, time::SystemTime};
 
