@@ -369,14 +369,21 @@ impl Sandboxes {
         }
     }
 
-    /// Blocks until the sandbox exits. The sandbox of a shim that died has exited.
+    /// Blocks until the sandbox exits. The sandbox of a shim that died has exited, and what the
+    /// shim left is cleaned at once (its `delete`, as containerd does for shims it started):
+    /// its containers must not run on until the pod is removed.
     pub async fn wait(&self, namespace: &str, id: &str) -> Result<Exit> {
         let entry = self.get(namespace, id)?;
         loop {
             match self.call(&entry, |s| async move { s.wait(id).await }).await {
                 Ok(exit) => return Ok(exit),
                 Err(e) if e.is_unreachable() => {
-                    if !launch::is_running(&entry.record().shim) {
+                    let shim = entry.record().shim;
+                    if !launch::is_running(&shim) {
+                        {
+                            let _lifecycle = entry.lifecycle.lock().await;
+                            self.launcher.delete(&shim, id).await;
+                        }
                         return Ok(Exit {
                             status: DEAD_SHIM_EXIT,
                             at: self.exited_at(&entry),

@@ -503,8 +503,8 @@ async fn restart_keeps_pods_and_pool() {
     .await
 }
 
-/// A pod whose shim died: NOTREADY, Wait returns, Shutdown runs the shim's `delete` (holder,
-/// pod files, socket).
+/// A pod whose shim died: NOTREADY, and Wait returns once it ran the shim's `delete` (holder,
+/// pod files, socket); Shutdown still removes the sandbox.
 #[tokio::test]
 async fn dead_shim_is_cleaned_up() {
     bounded(async {
@@ -530,12 +530,12 @@ async fn dead_shim_is_cleaned_up() {
         let st = status(&mut c, &id).await.unwrap();
         assert_eq!(st.state, "SANDBOX_NOTREADY");
         assert!(st.exited_at.is_some());
-        assert_eq!(wait(&mut c, &id).await.unwrap().exit_status, 255);
-        // The holder outlived its shim until now.
+        // The holder outlived its shim until Wait saw the shim gone and ran its `delete`.
         assert_eq!(holders(&id), vec![s.pid as i32]);
-        shutdown(&mut c, &id).await.unwrap();
+        assert_eq!(wait(&mut c, &id).await.unwrap().exit_status, 255);
         assert_eq!(holders(&id), Vec::<i32>::new());
         assert!(!Path::new(&sock).exists(), "socket {sock} left");
+        shutdown(&mut c, &id).await.unwrap();
         d.terminate();
         d.assert_nothing_left();
     })
