@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
-use podshim_integration::{container, sh, sys, with_memory_limit, Containerd, Pod};
+use podshim_integration::{container, is_podshim, sh, sys, with_memory_limit, Containerd, Pod};
 
 /// ExecSync: stdout, stderr and exit code are returned separately; large output is complete.
 pub async fn exec_sync(c: &mut Containerd) -> Result<()> {
@@ -490,4 +490,72 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
         "other pod broken after removing the first: {r:?}"
     );
     Ok(())
+}
+
+/// A pod's shim killed with SIGKILL (the OOM killer, an operator's mistake): the pod's
+/// containers do not outlive it, CRI reports the pod not ready and its container exited, and
+/// Stop/RemovePodSandbox, retried as kubelet retries them, leave nothing behind.
+pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("shimkill").await?;
+    let id = c
+        .run_container(&pod, sh("sleeper", "exec sleep 1000"))
+        .await?;
+    let init = pod.container_init_pid(&id)?;
+    let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
+    ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
+    sys::kill(shims[0], libc::SIGKILL);
+
+    let within = Duration::from_secs(20);
+    let deadline = Instant::now() + within;
+    while sys::pid_alive(init) {
+        ensure!(
+            Instant::now() < deadline,
+            "container init {init} still runs {within:?} after its shim was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // containerd answers with errors while it cleans up after the dead shim; kubelet asks again.
+    let deadline = Instant::now() + within;
+    loop {
+        let state = c.cri.pod_status(&pod.id, false).await.map(|r| {
+            PodSandboxState::try_from(r.status.unwrap_or_default().state)
+                .unwrap_or(PodSandboxState::SandboxReady)
+        });
+        if matches!(state, Ok(PodSandboxState::SandboxNotready)) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "PodSandboxStatus {within:?} after the shim was killed: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cs = c.cri.wait_exited(&id, within).await?;
+    ensure!(cs.exit_code != 0, "exit code of a killed container: {cs:?}");
+    let deadline = Instant::now() + within;
+    loop {
+        let removed = match c.cri.stop_pod(&pod.id).await {
+            Ok(()) => c.cri.remove_pod(&pod.id).await,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("StopPodSandbox/RemovePodSandbox after the shim died: {e:#}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.context("RemovePodSandbox after the shim died")),
+        }
+    }
+    if !is_podshim(&c.opts.handler) {
+        // containerd's runc shim leaves its socket file when it is killed (nothing of containerd
+        // removes it): note that, and take it away so the rest is checked.
+        for s in c.pod_leftovers(&pod, std::slice::from_ref(&id)) {
+            if let Some(path) = s.strip_prefix("shim socket ") {
+                eprintln!("containerd-shim-runc-v2 left its socket {path}");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    assert_pod_gone(c, &pod, &[id]).await
 }

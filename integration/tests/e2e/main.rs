@@ -121,6 +121,7 @@ e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);
 e2e!(podshim_handlers lifecycle::oom_killed_at_once);
 e2e!(lifecycle::pod_cleanup);
+e2e!(lifecycle::shim_killed);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
 e2e!(podshim_only restart::containerd_restart_backlog);
