@@ -1266,6 +1266,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         if sockp.exists() {
             v.push(format!("shim socket {}", sockp.display()));
         }
+        // A Go shim started with -debug (containerd at debug level) opens a second socket.
+        let debug = self.shim_socket_path("k8s.io", &format!("{}/debug", pod.id));
+        if debug.exists() {
+            v.push(format!("shim socket {}", debug.display()));
+        }
         let pids: BTreeSet<i32> = sys::cgroup_pids(&pod.cgroup_parent);
         if !pids.is_empty() {
             v.push(format!(

@@ -548,8 +548,8 @@ pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
         }
     }
     if !is_podshim(&c.opts.handler) {
-        // containerd's runc shim leaves its socket file when it is killed (nothing of containerd
-        // removes it): note that, and take it away so the rest is checked.
+        // containerd's runc shim leaves its socket files when it is killed (nothing of containerd
+        // removes them): note that, and take them away so the rest is checked.
         for s in c.pod_leftovers(&pod, std::slice::from_ref(&id)) {
             if let Some(path) = s.strip_prefix("shim socket ") {
                 eprintln!("containerd-shim-runc-v2 left its socket {path}");
