@@ -178,8 +178,9 @@ fn shim_socket(bundle: &Path) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
-/// containerd runs `delete` whenever its connection to a shim closes, not only when the shim
-/// died; a pod's shim that still accepts on its socket serves other tasks and must keep them.
+/// containerd runs `delete` when its connection to a shim closes, which is not proof that the
+/// shim died; a pod's shim that still accepts on its socket serves other tasks and keeps them.
+/// Anything but a refusal or a missing socket counts as serving.
 fn still_serving(socket: &Path) -> bool {
     match std::os::unix::net::UnixStream::connect(socket) {
         Ok(_) => true,

@@ -8,31 +8,21 @@ use log::{info, warn};
 
 use crate::{
     container::unmount_all,
-    runtime::RuncCli,
+    runtime::{ListedContainer, RuncCli},
     service::{group_of, grouping},
 };
 
 /// Force-deletes (kills) every container of `sandbox_id` the runtime knows, then unmounts its
-/// rootfs. Returns the ids it took down.
-pub fn delete_pod_containers(runtime: &RuncCli, sandbox_id: &str) -> Vec<String> {
+/// rootfs.
+pub fn delete_pod_containers(runtime: &RuncCli, sandbox_id: &str) {
     let listed = match runtime.list_blocking() {
         Ok(l) => l,
         Err(e) => {
             warn!("pod {sandbox_id}: listing its containers: {e}");
-            return Vec::new();
+            return;
         }
     };
-    let mut deleted = Vec::new();
-    for c in listed {
-        // containerd may already have removed the bundle (it deletes a dead task's), so the
-        // runtime's copy of the annotations comes first.
-        let pod = match c.annotations.is_empty() {
-            true => grouping(&c.id, &c.bundle.join("config.json")),
-            false => group_of(&c.id, &c.annotations),
-        };
-        if c.id == sandbox_id || pod != sandbox_id {
-            continue;
-        }
+    for c in listed.iter().filter(|c| of_pod(c, sandbox_id)) {
         info!(
             "pod {sandbox_id}: its shim is gone, deleting container {}",
             c.id
@@ -42,7 +32,48 @@ pub fn delete_pod_containers(runtime: &RuncCli, sandbox_id: &str) -> Vec<String>
             continue;
         }
         unmount_all(&c.bundle.join("rootfs"));
-        deleted.push(c.id);
     }
-    deleted
+}
+
+/// containerd may already have removed a dead task's bundle, so the runtime's copy of the
+/// annotations comes first; the bundle's spec serves a runtime that keeps none.
+fn of_pod(c: &ListedContainer, sandbox_id: &str) -> bool {
+    let pod = match c.annotations.is_empty() {
+        true => grouping(&c.id, &c.bundle.join("config.json")),
+        false => group_of(&c.id, &c.annotations),
+    };
+    c.id != sandbox_id && pod == sandbox_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: &str, bundle: &std::path::Path, pod: Option<&str>) -> ListedContainer {
+        ListedContainer {
+            id: id.into(),
+            bundle: bundle.into(),
+            annotations: pod
+                .map(|p| [("io.kubernetes.cri.sandbox-id".to_string(), p.to_string())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn containers_are_the_pods_by_annotation_or_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        assert!(of_pod(&listed("c1", &gone, Some("pod")), "pod"));
+        assert!(!of_pod(&listed("c2", &gone, Some("other")), "pod"));
+        // No annotations from the runtime: the bundle's spec says, or nothing does.
+        assert!(!of_pod(&listed("c3", &gone, None), "pod"));
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}"#,
+        )
+        .unwrap();
+        assert!(of_pod(&listed("c4", dir.path(), None), "pod"));
+        // The sandbox id itself (a classic pod's pause container) is not one of its containers.
+        assert!(!of_pod(&listed("pod", &gone, Some("pod")), "pod"));
+    }
 }
