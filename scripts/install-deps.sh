@@ -6,9 +6,20 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 if [ ! -f /etc/apt/sources.list.d/forky.sources ]; then
-  cat >/etc/apt/sources.list.d/forky.sources <<'SRC'
+  # forky comes from the mirror this machine already uses for Debian itself: the first URIs line of
+  # its deb822 sources (or the first `deb` line of a one-line sources.list) that serves the main archive.
+  mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  if [ -z "$mirror" ]; then
+    mirror=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}' \
+      /etc/apt/sources.list 2>/dev/null || true)
+  fi
+  if [ -z "$mirror" ]; then
+    echo "install-deps: no Debian mirror found in /etc/apt/sources.list(.d); cannot add the forky suite" >&2
+    exit 1
+  fi
+  cat >/etc/apt/sources.list.d/forky.sources <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: forky
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
