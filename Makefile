@@ -9,6 +9,14 @@ TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # Filter with E2E_FILTER=::runc or E2E_FILTER=::podshim.
 E2E_THREADS ?= 2
 E2E_FILTER  ?=
+# The containerd release `make e2e` runs against: empty = the containerd on PATH (Debian's 2.1.9
+# here); X.Y.Z = containerd-X.Y.Z-linux-<arch>.tar.xz from $(SHARED_DIR)/containerd (release
+# builds of containerd, ctr and its runc shim), unpacked under $(TARGET_DIR)/containerd-X.Y.Z and
+# put first on PATH. `make e2e-matrix` (and `make test`) run every release this machine has;
+# E2E_MATRIX_JOBS of them at once.
+CONTAINERD  ?=
+SHARED_DIR  ?= $(abspath $(CURDIR)/../shared)
+E2E_MATRIX_JOBS ?= 1
 # The shim as shipped: static, position-dependent (see shim/build.rs), release profile, linked against
 # musl: static glibc brings about 600 KB of code a shim never runs (stdio, scanf, locales, NSS and
 # dlopen, every CPU variant of the string functions), and the whole text of the binary is resident in
@@ -21,7 +29,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
+.PHONY: all build shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
 
 all: build
 
@@ -33,23 +41,29 @@ build: shim-release
 shim-release:
 	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder --target $(SHIM_TARGET)
 
-## test: unit tests of every crate, then the end-to-end suite (runc reference and podshim);
-## both always run, the target fails if either failed
+## test: unit tests of every crate, then the end-to-end suite (runc reference and every podshim
+## handler) against every containerd release this machine has; both always run, the target fails
+## if either failed
 test:
-	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory e2e || rc=1; \
+	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory e2e-matrix || rc=1; \
 	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit and e2e output above)" >&2; fi; exit $$rc
 
 unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \
 	 $(CARGO) test --no-fail-fast -p podshim-integration --lib --bins || rc=1; exit $$rc
 
+E2E_ENV = PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
+	PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer TARGET_DIR=$(TARGET_DIR) \
+	SHARED_DIR=$(SHARED_DIR) E2E_THREADS=$(E2E_THREADS) E2E_MATRIX_JOBS=$(E2E_MATRIX_JOBS) CARGO=$(CARGO)
+
 ## e2e: build the shim as it ships, podshim-snapshotter and podshim-sandboxer (the cases of those
-## handlers start them), then run every e2e case against each handler
+## handlers start them), then run every e2e case against each handler on containerd $(CONTAINERD)
 e2e: shim-release snapshotter-bin sandboxer-bin
-	PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
-		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer \
-		$(CARGO) test --no-fail-fast -p podshim-integration --test e2e -- \
-		--test-threads=$(E2E_THREADS) $(E2E_FILTER)
+	$(E2E_ENV) bash scripts/e2e-release.sh $(or $(CONTAINERD),system) -- $(E2E_FILTER)
+
+## e2e-matrix: the same against the containerd on PATH and every release in $(SHARED_DIR)/containerd
+e2e-matrix: shim-release snapshotter-bin sandboxer-bin
+	$(E2E_ENV) bash scripts/e2e-matrix.sh -- $(E2E_FILTER)
 
 snapshotter-bin:
 	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter

@@ -17,6 +17,7 @@ use crate::cri::Cri;
 use crate::images;
 use crate::podsnap;
 use crate::registry::Registry;
+use crate::release::{containerd_release, Release};
 use crate::sys;
 
 /// The CRI runtime handler names this harness knows.
@@ -160,6 +161,8 @@ pub fn shim_bin_dir(opt: Option<&Path>) -> PathBuf {
 
 pub struct Containerd {
     pub opts: Options,
+    /// The release of the containerd this run drives (see [`crate::release`]).
+    pub release: Release,
     /// The temp dir everything lives in.
     pub dir: PathBuf,
     pub root: PathBuf,
@@ -371,6 +374,7 @@ impl Containerd {
     /// Start a private containerd and import the test images into namespaces `k8s.io` and `default`.
     pub async fn start(opts: Options) -> Result<Containerd> {
         reap_stale_runs();
+        let release = containerd_release()?;
         let archives = tokio::task::spawn_blocking(images::ensure_archives).await??;
 
         let shim_dir = shim_bin_dir(opts.shim_bin_dir.as_deref());
@@ -467,13 +471,21 @@ impl Containerd {
             serde_json::to_vec_pretty(&conflist)?,
         )?;
 
-        let dropin = images::repo_root().join("config-snippets/conf.d/50-podshim.toml");
-        anyhow::ensure!(
-            dropin.exists(),
-            "config drop-in missing: {}",
-            dropin.display()
-        );
-        let mut imports = vec![dropin.display().to_string()];
+        // The default drop-in and the pause-less one: this containerd is a test bed, not an
+        // operator's install, and the cases that would crash a containerd < 2.3 through the
+        // latter (hostNetwork, containerd#12983) are not run there (see the e2e suite's gates).
+        let mut imports = Vec::new();
+        for name in ["50-podshim.toml", "52-podshim-pauseless.toml"] {
+            let dropin = images::repo_root()
+                .join("config-snippets/conf.d")
+                .join(name);
+            anyhow::ensure!(
+                dropin.exists(),
+                "config drop-in missing: {}",
+                dropin.display()
+            );
+            imports.push(dropin.display().to_string());
+        }
         if opts.snapshotter != SnapshotterUse::Off {
             let p = dir.join("60-podshim-snapshotter.toml");
             fs::write(&p, snapshotter_dropin(&dir, opts.snapshotter)?)?;
@@ -646,6 +658,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         };
         let mut c = Containerd {
             opts,
+            release,
             dir: dir.clone(),
             root,
             state,
@@ -674,11 +687,11 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             pod_seq: Default::default(),
         };
         c.spawn().await?;
-        // A pause-less run must work without the pause image: it is not even imported.
-        let wanted: Vec<PathBuf> = if is_pauseless(&c.opts.handler) {
-            vec![archives.busybox.clone()]
-        } else {
+        let needs_pause = c.needs_pause_image();
+        let wanted: Vec<PathBuf> = if needs_pause {
             vec![archives.pause.clone(), archives.busybox.clone()]
+        } else {
+            vec![archives.busybox.clone()]
         };
         for ns in ["k8s.io", "default"] {
             for a in &wanted {
@@ -687,10 +700,19 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             }
         }
         c.wait_cri_image(images::BUSYBOX_IMAGE).await?;
-        if !is_pauseless(&c.opts.handler) {
+        if needs_pause {
             c.wait_cri_image(images::PAUSE_IMAGE).await?;
         }
         Ok(c)
+    }
+
+    /// Whether this run's pods need the pause image in containerd's store. Classic pods run it.
+    /// A pause-less run must work without it on containerd < 2.3: it is not even imported. From
+    /// 2.3 on, CRI pulls the sandbox image at every RunPodSandbox, whatever the sandboxer
+    /// (containerd#12849; 2.4 adds `disable_pause_image_pull`), and this containerd reaches no
+    /// registry: a pause-less node on 2.3 needs the image present, though nothing runs it.
+    pub fn needs_pause_image(&self) -> bool {
+        !is_pauseless(&self.opts.handler) || self.release.at_least(2, 3)
     }
 
     async fn wait_cri_image(&self, image: &str) -> Result<()> {

@@ -1,5 +1,5 @@
 //! End-to-end harness for podshim: starts a private containerd 2.x (own root, state, sockets, CNI
-//! bridge and cgroup parent under a temp dir, `config-snippets/conf.d/50-podshim.toml` imported, our
+//! bridge and cgroup parent under a temp dir, the `config-snippets/conf.d/` drop-ins imported, our
 //! shim on its PATH), imports locally built images and drives containerd's CRI as kubelet does.
 
 pub mod bench_snapshots;
@@ -10,6 +10,7 @@ pub mod logs;
 pub mod pod;
 pub mod podsnap;
 pub mod registry;
+pub mod release;
 pub mod streaming;
 pub mod sys;
 
@@ -19,6 +20,7 @@ pub use containerd::{
 };
 pub use cri::Cri;
 pub use pod::{container, sh, with_memory_limit, Pod};
+pub use release::{containerd_release, Release};
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs the e2e suite against one containerd release.
+#
+#   scripts/e2e-release.sh [--if-present] [RELEASE] [-- extra test-runner args]
+#
+# RELEASE empty or "system": the containerd on PATH (Debian's 2.1.9 on this project's machines).
+# RELEASE X.Y.Z: containerd-X.Y.Z-linux-<arch>.tar.xz from $SHARED_DIR/containerd (built unmodified
+# from containerd's release tag: containerd, ctr and its runc shim), unpacked once under
+# $TARGET_DIR/containerd-X.Y.Z and put first on PATH for the run. With --if-present a missing
+# archive is reported as skipped (a user's machine has no ../shared); without, it is an error.
+#
+# Cases that need a later release carry `needs_<major>_<minor>` at the end of their test name
+# (integration/tests/e2e/main.rs): they are passed to the runner as --skip, which reports them as
+# filtered out, not passed. The output is also kept in $TARGET_DIR/e2e-<release>.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if_present=0
+if [ "${1:-}" = "--if-present" ]; then if_present=1; shift; fi
+release="${1:-system}"
+[ $# -gt 0 ] && shift
+[ "${1:-}" = "--" ] && shift
+
+TARGET_DIR="${TARGET_DIR:-$PWD/target}"
+SHARED_DIR="${SHARED_DIR:-$PWD/../shared}"
+E2E_THREADS="${E2E_THREADS:-2}"
+CARGO="${CARGO:-cargo}"
+
+case "$(uname -m)" in
+  x86_64) arch=amd64 ;;
+  aarch64) arch=arm64 ;;
+  *) arch="$(uname -m)" ;;
+esac
+
+if [ "$release" != "system" ]; then
+  archive="$SHARED_DIR/containerd/containerd-$release-linux-$arch.tar.xz"
+  if [ ! -f "$archive" ]; then
+    msg="e2e containerd $release: no archive $archive (the project's shared releases are not on this machine)"
+    if [ "$if_present" = 1 ]; then echo "SKIPPED: $msg" >&2; exit 0; fi
+    echo "$msg" >&2; exit 1
+  fi
+  dir="$TARGET_DIR/containerd-$release"
+  stamp="$dir/.unpacked-from"
+  want="$(stat -c '%s %Y' "$archive") $archive"
+  if [ ! -x "$dir/bin/containerd" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    tar -xJf "$archive" -C "$dir"
+    echo "$want" >"$stamp"
+  fi
+  export PATH="$dir/bin:$PATH"
+fi
+
+version_line="$(containerd --version)"
+version="$(echo "$version_line" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)"
+if [ -z "$version" ]; then echo "e2e: cannot read a release from: $version_line" >&2; exit 1; fi
+if [ "$release" != "system" ] && [ "$version" != "$release" ]; then
+  echo "e2e: asked for containerd $release, $(command -v containerd) is $version" >&2; exit 1
+fi
+major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"
+
+# The test binary, run directly: parallel releases must not wait on cargo's build-directory lock.
+bin="$("$CARGO" test --no-run -q -p podshim-integration --test e2e --message-format=json 2>/dev/null \
+        | grep '"kind":\["test"\]' | grep '"name":"e2e"' \
+        | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)"
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then echo "e2e: building the e2e test binary failed" >&2; exit 1; fi
+# It lists its tests; every needs_<M>_<m> gate above this release becomes a --skip.
+skips=()
+gates="$(cd integration && "$bin" --list --format terse | grep -oE 'needs_[0-9]+_[0-9]+' | sort -u || true)"
+for g in $gates; do
+  gm="$(echo "$g" | cut -d_ -f2)"; gn="$(echo "$g" | cut -d_ -f3)"
+  if [ "$gm" -gt "$major" ] || { [ "$gm" -eq "$major" ] && [ "$gn" -gt "$minor" ]; }; then
+    skips+=(--skip "$g")
+  fi
+done
+
+log="$TARGET_DIR/e2e-$version.log"
+mkdir -p "$TARGET_DIR"
+{
+  echo "=== e2e against containerd $version ($(command -v containerd))"
+  if [ ${#skips[@]} -gt 0 ]; then echo "=== filtered out, they need a later containerd: ${skips[*]}"; fi
+} | tee "$log"
+set +e
+(cd integration && PODSHIM_E2E_CONTAINERD="$version" CARGO_MANIFEST_DIR="$PWD" \
+  "$bin" --test-threads="$E2E_THREADS" "${skips[@]}" "$@") 2>&1 | tee -a "$log"
+rc=${PIPESTATUS[0]}
+set -e
+echo "=== e2e against containerd $version: exit $rc (log: $log)" | tee -a "$log"
+exit "$rc"
