@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 [ "${1:-}" = "--" ] && shift
 
 TARGET_DIR="${TARGET_DIR:-$PWD/target}"
-SHARED_DIR="${SHARED_DIR:-$PWD/../shared}"
+SHARED_DIR="$(realpath -m "${SHARED_DIR:-$PWD/../shared}")"
 JOBS="${E2E_MATRIX_JOBS:-1}"
 export TARGET_DIR SHARED_DIR
 
@@ -31,7 +31,9 @@ echo "e2e-matrix: releases ${releases[*]}, $JOBS at a time, ${E2E_THREADS:-2} ca
 
 mkdir -p "$TARGET_DIR"
 # The test binary is built once, before the runs start (they would race for cargo's lock).
-cargo test --no-run -q -p podshim-integration --test e2e >/dev/null
+if ! "${CARGO:-cargo}" test --no-run -q -p podshim-integration --test e2e >/dev/null; then
+  echo "e2e-matrix: building the e2e test binary failed" >&2; exit 1
+fi
 
 declare -A rc
 start=$(date +%s)

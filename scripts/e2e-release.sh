@@ -22,7 +22,7 @@ release="${1:-system}"
 [ "${1:-}" = "--" ] && shift
 
 TARGET_DIR="${TARGET_DIR:-$PWD/target}"
-SHARED_DIR="${SHARED_DIR:-$PWD/../shared}"
+SHARED_DIR="$(realpath -m "${SHARED_DIR:-$PWD/../shared}")"
 E2E_THREADS="${E2E_THREADS:-2}"
 CARGO="${CARGO:-cargo}"
 
@@ -51,7 +51,7 @@ if [ "$release" != "system" ]; then
 fi
 
 version_line="$(containerd --version)"
-version="$(echo "$version_line" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)"
+version="$(echo "$version_line" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1 || true)"
 if [ -z "$version" ]; then echo "e2e: cannot read a release from: $version_line" >&2; exit 1; fi
 if [ "$release" != "system" ] && [ "$version" != "$release" ]; then
   echo "e2e: asked for containerd $release, $(command -v containerd) is $version" >&2; exit 1
@@ -59,6 +59,9 @@ fi
 major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"
 
 # The test binary, run directly: parallel releases must not wait on cargo's build-directory lock.
+if ! "$CARGO" test --no-run -q -p podshim-integration --test e2e; then
+  echo "e2e containerd $release: building the e2e test binary failed" >&2; exit 1
+fi
 bin="$("$CARGO" test --no-run -q -p podshim-integration --test e2e --message-format=json 2>/dev/null \
         | grep '"kind":\["test"\]' | grep '"name":"e2e"' \
         | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4)"
