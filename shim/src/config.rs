@@ -22,6 +22,7 @@ pub const CONFIG_ENV: &str = "PODSHIM_CONFIG";
 pub struct Config {
     pub runtime: RuntimeConfig,
     pub io: IoConfig,
+    pub sandbox: SandboxConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +43,26 @@ pub struct IoConfig {
     pub memory_bytes: usize,
     /// Per output stream, bytes spilled to the task's bundle after memory is full.
     pub spill_bytes: u64,
+}
+
+/// Pause-less pods: what CRI's runtime config gives a pause container that the shim must give
+/// the namespace holder instead (containerd's option names and defaults).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// `net.ipv4.ip_unprivileged_port_start = 0` in pods with their own network namespace.
+    pub enable_unprivileged_ports: bool,
+    /// `net.ipv4.ping_group_range = "0 2147483647"` in pods with their own network namespace.
+    pub enable_unprivileged_icmp: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            enable_unprivileged_ports: true,
+            enable_unprivileged_icmp: true,
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -135,6 +156,7 @@ mod tests {
         assert_eq!(c.runtime.systemd_cgroup, d.runtime.systemd_cgroup);
         assert_eq!(c.io.memory_bytes, d.io.memory_bytes);
         assert_eq!(c.io.spill_bytes, d.io.spill_bytes);
+        assert_eq!(c.sandbox, d.sandbox);
     }
 
     #[test]

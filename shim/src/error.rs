@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+    /// Refused as the OCI runtime refuses it for a pause container, with its message; code
+    /// UNKNOWN, as CRI answers that refusal.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }
@@ -60,9 +64,11 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Code::NOT_FOUND
             }
-            Error::Runtime { .. } | Error::Io { .. } | Error::Sys { .. } | Error::Other(_) => {
-                Code::UNKNOWN
-            }
+            Error::Runtime { .. }
+            | Error::Io { .. }
+            | Error::Sys { .. }
+            | Error::Refused(_)
+            | Error::Other(_) => Code::UNKNOWN,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Pod {
     shutdown_requested: AtomicBool,
     /// A sandbox served over the Sandbox API keeps the shim alive until ShutdownSandbox.
     sandbox_held: AtomicBool,
+    /// The running sandbox process of a pause-less pod (its namespace holder), by sandbox id:
+    /// what `Pids` answers for the sandbox's id.
+    sandbox_process: Mutex<Option<(String, u32)>>,
     oom: mpsc::UnboundedSender<String>,
 }
 
@@ -91,6 +94,7 @@ impl Pod {
             exit,
             shutdown_requested: AtomicBool::new(false),
             sandbox_held: AtomicBool::new(false),
+            sandbox_process: Mutex::new(None),
             oom,
         }
     }
@@ -158,6 +162,24 @@ impl Pod {
         {
             self.exit.signal();
         }
+    }
+
+    /// Notes the sandbox's running process (`None`: it exited).
+    pub fn set_sandbox_process(&self, process: Option<(String, u32)>) {
+        *self
+            .sandbox_process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = process;
+    }
+
+    /// The pid of sandbox `id`'s running process, if this shim serves that sandbox.
+    pub fn sandbox_process(&self, id: &str) -> Option<u32> {
+        self.sandbox_process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(sandbox, _)| sandbox == id)
+            .map(|(_, pid)| *pid)
     }
 
     pub fn hold_for_sandbox(&self, held: bool) {

@@ -1,4 +1,10 @@
 //! One pause-less pod's sandbox: CreateSandbox → StartSandbox → StopSandbox → ShutdownSandbox.
+//!
+//! A sandbox created but never started is collected by the shim itself: containerd 2.3 can fail
+//! RunPodSandbox between CreateSandbox and StartSandbox (pulling the pause image,
+//! containerd#12849) and then never calls the sandbox again. What CRI undoes when it gives up,
+//! the shim watches: the pod's network namespace file. A pod without one (hostNetwork) is given
+//! up after `START_DEADLINE` without a StartSandbox.
 
 use std::{
     collections::HashMap,
@@ -11,6 +17,7 @@ use log::{info, warn};
 use tokio::sync::watch;
 
 use crate::{
+    config::SandboxConfig,
     error::{Error, Result},
     pod::Pod,
     reaper::Exit,
@@ -18,16 +25,33 @@ use crate::{
         files::{ContainerdDirs, PodFiles, Record},
         holder::{Holder, HolderSpec},
         pod_config::{NamespaceMode, PodSandboxConfig},
+        spec::SandboxView,
+        validate::{holder_sysctls, validate},
     },
 };
 
 /// How long StopSandbox waits for the killed holder to be reaped.
 const STOP_WAIT: Duration = Duration::from_secs(10);
+/// How often a created sandbox checks whether CRI still wants it, until it starts.
+const ABANDON_POLL: Duration = Duration::from_secs(1);
+/// A created sandbox without a network namespace to watch is abandoned after this long without
+/// StartSandbox: far past any RunPodSandbox deadline of kubelet's (2 minutes).
+const START_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Whether CRI gave up on a sandbox created `age` ago that has not started.
+fn abandoned(netns: Option<&Path>, age: Duration) -> bool {
+    match netns {
+        Some(path) => !path.exists(),
+        None => age >= START_DEADLINE,
+    }
+}
 
 pub struct PodSandbox {
     pub id: String,
     pub bundle: PathBuf,
     pub config: PodSandboxConfig,
+    /// What the holder sets: the pod's sysctls and CRI's defaults (see validate.rs).
+    pub sysctls: std::collections::BTreeMap<String, String>,
     pub netns: Option<PathBuf>,
     pub files: PodFiles,
     pub created_at: SystemTime,
@@ -54,13 +78,14 @@ pub struct CreateRequest<'a> {
 
 impl PodSandbox {
     /// Prepares the pod (its files, noted durably first) without starting anything.
-    pub fn create(req: CreateRequest<'_>) -> Result<PodSandbox> {
+    pub fn create(req: CreateRequest<'_>, defaults: &SandboxConfig) -> Result<PodSandbox> {
         if req.bundle.as_os_str().is_empty() {
             return Err(Error::InvalidArgument(
                 "CreateSandbox without a bundle path".into(),
             ));
         }
         let config = PodSandboxConfig::from_any(req.options_type_url, req.options)?;
+        validate(&config)?;
         if config.user_namespace {
             return Err(Error::Unimplemented(
                 "user-namespaced pods (hostUsers: false) are not supported by podshim's \
@@ -95,6 +120,7 @@ impl PodSandbox {
         Ok(PodSandbox {
             id: req.sandbox_id.to_string(),
             bundle: req.bundle.to_path_buf(),
+            sysctls: holder_sysctls(&config, defaults),
             config,
             netns,
             files,
@@ -103,6 +129,17 @@ impl PodSandbox {
             holder: tokio::sync::Mutex::new(None),
             exit_tx: watch::channel(None).0,
         })
+    }
+
+    /// What the pod's spec and verbose status show of it.
+    pub fn view(&self) -> SandboxView<'_> {
+        SandboxView {
+            id: &self.id,
+            config: &self.config,
+            netns: self.netns.as_deref(),
+            sysctls: &self.sysctls,
+            pod_files: &self.files.root_dir,
+        }
     }
 
     fn holder_spec(&self) -> HolderSpec {
@@ -121,11 +158,7 @@ impl PodSandbox {
             } else {
                 String::new()
             },
-            sysctls: c
-                .sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            sysctls: self.sysctls.clone().into_iter().collect(),
         }
     }
 
@@ -167,6 +200,16 @@ impl PodSandbox {
         *holder = Some(h);
         info!("sandbox {}: holder {pid} started", self.id);
         Ok(pid)
+    }
+
+    /// Whether the holder was started or the sandbox stopped: CRI went past CreateSandbox.
+    fn settled(&self) -> bool {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .holder_pid
+            != 0
+            || self.exit_tx.borrow().is_some()
     }
 
     pub fn status(&self) -> Status {
@@ -238,23 +281,25 @@ impl PodSandbox {
 /// The sandbox a pod shim serves (one at most), and the shim's lifetime around it.
 pub struct Sandboxes {
     pod: Arc<Pod>,
-    current: Mutex<Option<Arc<PodSandbox>>>,
+    current: Arc<Mutex<Option<Arc<PodSandbox>>>>,
+}
+
+fn lock(
+    current: &Mutex<Option<Arc<PodSandbox>>>,
+) -> std::sync::MutexGuard<'_, Option<Arc<PodSandbox>>> {
+    current.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sandboxes {
     pub fn new(pod: Arc<Pod>) -> Self {
         Sandboxes {
             pod,
-            current: Mutex::new(None),
+            current: Default::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<PodSandbox>>> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn get(&self, id: &str) -> Result<Arc<PodSandbox>> {
-        match self.lock().as_ref() {
+        match lock(&self.current).as_ref() {
             Some(s) if s.id == id => Ok(s.clone()),
             _ => Err(Error::NotFound(format!("sandbox {id} not found"))),
         }
@@ -262,7 +307,7 @@ impl Sandboxes {
 
     pub fn create(&self, req: CreateRequest<'_>) -> Result<()> {
         // Held across create: a second CreateSandbox for this shim must not interleave.
-        let mut current = self.lock();
+        let mut current = lock(&self.current);
         if let Some(s) = current.as_ref() {
             return Err(match s.id == req.sandbox_id {
                 true => Error::AlreadyExists(format!("sandbox {} already exists", s.id)),
@@ -271,26 +316,99 @@ impl Sandboxes {
                 }
             });
         }
-        let sandbox = PodSandbox::create(req)?;
+        let sandbox = Arc::new(PodSandbox::create(req, &self.pod.config.sandbox)?);
         self.pod.hold_for_sandbox(true);
-        *current = Some(Arc::new(sandbox));
+        *current = Some(sandbox.clone());
+        tokio::spawn(collect_if_abandoned(
+            sandbox,
+            self.pod.clone(),
+            self.current.clone(),
+        ));
         Ok(())
+    }
+
+    /// StartSandbox: the holder's pid, noted in the pod (the sandbox id's `Pids`) while it runs.
+    pub async fn start(&self, id: &str) -> Result<(Arc<PodSandbox>, u32)> {
+        let sandbox = self.get(id)?;
+        let pid = sandbox.start().await?;
+        if self.pod.sandbox_process(id) != Some(pid) {
+            self.pod
+                .set_sandbox_process(Some((sandbox.id.clone(), pid)));
+            let (pod, s) = (self.pod.clone(), sandbox.clone());
+            tokio::spawn(async move {
+                s.wait().await;
+                pod.set_sandbox_process(None);
+            });
+        }
+        Ok((sandbox, pid))
     }
 
     /// ShutdownSandbox: the shim leaves once the pod's tasks are gone. A shim that never got a
     /// sandbox (an idle one from a warm pool) leaves at once.
     pub async fn shutdown(&self, id: &str) -> Result<()> {
-        let current = self.lock().clone();
-        match current {
-            Some(s) if s.id == id => {
-                s.shutdown().await;
-                *self.lock() = None;
-            }
-            Some(_) => return Err(Error::NotFound(format!("sandbox {id} not found"))),
-            None => {}
+        shut_down(&self.pod, &self.current, id).await
+    }
+}
+
+async fn shut_down(pod: &Pod, current: &Mutex<Option<Arc<PodSandbox>>>, id: &str) -> Result<()> {
+    let sandbox = lock(current).clone();
+    match sandbox {
+        Some(s) if s.id == id => {
+            s.shutdown().await;
+            *lock(current) = None;
         }
-        self.pod.hold_for_sandbox(false);
-        self.pod.request_shutdown();
-        Ok(())
+        Some(_) => return Err(Error::NotFound(format!("sandbox {id} not found"))),
+        None => {}
+    }
+    pod.hold_for_sandbox(false);
+    pod.request_shutdown();
+    Ok(())
+}
+
+/// Until the sandbox starts or stops, checks whether CRI gave up on it; then shuts it down as
+/// ShutdownSandbox would, and the shim leaves.
+async fn collect_if_abandoned(
+    sandbox: Arc<PodSandbox>,
+    pod: Arc<Pod>,
+    current: Arc<Mutex<Option<Arc<PodSandbox>>>>,
+) {
+    let created = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(ABANDON_POLL).await;
+        if sandbox.settled()
+            || !lock(&current)
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &sandbox))
+        {
+            return;
+        }
+        if abandoned(sandbox.netns.as_deref(), created.elapsed()) {
+            break;
+        }
+    }
+    warn!(
+        "sandbox {}: abandoned before StartSandbox (its network namespace is gone, or no start \
+         within {START_DEADLINE:?}); shutting it down",
+        sandbox.id
+    );
+    if let Err(e) = shut_down(&pod, &current, &sandbox.id).await {
+        warn!("sandbox {}: {e}", sandbox.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandoned_when_the_netns_is_gone_or_no_start_came_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let netns = dir.path().join("cni-1");
+        std::fs::write(&netns, "").unwrap();
+        assert!(!abandoned(Some(&netns), START_DEADLINE * 2));
+        std::fs::remove_file(&netns).unwrap();
+        assert!(abandoned(Some(&netns), Duration::ZERO));
+        assert!(!abandoned(None, START_DEADLINE - Duration::from_secs(1)));
+        assert!(abandoned(None, START_DEADLINE));
     }
 }

@@ -8,11 +8,14 @@ pub mod holder;
 pub mod lifecycle;
 pub mod pod_config;
 pub mod remains;
+pub mod spec;
+pub mod validate;
 
 use std::{path::Path, sync::Arc, time::SystemTime};
 
 use async_trait::async_trait;
 use containerd_shim_protos::{
+    protobuf::well_known_types::any::Any,
     sandbox_api::*,
     sandbox_async::Sandbox,
     ttrpc::{self, r#async::TtrpcContext},
@@ -88,11 +91,17 @@ impl Sandbox for SandboxService {
         _: &TtrpcContext,
         req: StartSandboxRequest,
     ) -> ttrpc::Result<StartSandboxResponse> {
-        let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
-        let pid = edge(sandbox.start().await)?;
+        let (sandbox, pid) = edge(self.sandboxes.start(&req.sandbox_id).await)?;
+        let spec = spec::runtime_spec(&sandbox.view(), pid);
         Ok(StartSandboxResponse {
             pid,
             created_at: Some(timestamp(sandbox.created_at)).into(),
+            spec: Some(Any {
+                type_url: spec::SPEC_TYPE_URL.into(),
+                value: spec.to_string().into_bytes(),
+                ..Default::default()
+            })
+            .into(),
             ..Default::default()
         })
     }
@@ -144,29 +153,10 @@ impl Sandbox for SandboxService {
     ) -> ttrpc::Result<SandboxStatusResponse> {
         let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
         let st = sandbox.status();
-        let mut info = std::collections::HashMap::new();
-        if req.verbose {
-            let c = &sandbox.config;
-            let v = serde_json::json!({
-                "shimPid": std::process::id(),
-                "holderPid": st.pid,
-                "netns": sandbox.netns.as_ref().map(|p| p.display().to_string()),
-                "hostname": c.hostname,
-                "cgroupParent": c.cgroup_parent,
-                "namespaces": {
-                    "network": format!("{:?}", c.network),
-                    "pid": format!("{:?}", c.pid),
-                    "ipc": format!("{:?}", c.ipc),
-                },
-                "sysctls": c.sysctls,
-                "overhead": c.overhead.as_ref().map(|r| serde_json::json!({
-                    "cpuShares": r.cpu_shares, "cpuQuota": r.cpu_quota,
-                    "cpuPeriod": r.cpu_period, "memoryLimitInBytes": r.memory_limit_in_bytes,
-                })),
-                "podFiles": sandbox.files.root_dir.display().to_string(),
-            });
-            info.insert("info".to_string(), v.to_string());
-        }
+        let info = match req.verbose {
+            true => spec::verbose_info(&sandbox.view(), st.pid, st.ready),
+            false => Default::default(),
+        };
         Ok(SandboxStatusResponse {
             // CRI attaches containers to the id echoed here: never leave it empty.
             sandbox_id: sandbox.id.clone(),

@@ -46,6 +46,7 @@ pub struct PodSandboxConfig {
     pub namespace: String,
     pub attempt: u32,
     pub hostname: String,
+    pub log_directory: String,
     pub dns_servers: Vec<String>,
     pub dns_searches: Vec<String>,
     pub dns_options: Vec<String>,
@@ -98,6 +99,7 @@ impl PodSandboxConfig {
                     }
                 }
                 2 => c.hostname = v.string()?,
+                3 => c.log_directory = v.string()?,
                 4 => {
                     c.has_dns_config = true;
                     for f in Fields::new(v.bytes()?) {

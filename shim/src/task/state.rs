@@ -5,7 +5,11 @@ use std::sync::Arc;
 use containerd_shim::api::{PidsRequest, PidsResponse, StateRequest, StateResponse};
 use containerd_shim_protos::types::task::ProcessInfo;
 
-use crate::{error::Result, events::timestamp, pod::Pod};
+use crate::{
+    error::{Error, Result},
+    events::timestamp,
+    pod::Pod,
+};
 
 pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
     let container = pod.container(&req.id)?;
@@ -27,9 +31,20 @@ pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
     })
 }
 
+/// A container's processes, or a pause-less sandbox's one process (containerd 2.3.4 asks for
+/// the sandbox id at restart and takes NotFound or an empty list for a leaked shim). A failing
+/// `ps` of a known container is no NotFound.
 pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
-    pod.container(&req.id)?;
-    let pids = pod.runtime.ps(&req.id).await?;
+    let pids = match pod.sandbox_process(&req.id) {
+        Some(pid) => vec![pid],
+        None => {
+            pod.container(&req.id)?;
+            pod.runtime
+                .ps(&req.id)
+                .await
+                .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
+        }
+    };
     Ok(PidsResponse {
         processes: pids
             .into_iter()

@@ -242,3 +242,31 @@ async fn connect_answers_for_unknown_ids_and_shutdown_waits_for_containers() {
     assert_eq!(resp.shim_pid, std::process::id());
     assert_eq!(resp.task_pid, 0);
 }
+
+/// containerd 2.3.4 asks for the pause-less sandbox's own id at restart and takes NotFound or an
+/// empty list for a leaked shim: while the holder runs, the id answers with its pid.
+#[tokio::test(flavor = "current_thread")]
+async fn sandbox_id_answers_pids_with_its_process() {
+    let (svc, pod) = service(Arc::default());
+    let req = |id: &str| PidsRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    assert_eq!(code(svc.pids(&ctx(), req("sb1")).await).0, Code::NOT_FOUND);
+    pod.set_sandbox_process(Some(("sb1".into(), 4242)));
+    let got: Vec<u32> = svc
+        .pids(&ctx(), req("sb1"))
+        .await
+        .unwrap()
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(got, [4242]);
+    assert_eq!(
+        code(svc.pids(&ctx(), req("other")).await).0,
+        Code::NOT_FOUND
+    );
+    pod.set_sandbox_process(None);
+    assert_eq!(code(svc.pids(&ctx(), req("sb1")).await).0, Code::NOT_FOUND);
+}

@@ -1,0 +1,276 @@
+//! What a pause container's creation refuses, refused by a pause-less pod's CreateSandbox.
+//!
+//! Under runc's handler CRI puts the pod's hostname and sysctls into the pause container's spec
+//! and runc's config validator refuses what no pod namespace can hold. A pause-less pod has no
+//! pause container; its namespace holder would write such a sysctl into the *host's* /proc/sys.
+//! So the same rules run here, before anything of the pod exists, with runc's messages. The
+//! error carries code UNKNOWN, the code CRI gives runc's refusal.
+//!
+//! The holder's namespaces, as CRI builds the pause container's: a private network and UTS
+//! namespace unless the pod uses the node's network, a private IPC namespace unless it uses
+//! the node's IPC; never a user namespace (pause-less pods refuse `hostUsers: false`).
+
+use std::collections::BTreeMap;
+
+use crate::{
+    config::SandboxConfig,
+    error::{Error, Result},
+    sandbox::pod_config::{NamespaceMode, PodSandboxConfig},
+};
+
+/// CRI's defaults for a pod with its own network namespace (`enable_unprivileged_ports` and
+/// `enable_unprivileged_icmp`, both on in containerd 2.x): applied unless the pod sets them.
+pub const UNPRIVILEGED_PORTS: (&str, &str) = ("net.ipv4.ip_unprivileged_port_start", "0");
+pub const UNPRIVILEGED_ICMP: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
+
+/// The IPC sysctls runc lets a container with a private IPC namespace set.
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Refuses the pod as runc refuses its pause container: a hostname without a private UTS
+/// namespace, and every sysctl that no private namespace of the pod holds.
+pub fn validate(config: &PodSandboxConfig) -> Result<()> {
+    let private_net = config.network != NamespaceMode::Node;
+    let private_uts = private_net;
+    let private_ipc = config.ipc != NamespaceMode::Node;
+    if !config.hostname.is_empty() && !private_uts {
+        return Err(refused(
+            "unable to set hostname without a private UTS namespace",
+        ));
+    }
+    for name in config.sysctls.keys() {
+        let s = dots_separated(name);
+        if IPC_SYSCTLS.contains(&s.as_str()) || s.starts_with("fs.mqueue.") {
+            if private_ipc {
+                continue;
+            }
+            return Err(refused(format!(
+                "sysctl {s:?} is not allowed in the hosts ipc namespace"
+            )));
+        }
+        if s.starts_with("net.") {
+            if private_net {
+                continue;
+            }
+            return Err(refused(format!(
+                "sysctl {s:?} not allowed in host network namespace"
+            )));
+        }
+        if private_uts {
+            match s.as_str() {
+                "kernel.domainname" => continue,
+                "kernel.hostname" => {
+                    return Err(refused(format!(
+                    "sysctl {s:?} is not allowed as it conflicts with the OCI \"hostname\" field"
+                )))
+                }
+                _ => {}
+            }
+        }
+        return Err(refused(format!(
+            "sysctl {s:?} is not in a separate kernel namespace"
+        )));
+    }
+    Ok(())
+}
+
+/// The sysctls the holder sets: the pod's, and CRI's defaults for a pod with its own network
+/// namespace where the pod does not set them and the operator did not turn them off.
+pub fn holder_sysctls(
+    config: &PodSandboxConfig,
+    defaults: &SandboxConfig,
+) -> BTreeMap<String, String> {
+    let mut sysctls = config.sysctls.clone();
+    if config.network != NamespaceMode::Node {
+        let wanted = [
+            (defaults.enable_unprivileged_ports, UNPRIVILEGED_PORTS),
+            (defaults.enable_unprivileged_icmp, UNPRIVILEGED_ICMP),
+        ];
+        for (k, v) in wanted.into_iter().filter(|(on, _)| *on).map(|(_, kv)| kv) {
+            let set = sysctls.keys().any(|name| dots_separated(name) == k);
+            if !set {
+                sysctls.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    sysctls
+}
+
+/// runc's reading of a sysctl name: `/` may separate its parts instead of `.`, and then a `.`
+/// inside a part is written `/` in the dotted form (`net/ipv4/conf/eno2.100/rp_filter` is
+/// `net.ipv4.conf.eno2/100.rp_filter`).
+fn dots_separated(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
+    }
+}
+
+fn refused(msg: impl Into<String>) -> Error {
+    Error::Refused(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(
+        network: NamespaceMode,
+        ipc: NamespaceMode,
+        sysctls: &[(&str, &str)],
+    ) -> PodSandboxConfig {
+        PodSandboxConfig {
+            network,
+            ipc,
+            sysctls: sysctls
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(c: &PodSandboxConfig) -> String {
+        match validate(c) {
+            Err(e @ Error::Refused(_)) => e.to_string(),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_network_pod_with_a_hostname_is_refused_as_runc_refuses_it() {
+        let mut c = pod(NamespaceMode::Node, NamespaceMode::Pod, &[]);
+        assert!(validate(&c).is_ok());
+        c.hostname = "myhost".into();
+        assert_eq!(
+            refusal(&c),
+            "unable to set hostname without a private UTS namespace"
+        );
+        c.network = NamespaceMode::Pod;
+        assert!(validate(&c).is_ok());
+    }
+
+    #[test]
+    fn sysctls_only_in_namespaces_the_pod_owns() {
+        use NamespaceMode::{Node, Pod};
+        let ok = [
+            (Pod, Pod, "net.ipv4.ip_forward"),
+            (Pod, Pod, "net/ipv4/conf/eth0/rp_filter"),
+            (Pod, Pod, "kernel.shmmax"),
+            (Pod, Pod, "fs.mqueue.msg_max"),
+            (Pod, Pod, "kernel.domainname"),
+            (Node, Pod, "kernel.msgmax"),
+        ];
+        for (net, ipc, name) in ok {
+            assert!(
+                validate(&pod(net, ipc, &[(name, "1")])).is_ok(),
+                "{name} with net {net:?} ipc {ipc:?}"
+            );
+        }
+        let refused = [
+            (
+                Node,
+                Pod,
+                "net.ipv4.ip_forward",
+                "not allowed in host network namespace",
+            ),
+            (
+                Node,
+                Pod,
+                "net/ipv4/ip_forward",
+                "\"net.ipv4.ip_forward\" not allowed in host",
+            ),
+            (
+                Pod,
+                Node,
+                "kernel.shmmax",
+                "not allowed in the hosts ipc namespace",
+            ),
+            (
+                Pod,
+                Node,
+                "fs.mqueue.msg_max",
+                "not allowed in the hosts ipc namespace",
+            ),
+            (
+                Pod,
+                Pod,
+                "kernel.hostname",
+                "conflicts with the OCI \"hostname\" field",
+            ),
+            (
+                Node,
+                Pod,
+                "kernel.domainname",
+                "is not in a separate kernel namespace",
+            ),
+            (
+                Pod,
+                Pod,
+                "vm.swappiness",
+                "\"vm.swappiness\" is not in a separate kernel namespace",
+            ),
+            (
+                Pod,
+                Pod,
+                "user.max_user_namespaces",
+                "is not in a separate kernel namespace",
+            ),
+        ];
+        for (net, ipc, name, want) in refused {
+            let msg = refusal(&pod(net, ipc, &[(name, "1")]));
+            assert!(msg.contains(want), "{name}: {msg}");
+        }
+    }
+
+    #[test]
+    fn slash_separated_names_read_as_runc_reads_them() {
+        assert_eq!(
+            dots_separated("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+        assert_eq!(dots_separated("net.ipv4.ip_forward"), "net.ipv4.ip_forward");
+        assert_eq!(dots_separated("kernel"), "kernel");
+    }
+
+    #[test]
+    fn cri_default_sysctls_for_pods_with_their_own_network() {
+        let on = SandboxConfig::default();
+        let c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
+        let s = holder_sysctls(&c, &on);
+        assert_eq!(s["net.ipv4.ip_unprivileged_port_start"], "0");
+        assert_eq!(s["net.ipv4.ping_group_range"], "0 2147483647");
+        let off = SandboxConfig {
+            enable_unprivileged_ports: false,
+            enable_unprivileged_icmp: false,
+        };
+        assert!(holder_sysctls(&c, &off).is_empty());
+        // The pod's own value wins, in either spelling.
+        let c = pod(
+            NamespaceMode::Pod,
+            NamespaceMode::Pod,
+            &[("net/ipv4/ip_unprivileged_port_start", "1024")],
+        );
+        let s = holder_sysctls(&c, &on);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["net/ipv4/ip_unprivileged_port_start"], "1024");
+        // Never into the node's network namespace.
+        let c = pod(NamespaceMode::Node, NamespaceMode::Pod, &[]);
+        assert!(holder_sysctls(&c, &on).is_empty());
+    }
+}
