@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+/// The registry host of every image the suite builds (none serves it).
+pub const REGISTRY_HOST: &str = "podshim.test";
 pub const BUSYBOX_IMAGE: &str = "podshim.test/busybox:1";
 pub const PAUSE_IMAGE: &str = "podshim.test/pause:1";
 

@@ -161,6 +161,15 @@ e2e!(streaming::port_forward);
 e2e!(sandbox::pod_environment);
 e2e!(sandbox::share_process_namespace);
 e2e!(sandbox::unknown_sysctl);
+e2e!(sandbox::sysctl_refusals);
+// hostNetwork: through podshim-pauseless only from 2.3 on (containerd#12983, see host_network).
+e2e!(pauseless_since [2, 3] podshim_pauseless_needs_2_3 sandbox::host_network_refusals);
+e2e!(sandbox::default_sysctls);
+e2e!(sandbox::verbose_status);
+e2e!(
+    sandbox::pause_image_missing,
+    super::sandbox::without_pause_image
+);
 // containerd < 2.3 dereferences a nil spec for a hostNetwork pod with `sandboxer = "shim"` and
 // panics in its own bundle code (containerd#12983, fixed by containerd#13131 in 2.3.0, not
 // backported to 2.2): podshim-pauseless runs it from 2.3 on. podshim-sandboxer makes its own

@@ -177,6 +177,203 @@ pub async fn unknown_sysctl(c: &mut Containerd) -> Result<()> {
     crate::util::assert_failed_pod_left_nothing(c).await
 }
 
+type Refusal = (&'static str, fn(&mut PodSandboxConfig), &'static str);
+
+/// What runc refuses of a pause container in the node's network namespace, every handler
+/// refuses at RunPodSandbox with runc's message and code (Unknown), leaving nothing: a hostname
+/// without a UTS namespace of the pod's own, a network sysctl. Neither reaches the host.
+pub async fn host_network_refusals(c: &mut Containerd) -> Result<()> {
+    let cases: [Refusal; 2] = [
+        (
+            "hostname",
+            |cfg| namespaces(cfg).network = NamespaceMode::Node as i32,
+            "unable to set hostname without a private UTS namespace",
+        ),
+        (
+            "netsysctl",
+            |cfg| {
+                namespaces(cfg).network = NamespaceMode::Node as i32;
+                cfg.hostname.clear();
+                sysctl(cfg, "net.ipv4.tcp_keepalive_probes");
+            },
+            "sysctl \"net.ipv4.tcp_keepalive_probes\" not allowed in host network namespace",
+        ),
+    ];
+    refused_like_runc(c, &cases).await
+}
+
+/// The same for a pod with its own network namespace: an IPC sysctl in the node's IPC
+/// namespace and a sysctl no namespace holds.
+pub async fn sysctl_refusals(c: &mut Containerd) -> Result<()> {
+    let cases: [Refusal; 2] = [
+        (
+            "ipcsysctl",
+            |cfg| {
+                namespaces(cfg).ipc = NamespaceMode::Node as i32;
+                sysctl(cfg, "kernel.shm_rmid_forced");
+            },
+            "sysctl \"kernel.shm_rmid_forced\" is not allowed in the hosts ipc namespace",
+        ),
+        (
+            "vmsysctl",
+            |cfg| sysctl(cfg, "vm.overcommit_ratio"),
+            "sysctl \"vm.overcommit_ratio\" is not in a separate kernel namespace",
+        ),
+    ];
+    refused_like_runc(c, &cases).await
+}
+
+async fn refused_like_runc(c: &mut Containerd, cases: &[Refusal]) -> Result<()> {
+    let host_before = host_sysctls();
+    for (name, change, want) in cases {
+        let mut cfg = c.pod_config(name);
+        change(&mut cfg);
+        let err = match c.run_pod_with(cfg).await {
+            Ok(pod) => anyhow::bail!("{name}: RunPodSandbox succeeded: {}", pod.id),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            err.contains("RunPodSandbox: Unknown: ") && err.contains(want),
+            "{name}: want code Unknown and {want:?}, got: {err}"
+        );
+        crate::util::assert_failed_pod_left_nothing(c).await?;
+    }
+    ensure!(
+        host_sysctls() == host_before,
+        "a refused pod changed the host's sysctls"
+    );
+    Ok(())
+}
+
+/// Sets `name` to the host's own value: were it written to the host, nothing would change.
+fn sysctl(cfg: &mut PodSandboxConfig, name: &str) {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    let value = std::fs::read_to_string(path).unwrap_or_default();
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .sysctls
+        .insert(name.into(), value.trim().into());
+}
+
+fn host_sysctls() -> Vec<String> {
+    [
+        "net/ipv4/tcp_keepalive_probes",
+        "kernel/shm_rmid_forced",
+        "vm/overcommit_ratio",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(format!("/proc/sys/{p}")).unwrap_or_default())
+    .collect()
+}
+
+/// A pod with its own network namespace gets CRI's default sysctls on every handler (runc's
+/// pause container has them from containerd, a pause-less pod from its holder): any user may
+/// bind ports below 1024 and send ICMP echo.
+pub async fn default_sysctls(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("defsysctl").await?;
+    let a = c.run_container(&pod, sh("a", "exec sleep 1000")).await?;
+    let ports = exec_out(
+        c,
+        &a,
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    )
+    .await?;
+    ensure!(ports.trim() == "0", "ip_unprivileged_port_start {ports:?}");
+    let ping = exec_out(c, &a, &["cat", "/proc/sys/net/ipv4/ping_group_range"]).await?;
+    let ping: Vec<&str> = ping.split_whitespace().collect();
+    ensure!(ping == ["0", "2147483647"], "ping_group_range {ping:?}");
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+/// Verbose PodSandboxStatus carries the pod's runtime spec where CRI clients look for it
+/// (`info.runtimeSpec`, as crictl inspectp shows it): the pod's network namespace by its path,
+/// IPC and UTS namespaces, the hostname, and the sandbox pid, on every handler and release.
+pub async fn verbose_status(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("verbose").await?;
+    let st = c.cri.pod_status(&pod.id, true).await?;
+    let info: serde_json::Value = serde_json::from_str(
+        st.info
+            .get("info")
+            .context("no info[\"info\"] in verbose PodSandboxStatus")?,
+    )
+    .context("info[\"info\"] is not JSON")?;
+    let pid = info["pid"].as_u64().unwrap_or_default();
+    ensure!(pid > 0, "info.pid {:?}", info["pid"]);
+    ensure!(
+        pid as i32 == c.sandbox_pid(&pod)?,
+        "info.pid {pid}, the sandbox process is {}",
+        c.sandbox_pid(&pod)?
+    );
+    let spec = &info["runtimeSpec"];
+    ensure!(spec.is_object(), "no info.runtimeSpec: {info}");
+    ensure!(
+        spec["hostname"] == "verbose",
+        "runtimeSpec.hostname {:?}",
+        spec["hostname"]
+    );
+    let namespaces = spec["linux"]["namespaces"]
+        .as_array()
+        .context("no runtimeSpec.linux.namespaces")?;
+    let path_of = |kind: &str| {
+        namespaces
+            .iter()
+            .find(|n| n["type"] == kind)
+            .map(|n| n["path"].as_str().unwrap_or_default().to_string())
+    };
+    let netns = pod.netns.as_ref().context("pod without a netns path")?;
+    ensure!(
+        path_of("network").as_deref() == Some(&*netns.to_string_lossy()),
+        "runtimeSpec network namespace {:?}, the pod's is {}",
+        path_of("network"),
+        netns.display()
+    );
+    for kind in ["ipc", "uts"] {
+        ensure!(
+            path_of(kind).is_some(),
+            "runtimeSpec has no {kind} namespace"
+        );
+    }
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+pub fn without_pause_image(mut o: podshim_integration::Options) -> podshim_integration::Options {
+    o.without_pause_image = true;
+    o
+}
+
+/// RunPodSandbox with no pause image in containerd's store (and no registry to pull it from).
+/// Pods that run a pause container fail; pause-less pods need none on containerd < 2.3, and from
+/// 2.3 on CRI pulls it anyway, after the sandbox was created (containerd#12849), then never calls
+/// the sandbox again: the failed pod must leave nothing, its created sandbox included.
+pub async fn pause_image_missing(c: &mut Containerd) -> Result<()> {
+    let pull_fails = c.needs_pause_image();
+    match c.run_pod("nopauseimg").await {
+        Ok(pod) if !pull_fails => {
+            c.remove_pod(&pod).await?;
+            Ok(())
+        }
+        Ok(pod) => anyhow::bail!(
+            "containerd {}: RunPodSandbox succeeded without the pause image: {}",
+            c.release,
+            pod.id
+        ),
+        Err(e) if pull_fails => {
+            let err = format!("{e:#}");
+            ensure!(
+                err.contains(images::PAUSE_IMAGE),
+                "the error does not name the pause image: {err}"
+            );
+            crate::util::assert_failed_pod_left_nothing(c).await
+        }
+        Err(e) => Err(e.context(format!(
+            "containerd {}: a pause-less pod needs no pause image",
+            c.release
+        ))),
+    }
+}
+
 /// A pause-less pod runs no pause process, and on containerd < 2.3 needs no pause image (the run
 /// does not import it; from 2.3 on CRI pulls it for every sandboxer, containerd#12849).
 pub async fn no_pause(c: &mut Containerd) -> Result<()> {
