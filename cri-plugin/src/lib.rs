@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod cri_info;
 pub mod error;
 pub mod launch;
 pub mod pool;
@@ -12,6 +13,7 @@ pub mod sandboxes;
 pub mod shim;
 pub mod shim_log;
 pub mod store;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -3,7 +3,8 @@
 //! Controller contract without the wire: `controller.rs` is the gRPC edge.
 //!
 //! The store is written before anything is started and before any answer that containerd will
-//! rely on; memory only caches it (records and shim connections).
+//! rely on; memory only caches it (records and shim connections), but for what CRI gave Create
+//! for the verbose status.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use podshim_shim::sandbox::{
 };
 
 use crate::config::Config;
+use crate::cri_info::CriInfo;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::pool::Pool;
@@ -31,6 +33,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 const DEAD_SHIM_EXIT: u32 = 255;
 /// Between WaitSandbox attempts on a shim that is alive but whose connection broke.
 const WAIT_RETRY: Duration = Duration::from_millis(500);
+/// How often the shim of a sandbox created but not started is looked for.
+const UNSTARTED_POLL: Duration = Duration::from_secs(1);
 
 /// containerd's identifier rule (namespaces and sandbox ids): they also name directories here.
 pub fn valid_name(s: &str) -> bool {
@@ -47,16 +51,21 @@ struct Entry {
     record: Mutex<SandboxRecord>,
     /// The open connection to the shim, dropped when it broke.
     shim: Mutex<Option<PodShim>>,
-    /// Create, Start and Shutdown of one sandbox do not interleave.
+    /// Create, Start and Shutdown of one sandbox do not interleave; a sandbox is removed, and
+    /// its record written, only under it.
     lifecycle: tokio::sync::Mutex<()>,
+    /// What CRI gave Create for the verbose status; kept in memory only, so a sandbox recovered
+    /// after a restart has none.
+    cri: Option<CriInfo>,
 }
 
 impl Entry {
-    fn new(r: SandboxRecord) -> Arc<Entry> {
+    fn new(r: SandboxRecord, cri: Option<CriInfo>) -> Arc<Entry> {
         Arc::new(Entry {
             record: Mutex::new(r),
             shim: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
+            cri,
         })
     }
 
@@ -82,6 +91,7 @@ pub struct CreateRequest {
     pub options: Option<RawAny>,
     pub netns_path: String,
     pub annotations: HashMap<String, String>,
+    pub cri: Option<CriInfo>,
 }
 
 pub struct Started {
@@ -90,6 +100,8 @@ pub struct Started {
     /// `ttrpc+unix:///…`: the form containerd's shim manager splits into protocol and address.
     pub address: String,
     pub version: u32,
+    /// The sandbox's OCI runtime spec, as the shim encoded it.
+    pub spec: Option<RawAny>,
 }
 
 pub struct Status {
@@ -152,10 +164,10 @@ impl Sandboxes {
     /// After a restart: sandboxes containerd knows are served again (their shims reconnected
     /// on first use); those whose Create never answered are torn down; bundle directories
     /// nobody records are removed.
-    pub async fn recover(&self) -> Result<()> {
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
         for r in self.store.sandboxes()? {
             let key = (r.namespace.clone(), r.sandbox_id.clone());
-            let entry = Entry::new(r.clone());
+            let entry = Entry::new(r.clone(), None);
             if r.state == State::Creating {
                 info!(
                     "sandbox {}: its Create never answered, tearing down",
@@ -169,7 +181,10 @@ impl Sandboxes {
                 r.sandbox_id, r.namespace, r.shim.address
             );
             self.launcher.reattach(&r.shim);
-            self.entries().insert(key, entry);
+            self.entries().insert(key.clone(), entry.clone());
+            if r.state == State::Created {
+                self.watch_unstarted(key, entry);
+            }
         }
         self.pool.recover().await?;
         self.remove_unrecorded_bundles()
@@ -215,7 +230,99 @@ impl Sandboxes {
         r
     }
 
-    pub async fn create(&self, req: CreateRequest) -> Result<()> {
+    /// Whether `entry` is still the sandbox `key` names (not removed, nor replaced).
+    fn is_current(&self, key: &Key, entry: &Arc<Entry>) -> bool {
+        self.entries()
+            .get(key)
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
+    }
+
+    /// Runs a Create or Start of `entry` to its end under its lifecycle lock, even when
+    /// containerd hangs up meanwhile (its deadline passed). CRI calls nothing after a failed
+    /// Create or Start, so whatever failed, or succeeded for nobody, is undone here: the
+    /// sandbox's shim, bundle, record and entry are gone before the error is answered.
+    async fn run_or_undo<T, F, Fut>(
+        self: &Arc<Self>,
+        key: Key,
+        entry: Arc<Entry>,
+        op: &'static str,
+        work: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>, Arc<Entry>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        let this = self.clone();
+        let id = key.1.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _lifecycle = entry.lifecycle.lock().await;
+            // A Shutdown got here first.
+            if !this.is_current(&key, &entry) {
+                let _ = tx.send(Err(Error::NotFound(format!("sandbox {} not found", key.1))));
+                return;
+            }
+            let r = work(this.clone(), entry.clone()).await;
+            if let Err(e) = &r {
+                warn!("sandbox {}: {op} failed, undoing it: {e}", key.1);
+                this.undo(&key, &entry).await;
+            }
+            if let Err(Ok(_)) = tx.send(r) {
+                warn!(
+                    "sandbox {}: containerd gave up on its {op}, undoing it",
+                    key.1
+                );
+                this.undo(&key, &entry).await;
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "{op} of sandbox {id} was interrupted"
+            )))
+        })
+    }
+
+    /// Tears the sandbox down and forgets it. Called with its lifecycle lock held.
+    async fn undo(&self, key: &Key, entry: &Arc<Entry>) {
+        if !self.is_current(key, entry) {
+            return;
+        }
+        if let Err(e) = self.teardown(entry).await {
+            warn!("sandbox {}: tearing down: {e}", key.1);
+        }
+        self.entries().remove(key);
+    }
+
+    /// A sandbox created but not started is containerd's only until its RunPodSandbox fails
+    /// (the pause image pull), after which nothing calls here about it again; its shim then
+    /// leaves (it watches the pod's network namespace). Once the shim is gone, the sandbox is
+    /// torn down and forgotten without waiting for a call.
+    fn watch_unstarted(self: &Arc<Self>, key: Key, entry: Arc<Entry>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let unstarted = |this: &Sandboxes| {
+                this.is_current(&key, &entry) && entry.record().state == State::Created
+            };
+            loop {
+                tokio::time::sleep(UNSTARTED_POLL).await;
+                if !unstarted(&this) {
+                    return;
+                }
+                if launch::is_running(&entry.record().shim) {
+                    continue;
+                }
+                let _lifecycle = entry.lifecycle.lock().await;
+                if unstarted(&this) {
+                    info!("sandbox {}: its shim left before it started", key.1);
+                    this.undo(&key, &entry).await;
+                }
+                return;
+            }
+        });
+    }
+
+    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<()> {
         for (what, v) in [
             ("namespace", &req.namespace),
             ("sandbox id", &req.sandbox_id),
@@ -242,18 +349,21 @@ impl Sandboxes {
                     req.sandbox_id
                 )));
             }
-            let e = Entry::new(planned.clone());
+            let e = Entry::new(planned.clone(), req.cri.clone());
             entries.insert(key.clone(), e.clone());
             e
         };
-        let _lifecycle = entry.lifecycle.lock().await;
-        let r = self.create_locked(&entry, planned, req).await;
-        if r.is_err() {
-            self.entries().remove(&key);
-        }
-        r
+        let watched = key.clone();
+        self.run_or_undo(key, entry, "create", |this, entry| async move {
+            this.create_locked(&entry, planned, req).await?;
+            this.watch_unstarted(watched, entry);
+            Ok(())
+        })
+        .await
     }
 
+    /// The entry's record always names what may exist, so that a failure anywhere can be
+    /// undone from it.
     async fn create_locked(
         &self,
         entry: &Entry,
@@ -264,22 +374,16 @@ impl Sandboxes {
             Some(shim) => {
                 info!("sandbox {}: adopting pool shim {}", req.sandbox_id, shim.id);
                 record.shim = shim;
+                entry.set_record(record.clone());
                 self.store.adopt(&record)?;
             }
             None => {
                 self.store.put_sandbox(&record)?;
-                match self.launcher.start(record.shim.clone()).await {
-                    Ok(shim) => record.shim = shim,
-                    Err(e) => {
-                        entry.set_record(record);
-                        self.teardown(entry).await?;
-                        return Err(e);
-                    }
-                }
+                record.shim = self.launcher.start(record.shim.clone()).await?;
+                entry.set_record(record.clone());
                 self.store.put_sandbox(&record)?;
             }
         }
-        entry.set_record(record.clone());
         let mut annotations = req.annotations;
         annotations.insert(
             ANNOTATION_CONTAINERD_ROOT.to_string(),
@@ -290,67 +394,50 @@ impl Sandboxes {
             self.containerd_state.to_string_lossy().into_owned(),
         );
         let bundle = record.shim.bundle.clone();
-        let created = self
-            .call(entry, |s| {
-                let (id, bundle, netns) = (&req.sandbox_id, &bundle, &req.netns_path);
-                let options = req.options.as_ref().map(|o| RawAny {
-                    type_url: o.type_url.clone(),
-                    value: o.value.clone(),
-                });
-                let annotations = annotations.clone();
-                async move { s.create(id, bundle, options, netns, annotations).await }
-            })
-            .await;
-        if let Err(e) = created {
-            if let Err(t) = self.teardown(entry).await {
-                warn!(
-                    "sandbox {}: cleaning up after a failed create: {t}",
-                    req.sandbox_id
-                );
-            }
-            return Err(e);
-        }
+        self.call(entry, |s| {
+            let (id, bundle, netns) = (&req.sandbox_id, &bundle, &req.netns_path);
+            let options = req.options.as_ref().map(|o| RawAny {
+                type_url: o.type_url.clone(),
+                value: o.value.clone(),
+            });
+            let annotations = annotations.clone();
+            async move { s.create(id, bundle, options, netns, annotations).await }
+        })
+        .await?;
         record.state = State::Created;
         self.store.put_sandbox(&record)?;
         entry.set_record(record);
         Ok(())
     }
 
-    pub async fn start(&self, namespace: &str, id: &str) -> Result<Started> {
+    pub async fn start(self: &Arc<Self>, namespace: &str, id: &str) -> Result<Started> {
         let entry = self.get(namespace, id)?;
-        let _lifecycle = entry.lifecycle.lock().await;
+        let key = (namespace.to_string(), id.to_string());
+        // Under the lifecycle lock: the sandbox's Create has ended, and succeeded if the
+        // sandbox is still there.
+        self.run_or_undo(key, entry, "start", |this, entry| async move {
+            this.start_locked(&entry).await
+        })
+        .await
+    }
+
+    async fn start_locked(&self, entry: &Entry) -> Result<Started> {
         let mut record = entry.record();
-        if record.state == State::Creating {
-            return Err(Error::FailedPrecondition(format!(
-                "sandbox {id} is not created"
-            )));
-        }
+        let id = record.sandbox_id.as_str();
         let started = self
-            .call(&entry, |s| async move { s.start(id).await })
-            .await;
-        let (pid, created_at) = match started {
-            Ok(v) => v,
-            Err(e) => {
-                // As containerd's own controller: a sandbox that cannot start is cleaned up
-                // here; CRI's later Shutdown finds nothing (NotFound, which it ignores).
-                if let Err(t) = self.teardown(&entry).await {
-                    warn!("sandbox {id}: cleaning up after a failed start: {t}");
-                }
-                self.entries()
-                    .remove(&(namespace.to_string(), id.to_string()));
-                return Err(e);
-            }
-        };
+            .call(entry, |s| async move { s.start(id).await })
+            .await?;
         record.state = State::Started;
-        record.pid = pid;
-        record.created_at = created_at.unwrap_or(record.created_at);
+        record.pid = started.pid;
+        record.created_at = started.created_at.unwrap_or(record.created_at);
         self.store.put_sandbox(&record)?;
         entry.set_record(record.clone());
         Ok(Started {
-            pid,
+            pid: started.pid,
             created_at: record.created_at,
             address: task_address(&record.shim.address),
             version: TASK_API_VERSION,
+            spec: started.spec,
         })
     }
 
@@ -380,13 +467,11 @@ impl Sandboxes {
                 Err(e) if e.is_unreachable() => {
                     let shim = entry.record().shim;
                     if !launch::is_running(&shim) {
-                        {
-                            let _lifecycle = entry.lifecycle.lock().await;
-                            self.launcher.delete(&shim, id).await;
-                        }
+                        let _lifecycle = entry.lifecycle.lock().await;
+                        self.launcher.delete(&shim, id).await;
                         return Ok(Exit {
                             status: DEAD_SHIM_EXIT,
-                            at: self.exited_at(&entry),
+                            at: self.note_exit(&entry),
                         });
                     }
                     tokio::time::sleep(WAIT_RETRY).await;
@@ -396,13 +481,18 @@ impl Sandboxes {
         }
     }
 
-    /// When the sandbox of a dead shim was first found gone (noted once, durably).
-    fn exited_at(&self, entry: &Entry) -> Timestamp {
+    /// When the sandbox of a dead shim was first found gone (noted once, durably, and only
+    /// while the sandbox is there: a removed sandbox's record is not written back). Called with
+    /// the lifecycle lock held.
+    fn note_exit(&self, entry: &Arc<Entry>) -> Timestamp {
         let mut r = entry.record();
         if let Some(t) = r.exited_at {
             return t;
         }
         let t = Timestamp::now();
+        if !self.is_current(&(r.namespace.clone(), r.sandbox_id.clone()), entry) {
+            return t;
+        }
         r.exited_at = Some(t);
         if let Err(e) = self.store.put_sandbox(&r) {
             warn!("sandbox {}: {e}", r.sandbox_id);
@@ -415,11 +505,11 @@ impl Sandboxes {
         let entry = self.get(namespace, id)?;
         let record = entry.record();
         let address = task_address(&record.shim.address);
-        match self
+        let mut status = match self
             .call(&entry, |s| async move { s.status(id, verbose).await })
             .await
         {
-            Ok(st) => Ok(Status {
+            Ok(st) => Status {
                 // CRI attaches containers to the id echoed here.
                 sandbox_id: id.to_string(),
                 pid: st.pid,
@@ -429,27 +519,56 @@ impl Sandboxes {
                 exited_at: st.exited_at,
                 address,
                 version: TASK_API_VERSION,
-            }),
+            },
             // The shim is gone, or (a Create still under way) does not serve the sandbox yet.
-            Err(e) if e.is_unreachable() || e.is_not_found() => Ok(Status {
-                sandbox_id: id.to_string(),
-                pid: record.pid,
-                state: STATE_NOTREADY.to_string(),
-                info: HashMap::new(),
-                created_at: Some(record.created_at),
-                exited_at: (record.state != State::Creating && !launch::is_running(&record.shim))
-                    .then(|| self.exited_at(&entry)),
-                address,
-                version: TASK_API_VERSION,
-            }),
-            Err(e) => Err(e),
+            Err(e) if e.is_unreachable() || e.is_not_found() => {
+                let gone = record.state != State::Creating && !launch::is_running(&record.shim);
+                let exited_at = match gone {
+                    true => {
+                        let _lifecycle = entry.lifecycle.lock().await;
+                        Some(self.note_exit(&entry))
+                    }
+                    false => None,
+                };
+                Status {
+                    sandbox_id: id.to_string(),
+                    pid: record.pid,
+                    state: STATE_NOTREADY.to_string(),
+                    info: HashMap::new(),
+                    created_at: Some(record.created_at),
+                    exited_at,
+                    address,
+                    version: TASK_API_VERSION,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if let (true, Some(cri)) = (verbose, &entry.cri) {
+            cri.add_to(&mut status.info);
         }
+        Ok(status)
     }
 
+    /// containerd 2.4 lists every pod's stats through here and fails the whole list on any
+    /// error but NotFound and Unavailable (which skip the pod): a sandbox that is not running,
+    /// or whose stats cannot be read, answers Unavailable.
     pub async fn metrics(&self, namespace: &str, id: &str) -> Result<Metric> {
         let entry = self.get(namespace, id)?;
-        self.call(&entry, |s| async move { s.metrics(id).await })
+        if entry.record().state != State::Started {
+            return Err(Error::Unavailable(format!("sandbox {id} is not started")));
+        }
+        match self
+            .call(&entry, |s| async move { s.metrics(id).await })
             .await
+        {
+            Err(e) if !(e.is_not_found() || e.is_unreachable()) => {
+                if e.code() != tonic::Code::FailedPrecondition {
+                    warn!("sandbox {id}: {e}");
+                }
+                Err(Error::Unavailable(e.to_string()))
+            }
+            r => r,
+        }
     }
 
     /// Removes the sandbox: its shim leaves, its bundle and record go.
@@ -458,11 +577,7 @@ impl Sandboxes {
         let _lifecycle = entry.lifecycle.lock().await;
         let key = (namespace.to_string(), id.to_string());
         // A concurrent Shutdown got here first.
-        if !self
-            .entries()
-            .get(&key)
-            .is_some_and(|e| Arc::ptr_eq(e, &entry))
-        {
+        if !self.is_current(&key, &entry) {
             return Err(Error::NotFound(format!("sandbox {id} not found")));
         }
         self.teardown(&entry).await?;

@@ -39,7 +39,18 @@ pub struct Exit {
     pub at: Timestamp,
 }
 
+/// StartSandbox as the shim answers it.
+#[derive(Debug, PartialEq)]
+pub struct ShimStarted {
+    /// The namespace holder's.
+    pub pid: u32,
+    pub created_at: Option<Timestamp>,
+    /// The sandbox's OCI runtime spec, as the shim encoded it (none from an older shim).
+    pub spec: Option<RawAny>,
+}
+
 /// A protobuf `Any` as bytes on either side of podshim-sandboxer.
+#[derive(Clone, Debug, PartialEq)]
 pub struct RawAny {
     pub type_url: String,
     pub value: Vec<u8>,
@@ -56,6 +67,13 @@ fn ts(t: &containerd_shim_protos::protobuf::MessageField<PbTimestamp>) -> Option
         secs: t.seconds,
         nanos: t.nanos,
     })
+}
+
+fn raw(a: Any) -> RawAny {
+    RawAny {
+        type_url: a.type_url,
+        value: a.value,
+    }
 }
 
 fn ctx() -> context::Context {
@@ -113,8 +131,7 @@ impl PodShim {
         Ok(())
     }
 
-    /// The namespace holder's pid and when the sandbox was created.
-    pub async fn start(&self, sandbox_id: &str) -> Result<(u32, Option<Timestamp>)> {
+    pub async fn start(&self, sandbox_id: &str) -> Result<ShimStarted> {
         let req = api::StartSandboxRequest {
             sandbox_id: sandbox_id.to_string(),
             ..Default::default()
@@ -124,7 +141,11 @@ impl PodShim {
             .start_sandbox(ctx(), &req)
             .await
             .map_err(Self::err("StartSandbox", sandbox_id))?;
-        Ok((r.pid, ts(&r.created_at)))
+        Ok(ShimStarted {
+            pid: r.pid,
+            created_at: ts(&r.created_at),
+            spec: r.spec.into_option().map(raw),
+        })
     }
 
     pub async fn stop(&self, sandbox_id: &str, timeout_secs: u32) -> Result<()> {
@@ -202,11 +223,79 @@ impl PodShim {
         let m = r.metrics.into_option().unwrap_or_default();
         Ok(Metric {
             timestamp: ts(&m.timestamp),
-            data: m.data.into_option().map(|a| RawAny {
-                type_url: a.type_url,
-                value: a.value,
-            }),
+            data: m.data.into_option().map(raw),
             id: m.id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use containerd_shim_protos::sandbox_async::{create_sandbox, Sandbox};
+    use containerd_shim_protos::ttrpc::r#async::{Server, TtrpcContext};
+
+    use super::*;
+
+    /// A shim whose StartSandbox answers with `spec`.
+    struct FakeShim {
+        spec: Option<Any>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sandbox for FakeShim {
+        async fn start_sandbox(
+            &self,
+            _: &TtrpcContext,
+            _: api::StartSandboxRequest,
+        ) -> ttrpc::Result<api::StartSandboxResponse> {
+            Ok(api::StartSandboxResponse {
+                pid: 42,
+                spec: self.spec.clone().into(),
+                ..Default::default()
+            })
+        }
+    }
+
+    async fn started_by(spec: Option<Any>) -> ShimStarted {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix://{}/shim.sock", dir.path().display());
+        let mut server = Server::new()
+            .bind(&address)
+            .unwrap()
+            .register_service(create_sandbox(Arc::new(FakeShim { spec })));
+        server.start().await.unwrap();
+        let started = PodShim::connect(&address)
+            .await
+            .unwrap()
+            .start("pod1")
+            .await
+            .unwrap();
+        server.shutdown().await.unwrap();
+        started
+    }
+
+    #[tokio::test]
+    async fn start_carries_the_shims_spec_unchanged() {
+        let spec = Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+            value: br#"{"ociVersion":"1.2.0","hostname":"pod1"}"#.to_vec(),
+            ..Default::default()
+        };
+        let s = started_by(Some(spec.clone())).await;
+        assert_eq!(s.pid, 42);
+        assert_eq!(
+            s.spec,
+            Some(RawAny {
+                type_url: spec.type_url,
+                value: spec.value
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn start_without_a_spec_has_none() {
+        assert_eq!(started_by(None).await.spec, None);
     }
 }

@@ -14,6 +14,7 @@ use k8s_cri::v1::{
     PodSandboxConfig, PodSandboxMetadata,
 };
 use podshim_sandboxer::store::Store;
+use podshim_sandboxer::wire;
 use prost::Message;
 
 const NS: &str = "k8s.io";
@@ -71,11 +72,35 @@ fn holders(sandbox_id: &str) -> Vec<i32> {
 
 impl Daemon {
     fn new(pool: usize) -> Daemon {
+        Daemon::with_start_delay(pool, None)
+    }
+
+    /// A daemon whose shims take `delay` more to `start` (a wrapper sleeps, then runs the shim).
+    fn with_start_delay(pool: usize, delay: Option<Duration>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pssb-")
             .tempdir_in("/tmp")
             .unwrap();
         let d = dir.path();
+        let shim = match delay {
+            None => shim_binary(),
+            Some(delay) => {
+                let wrapper = d.join(format!("slow-{SHIM}"));
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "#!/bin/sh\ncase \" $* \" in *\" start \"*) sleep {};; esac\nexec {} \"$@\"\n",
+                        delay.as_secs_f64(),
+                        shim_binary().display()
+                    ),
+                )
+                .unwrap();
+                let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
+                std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+                std::fs::set_permissions(&wrapper, perm).unwrap();
+                wrapper
+            }
+        };
         std::fs::write(
             d.join("shim.toml"),
             format!("[runtime]\nroot = \"{}/runc\"\n", d.display()),
@@ -99,7 +124,7 @@ state = "{d}/cstate"
 size = {pool}
 "#,
                 d = d.display(),
-                shim = shim_binary().display(),
+                shim = shim.display(),
             ),
         )
         .unwrap();
@@ -157,7 +182,7 @@ size = {pool}
         assert!(st.success(), "daemon exited with {st}");
     }
 
-    async fn client(&mut self) -> ControllerClient<Channel> {
+    async fn client(&mut self) -> Client {
         let sock = self.path().join("sandboxer.sock");
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -165,7 +190,10 @@ size = {pool}
             }
             if sock.exists() {
                 if let Ok(ch) = containerd_client::connect(&sock).await {
-                    return ControllerClient::new(ch);
+                    return Client {
+                        ctl: ControllerClient::new(ch.clone()),
+                        channel: ch,
+                    };
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -268,6 +296,27 @@ impl Drop for Daemon {
     }
 }
 
+/// containerd-client's Controller client, and the channel under it for what containerd-client
+/// cannot decode (Start's spec).
+#[derive(Clone)]
+struct Client {
+    ctl: ControllerClient<Channel>,
+    channel: Channel,
+}
+
+impl std::ops::Deref for Client {
+    type Target = ControllerClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.ctl
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.ctl
+    }
+}
+
 fn req<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
@@ -276,6 +325,11 @@ fn req<T>(msg: T) -> Request<T> {
 }
 
 fn pod_options(name: &str) -> prost_types::Any {
+    // No CNI here: the pod keeps the host's network.
+    pod_options_in(name, NamespaceMode::Node)
+}
+
+fn pod_options_in(name: &str, network: NamespaceMode) -> prost_types::Any {
     let cfg = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
@@ -283,12 +337,15 @@ fn pod_options(name: &str) -> prost_types::Any {
             namespace: "default".into(),
             attempt: 0,
         }),
-        hostname: name.into(),
+        // As kubelet: a hostNetwork pod has the node's hostname (runc refuses another).
+        hostname: match network {
+            NamespaceMode::Node => String::new(),
+            _ => name.into(),
+        },
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
-                    // No CNI here: the pod keeps the host's network.
-                    network: NamespaceMode::Node as i32,
+                    network: network as i32,
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
@@ -317,14 +374,39 @@ async fn create(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Code>
     .map_err(|s| s.code())
 }
 
-async fn start(c: &mut ControllerClient<Channel>, id: &str) -> ControllerStartResponse {
-    c.start(req(ControllerStartRequest {
+async fn start(c: &mut Client, id: &str) -> wire::ControllerStartResponse {
+    try_start(c, id).await.unwrap()
+}
+
+/// Start, decoded as containerd 2.3+ decodes it (with the spec).
+async fn try_start(
+    c: &mut Client,
+    id: &str,
+) -> Result<wire::ControllerStartResponse, containerd_client::tonic::Status> {
+    let mut grpc = containerd_client::tonic::client::Grpc::new(c.channel.clone());
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        req(ControllerStartRequest {
+            sandbox_id: id.into(),
+            sandboxer: "podshim".into(),
+        }),
+        containerd_client::tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/containerd.services.sandbox.v1.Controller/Start",
+        ),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn metrics(c: &mut ControllerClient<Channel>, id: &str) -> Result<(), Code> {
+    c.metrics(req(ControllerMetricsRequest {
         sandbox_id: id.into(),
-        sandboxer: "podshim".into(),
+        ..Default::default()
     }))
     .await
-    .unwrap()
-    .into_inner()
+    .map(|_| ())
+    .map_err(|s| s.code())
 }
 
 async fn status(
@@ -393,6 +475,15 @@ async fn pod_lifecycle_through_its_shim() {
             s.address
         );
         assert_eq!(s.version, 3);
+        // The shim's spec, if it gives one, reaches containerd as its NRI reads it.
+        if let Some(spec) = &s.spec {
+            assert_eq!(
+                spec.type_url,
+                "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&spec.value).unwrap();
+            assert!(v.get("ociVersion").is_some(), "{v}");
+        }
         assert_eq!(holders(&id), vec![s.pid as i32], "the pid is the holder");
         let st = status(&mut c, &id).await.unwrap();
         assert_eq!(st.sandbox_id, id);
@@ -571,6 +662,200 @@ async fn bad_requests() {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert_eq!(status(&mut c, &d.id("bad")).await, Err(Code::NotFound));
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// CRI calls nothing after a failed Start (no Shutdown): the sandbox must be gone by then.
+#[tokio::test]
+async fn failed_start_leaves_nothing() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        let id = d.id("nostart");
+        // A file, not a network namespace: Create finds it, the holder cannot join it.
+        let netns = d.path().join("not-a-netns");
+        std::fs::write(&netns, "").unwrap();
+        c.create(req(ControllerCreateRequest {
+            sandbox_id: id.clone(),
+            options: Some(pod_options_in(&id, NamespaceMode::Pod)),
+            netns_path: netns.display().to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let e = try_start(&mut c, &id).await.unwrap_err();
+        assert_ne!(e.code(), Code::NotFound, "{e:?}");
+        assert_eq!(status(&mut c, &id).await, Err(Code::NotFound));
+        assert_eq!(d.shims(), vec![], "shims left");
+        assert_eq!(holders(&id), Vec::<i32>::new());
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// containerd gives up on a Create while the shim starts (its caller's deadline passed): the
+/// Create is finished here all the same, then undone, since nothing will ask for it again.
+#[tokio::test]
+async fn abandoned_create_leaves_nothing() {
+    bounded(async {
+        let mut d = Daemon::with_start_delay(0, Some(Duration::from_secs(1)));
+        let mut c = d.client().await;
+        let id = d.id("abandoned");
+        let mut r = req(ControllerCreateRequest {
+            sandbox_id: id.clone(),
+            options: Some(pod_options(&id)),
+            ..Default::default()
+        });
+        r.set_timeout(Duration::from_millis(300));
+        c.create(r).await.unwrap_err();
+        let started = format!("started shim {id} ");
+        d.until("the shim started after all", |d| d.log().contains(&started))
+            .await;
+        d.until("the shim gone again", |d| d.shims().is_empty())
+            .await;
+        while status(&mut c, &id).await != Err(Code::NotFound) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// containerd 2.3 can fail RunPodSandbox between Create and Start (the pause image pull) and
+/// then never calls again; the pod's shim then leaves. With no further call, the sandbox is
+/// forgotten: no record, no bundle, no pod files.
+#[tokio::test]
+async fn unstarted_sandbox_whose_shim_left_is_forgotten() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        let id = d.id("unstarted");
+        create(&mut c, &id).await.unwrap();
+        let (shim, _) = d.shims().remove(0);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let forgotten = format!("sandbox {id}: shim {id} gone, record removed");
+        d.until("the sandbox forgotten", |d| d.log().contains(&forgotten))
+            .await;
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// containerd 2.4 lists pod stats through Metrics and fails the whole list on any error but
+/// NotFound and Unavailable: a sandbox that is not ready answers one of those.
+#[tokio::test]
+async fn metrics_never_fail_the_nodes_stats() {
+    bounded(async {
+        let skipped = |r: Result<(), Code>| matches!(r, Err(Code::NotFound | Code::Unavailable));
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        assert_eq!(metrics(&mut c, "nope").await, Err(Code::NotFound));
+
+        let id = d.id("metrics");
+        create(&mut c, &id).await.unwrap();
+        let r = metrics(&mut c, &id).await;
+        assert!(skipped(r), "created, not started: {r:?}");
+        start(&mut c, &id).await;
+        let r = metrics(&mut c, &id).await;
+        assert!(r.is_ok() || skipped(r), "started: {r:?}");
+        let mut waiter = c.clone();
+        let waited = tokio::spawn({
+            let id = id.clone();
+            async move { wait(&mut waiter, &id).await }
+        });
+        stop(&mut c, &id).await.unwrap();
+        waited.await.unwrap().unwrap();
+        let r = metrics(&mut c, &id).await;
+        assert!(skipped(r), "stopped: {r:?}");
+        shutdown(&mut c, &id).await.unwrap();
+        assert_eq!(metrics(&mut c, &id).await, Err(Code::NotFound));
+
+        let dead = d.id("metrics-dead");
+        create(&mut c, &dead).await.unwrap();
+        start(&mut c, &dead).await;
+        let (shim, _) = d.shims().remove(0);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        d.until("the shim is gone", |d| d.shims().is_empty()).await;
+        let r = metrics(&mut c, &dead).await;
+        assert!(skipped(r), "shim gone: {r:?}");
+        assert_eq!(wait(&mut c, &dead).await.unwrap().exit_status, 255);
+        shutdown(&mut c, &dead).await.unwrap();
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// CRI 2.3+ re-reads `info["info"]` as its SandboxInfo: the `config`, `cniResult` and
+/// `sandboxMetadata` it shows come from the `metadata` extension it gave Create.
+#[tokio::test]
+async fn verbose_status_has_cris_metadata() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let mut c = d.client().await;
+        let id = d.id("verbose");
+        let metadata = serde_json::json!({
+            "Version": "v1",
+            "Metadata": {
+                "ID": id,
+                "Config": {"metadata": {"name": "verbose", "uid": "uid-verbose"}},
+                "CNIResult": {"Interfaces": {}},
+            }
+        });
+        c.create(req(ControllerCreateRequest {
+            sandbox_id: id.clone(),
+            options: Some(pod_options(&id)),
+            sandbox: Some(containerd_client::types::Sandbox {
+                sandbox_id: id.clone(),
+                extensions: [(
+                    "metadata".to_string(),
+                    prost_types::Any {
+                        type_url: "github.com/containerd/cri/pkg/store/sandbox/Metadata".into(),
+                        value: metadata.to_string().into_bytes(),
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        start(&mut c, &id).await;
+        let st = c
+            .status(req(ControllerStatusRequest {
+                sandbox_id: id.clone(),
+                verbose: true,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+        assert_eq!(info["config"], metadata["Metadata"]["Config"], "{info}");
+        assert_eq!(
+            info["cniResult"], metadata["Metadata"]["CNIResult"],
+            "{info}"
+        );
+        assert_eq!(info["sandboxMetadata"], metadata, "{info}");
+        // Not verbose: nothing added.
+        assert!(!status(&mut c, &id).await.unwrap().info.contains_key("info"));
+        stop(&mut c, &id).await.unwrap();
+        shutdown(&mut c, &id).await.unwrap();
         d.terminate();
         d.assert_nothing_left();
     })
