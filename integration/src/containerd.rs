@@ -114,8 +114,9 @@ pub struct Options {
     /// Start a loopback registry (see [`Registry`]) and point containerd's registry
     /// `config_path` at a hosts dir holding its `hosts.toml`.
     pub registry: bool,
-    /// Import no pause image, whatever the handler's pods need.
-    pub without_pause_image: bool,
+    /// Import the pause image (`Some(true)`) or not (`Some(false)`) whatever this handler's
+    /// pods need; `None`: as they need it (see [`Containerd::needs_pause_image`]).
+    pub pause_image: Option<bool>,
 }
 
 impl Options {
@@ -137,7 +138,7 @@ impl Options {
             snapshotter_usage_refresh: 60,
             stats_collect_period: None,
             registry: false,
-            without_pause_image: false,
+            pause_image: None,
         }
     }
 }
@@ -702,7 +703,7 @@ imports = [{imports}]
             pod_seq: Default::default(),
         };
         c.spawn().await?;
-        let needs_pause = c.needs_pause_image() && !c.opts.without_pause_image;
+        let needs_pause = c.opts.pause_image.unwrap_or(c.needs_pause_image());
         let wanted: Vec<PathBuf> = if needs_pause {
             vec![archives.pause.clone(), archives.busybox.clone()]
         } else {

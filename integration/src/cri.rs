@@ -354,6 +354,19 @@ impl Cri {
             .ok_or_else(|| anyhow!("PodSandboxStats returned no stats"))
     }
 
+    /// ListPodSandboxStats of every pod, as the kubelet asks with `PodAndContainerStatsFromCRI`.
+    pub async fn list_pod_stats(&self) -> Result<Vec<PodSandboxStats>> {
+        Ok(self
+            .rt
+            .clone()
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+            .await
+            .map_err(st)
+            .context("ListPodSandboxStats")?
+            .into_inner()
+            .stats)
+    }
+
     pub async fn exec_url(&self, req: ExecRequest) -> Result<String> {
         Ok(self
             .rt

@@ -559,3 +559,100 @@ pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
     }
     assert_pod_gone(c, &pod, &[id]).await
 }
+
+/// Runc's pods beside the handler's: the pause image is there.
+pub fn with_pause_image(mut o: podshim_integration::Options) -> podshim_integration::Options {
+    o.pause_image = Some(true);
+    o
+}
+
+/// ListPodSandboxStats, as the kubelet calls it with `PodAndContainerStatsFromCRI`: with pods of
+/// this handler and of runc's on one node, one call carries CPU, memory and network for every
+/// pod. Then a pod of each handler without a cgroup parent (what crictl creates) joins the node:
+/// podshim's may fail the node's list only where runc's does too (containerd < 2.4 reads the
+/// parent itself and fails the whole list without one).
+pub async fn list_pod_stats(c: &mut Containerd) -> Result<()> {
+    let busy = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 1000";
+    let ours = c.run_pod("liststats").await?;
+    c.run_container(&ours, sh("busy", busy)).await?;
+    let theirs = c
+        .run_pod_with_handler(
+            c.pod_config("liststatsrunc"),
+            podshim_integration::HANDLER_RUNC,
+        )
+        .await?;
+    c.run_container(&theirs, sh("busy", busy)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing = missing_pod_stats(&c.cri.list_pod_stats().await?, &[&ours.id, &theirs.id]);
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("ListPodSandboxStats after 30 s: {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut list_ok = Vec::new();
+    for handler in [podshim_integration::HANDLER_RUNC, c.opts.handler.as_str()] {
+        let mut cfg = c.pod_config("noparent");
+        cfg.linux
+            .get_or_insert_with(Default::default)
+            .cgroup_parent
+            .clear();
+        let pod = c.run_pod_with_handler(cfg, handler).await?;
+        let r = c.cri.list_pod_stats().await;
+        list_ok.push((
+            handler,
+            r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")),
+        ));
+        c.remove_pod(&pod).await?;
+    }
+    let (runc, ours_r) = (&list_ok[0].1, &list_ok[1].1);
+    ensure!(
+        ours_r.is_ok() || runc.is_err(),
+        "containerd {}: with a {} pod without cgroup parent ListPodSandboxStats fails ({:?}), \
+         with runc's it succeeds",
+        c.release,
+        c.opts.handler,
+        ours_r
+    );
+    eprintln!(
+        "containerd {}: ListPodSandboxStats with a pod without cgroup parent: runc {:?}, {} {:?}",
+        c.release, runc, c.opts.handler, ours_r
+    );
+    c.remove_pod(&ours).await?;
+    c.remove_pod(&theirs).await?;
+    Ok(())
+}
+
+/// What each of `pods` lacks in `stats`: its entry, CPU, memory or the network of eth0.
+fn missing_pod_stats(stats: &[k8s_cri::v1::PodSandboxStats], pods: &[&str]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for id in pods {
+        let Some(s) = stats
+            .iter()
+            .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == *id))
+        else {
+            missing.push(format!("{id}: not listed"));
+            continue;
+        };
+        let l = s.linux.clone().unwrap_or_default();
+        let cpu = l
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value);
+        let mem = l.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
+        let net = l.network.and_then(|n| n.default_interface).map(|i| i.name);
+        if !cpu.is_some_and(|v| v > 0) {
+            missing.push(format!("{id}: cpu {cpu:?}"));
+        }
+        if !mem.is_some_and(|v| v > 0) {
+            missing.push(format!("{id}: memory {mem:?}"));
+        }
+        if net.as_deref() != Some("eth0") {
+            missing.push(format!("{id}: network interface {net:?}"));
+        }
+    }
+    missing
+}

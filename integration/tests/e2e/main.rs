@@ -141,6 +141,10 @@ e2e!(logs::cri_log_format);
 e2e!(logs::cri_log_volume);
 e2e!(lifecycle::exec_sync);
 e2e!(lifecycle::stats);
+e2e!(
+    lifecycle::list_pod_stats,
+    super::lifecycle::with_pause_image
+);
 e2e!(lifecycle::stop_container);
 e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);

@@ -339,7 +339,7 @@ pub async fn verbose_status(c: &mut Containerd) -> Result<()> {
 }
 
 pub fn without_pause_image(mut o: podshim_integration::Options) -> podshim_integration::Options {
-    o.without_pause_image = true;
+    o.pause_image = Some(false);
     o
 }
 
