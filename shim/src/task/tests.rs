@@ -270,3 +270,43 @@ async fn sandbox_id_answers_pids_with_its_process() {
     pod.set_sandbox_process(None);
     assert_eq!(code(svc.pids(&ctx(), req("sb1")).await).0, Code::NOT_FOUND);
 }
+
+/// containerd 2.4 sends Shutdown after every task deletion (containerd#13958), also while the
+/// pod has other containers or its sandbox: the shim leaves only once neither holds it.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_leaves_only_when_no_sandbox_or_container_holds_the_shim() {
+    let (events, _rx) = Events::channel();
+    let exit = Arc::new(ExitSignal::default());
+    let pod = Arc::new(Pod::new(
+        "test".into(),
+        Config::default(),
+        Arc::new(ScriptedRuntime::default()),
+        events,
+        exit.clone(),
+    ));
+    let svc = TaskService::new(pod.clone());
+    let exited = || async {
+        tokio::time::timeout(std::time::Duration::from_millis(50), exit.wait())
+            .await
+            .is_ok()
+    };
+    pod.hold_for_sandbox(true);
+    let reservation = pod.reserve("app").unwrap();
+    svc.shutdown(&ctx(), ShutdownRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        !exited().await,
+        "left while its sandbox and a container held it"
+    );
+    pod.hold_for_sandbox(false);
+    svc.shutdown(&ctx(), ShutdownRequest::default())
+        .await
+        .unwrap();
+    assert!(!exited().await, "left while a container held it");
+    drop(reservation);
+    svc.shutdown(&ctx(), ShutdownRequest::default())
+        .await
+        .unwrap();
+    assert!(exited().await, "stayed with nothing holding it");
+}
