@@ -863,6 +863,14 @@ imports = [{imports}]
             }
             Err(e) => v.push(format!("podshim-sandboxer store: {e}")),
         }
+        v.extend(self.sandboxer_bundles());
+        v
+    }
+
+    /// The bundle directories podshim-sandboxer keeps (one per sandbox and pool shim); readable
+    /// while it runs, unlike its store.
+    pub fn sandboxer_bundles(&self) -> Vec<String> {
+        let mut v = Vec::new();
         for ns in fs::read_dir(self.sandboxer_state.join("bundles"))
             .into_iter()
             .flatten()

@@ -67,6 +67,18 @@ impl Cri {
             .into_inner())
     }
 
+    /// The runtime's Status: conditions, and each handler's features.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        Ok(self
+            .rt
+            .clone()
+            .status(StatusRequest { verbose: false })
+            .await
+            .map_err(st)
+            .context("Status")?
+            .into_inner())
+    }
+
     pub async fn image_present(&self, image: &str) -> Result<bool> {
         let r = self
             .img

@@ -644,10 +644,10 @@ fn missing_pod_stats(stats: &[k8s_cri::v1::PodSandboxStats], pods: &[&str]) -> V
             .map(|v| v.value);
         let mem = l.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
         let net = l.network.and_then(|n| n.default_interface).map(|i| i.name);
-        if !cpu.is_some_and(|v| v > 0) {
+        if cpu.is_none_or(|v| v == 0) {
             missing.push(format!("{id}: cpu {cpu:?}"));
         }
-        if !mem.is_some_and(|v| v > 0) {
+        if mem.is_none_or(|v| v == 0) {
             missing.push(format!("{id}: memory {mem:?}"));
         }
         if net.as_deref() != Some("eth0") {

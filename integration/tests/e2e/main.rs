@@ -159,6 +159,7 @@ e2e!(classic ctr::missing_command);
 e2e!(classic ctr::ctr_bad_input);
 e2e!(podshim_only ctr::failing_runtime, super::ctr::failing_runtime_opts);
 e2e!(podshim_only runtime::configured_runtime, super::runtime::wrapper_opts);
+e2e!(podshim_handlers runtime::handler_features);
 e2e!(streaming::exec_stream);
 e2e!(streaming::attach_stream);
 e2e!(streaming::port_forward);

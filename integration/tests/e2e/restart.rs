@@ -7,11 +7,19 @@ use k8s_cri::v1::{ContainerState, PodSandboxState};
 use podshim_integration::{logs, sh, sys, Containerd, Pod};
 
 /// The counter file inside the container, read through its init's root (no exec: containerd is
-/// down when this is called).
+/// down when this is called). The shell truncates the file before it writes the next number:
+/// an empty read is that moment, read again.
 fn read_count(pod: &Pod, id: &str) -> Result<u64> {
     let pid = pod.container_init_pid(id)?;
     let p = std::path::PathBuf::from(format!("/proc/{pid}/root/tmp/count"));
-    let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let mut s = String::new();
+    for _ in 0..50 {
+        s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        if !s.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     s.trim().parse().with_context(|| format!("parsing {s:?}"))
 }
 

@@ -78,3 +78,40 @@ pub async fn configured_runtime(c: &mut Containerd) -> Result<()> {
     );
     Ok(())
 }
+
+/// What CRI advertises of each handler (`Status.runtime_handlers`, which the kubelet reads to
+/// allow recursive read-only mounts and user namespaces). From containerd 2.2.7 and 2.3.4 on CRI
+/// asks non-runc runtimes too (containerd#13504): podshim's handlers then advertise what
+/// runc's does, as `-info` passes on the OCI runtime's features. Earlier releases introspect
+/// runc's shim only and advertise nothing for other runtime types.
+pub async fn handler_features(c: &mut Containerd) -> Result<()> {
+    let st = c.cri.status().await?;
+    let features = |name: &str| {
+        st.runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.features.unwrap_or_default())
+    };
+    let runc =
+        features(podshim_integration::HANDLER_RUNC).context("runc not in runtime_handlers")?;
+    let ours = features(&c.opts.handler).context("our handler not in runtime_handlers")?;
+    let r = c.release;
+    let asks_every_runtime = r.at_least(2, 4)
+        || (r.major, r.minor) == (2, 3) && r.patch >= 4
+        || (r.major, r.minor) == (2, 2) && r.patch >= 7;
+    if asks_every_runtime {
+        ensure!(
+            ours == runc,
+            "containerd {r}: {} advertises {ours:?}, runc {runc:?}",
+            c.opts.handler
+        );
+    } else {
+        ensure!(
+            !ours.recursive_read_only_mounts && !ours.user_namespaces,
+            "containerd {r} introspects runc only, yet {} advertises {ours:?}",
+            c.opts.handler
+        );
+    }
+    eprintln!("containerd {r}: runc {runc:?}, {} {ours:?}", c.opts.handler);
+    Ok(())
+}
