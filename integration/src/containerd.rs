@@ -117,6 +117,8 @@ pub struct Options {
     /// Import the pause image (`Some(true)`) or not (`Some(false)`) whatever this handler's
     /// pods need; `None`: as they need it (see [`Containerd::needs_pause_image`]).
     pub pause_image: Option<bool>,
+    /// The CNI network names a plugin that does not exist: every pod's network setup fails.
+    pub cni_plugin_missing: bool,
 }
 
 impl Options {
@@ -139,6 +141,7 @@ impl Options {
             stats_collect_period: None,
             registry: false,
             pause_image: None,
+            cni_plugin_missing: false,
         }
     }
 }
@@ -470,6 +473,14 @@ impl Containerd {
                 { "type": "portmap", "capabilities": { "portMappings": true } },
             ],
         });
+        let conflist = match opts.cni_plugin_missing {
+            true => serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": network_name,
+                "plugins": [{ "type": "podshim-e2e-no-such-plugin" }],
+            }),
+            false => conflist,
+        };
         fs::write(
             cni_dir.join("10-podshim-e2e.conflist"),
             serde_json::to_vec_pretty(&conflist)?,
@@ -1060,6 +1071,27 @@ imports = [{imports}]
         }
         for port in sys::bridge_ports(&self.bridge) {
             v.push(format!("interface {port} on bridge {}", self.bridge));
+        }
+        // A pod's files (CRI's, or a pause-less shim's at CRI's paths) and bundles.
+        let cri = "io.containerd.grpc.v1.cri/sandboxes";
+        for dir in [self.root.join(cri), self.state.join(cri)] {
+            for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                v.push(format!("pod directory {}", e.path().display()));
+            }
+        }
+        for kind in [
+            "io.containerd.runtime.v2.shim",
+            "io.containerd.runtime.v2.task",
+        ] {
+            for ns in fs::read_dir(self.state.join(kind))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for e in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                    v.push(format!("bundle {}", e.path().display()));
+                }
+            }
         }
         v
     }

@@ -15,6 +15,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub struct Cri {
     pub rt: RuntimeServiceClient<Channel>,
     pub img: ImageServiceClient<Channel>,
+    /// For calls the generated clients lack.
+    channel: Channel,
 }
 
 /// A gRPC channel to a unix socket, connected on first use; `timeout` bounds each call.
@@ -28,6 +30,20 @@ pub(crate) fn unix_channel(path: PathBuf, timeout: Duration) -> Result<Channel> 
         })))
 }
 
+/// `runtime.v1.UpdatePodSandboxResourcesRequest`, field for field.
+#[derive(Clone, PartialEq, prost::Message)]
+struct UpdatePodSandboxResourcesRequest {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+    #[prost(message, optional, tag = "2")]
+    overhead: Option<LinuxContainerResources>,
+    #[prost(message, optional, tag = "3")]
+    resources: Option<LinuxContainerResources>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct UpdatePodSandboxResourcesResponse {}
+
 fn st(e: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", e.code(), e.message())
 }
@@ -38,7 +54,8 @@ impl Cri {
         let ch = unix_channel(sock.to_path_buf(), Duration::from_secs(45))?;
         Ok(Cri {
             rt: RuntimeServiceClient::new(ch.clone()),
-            img: ImageServiceClient::new(ch),
+            img: ImageServiceClient::new(ch.clone()),
+            channel: ch,
         })
     }
 
@@ -51,7 +68,8 @@ impl Cri {
         .expect("static endpoint");
         Cri {
             rt: RuntimeServiceClient::new(ch.clone()),
-            img: ImageServiceClient::new(ch),
+            img: ImageServiceClient::new(ch.clone()),
+            channel: ch,
         }
     }
 
@@ -364,6 +382,36 @@ impl Cri {
             .into_inner()
             .stats
             .ok_or_else(|| anyhow!("PodSandboxStats returned no stats"))
+    }
+
+    /// UpdatePodSandboxResources (CRI 1.33, containerd 2.3): the kubelet tells the runtime a pod's
+    /// new resources after it resized the pod's cgroup.
+    pub async fn update_pod_resources(
+        &self,
+        pod_sandbox_id: &str,
+        resources: LinuxContainerResources,
+    ) -> Result<()> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| anyhow!("UpdatePodSandboxResources: {e}"))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/runtime.v1.RuntimeService/UpdatePodSandboxResources",
+        );
+        let req = UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+            overhead: None,
+            resources: Some(resources),
+        };
+        grpc.unary::<_, UpdatePodSandboxResourcesResponse, _>(
+            tonic::Request::new(req),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .map_err(st)
+        .context("UpdatePodSandboxResources")?;
+        Ok(())
     }
 
     /// ListPodSandboxStats of every pod, as the kubelet asks with `PodAndContainerStatsFromCRI`.

@@ -175,6 +175,11 @@ e2e!(
     sandbox::pause_image_missing,
     super::sandbox::without_pause_image
 );
+e2e!(
+    sandbox::network_setup_fails,
+    super::sandbox::cni_plugin_missing
+);
+e2e!(sandbox::pod_resize);
 // containerd < 2.3 dereferences a nil spec for a hostNetwork pod with `sandboxer = "shim"` and
 // panics in its own bundle code (containerd#12983, fixed by containerd#13131 in 2.3.0, not
 // backported to 2.2): podshim-pauseless runs it from 2.3 on. podshim-sandboxer makes its own

@@ -374,6 +374,69 @@ pub async fn pause_image_missing(c: &mut Containerd) -> Result<()> {
     }
 }
 
+pub fn cni_plugin_missing(mut o: podshim_integration::Options) -> podshim_integration::Options {
+    o.cni_plugin_missing = true;
+    o
+}
+
+/// The pod's network cannot be set up (its CNI plugin is missing): RunPodSandbox fails naming
+/// the plugin and leaves nothing, on every handler.
+pub async fn network_setup_fails(c: &mut Containerd) -> Result<()> {
+    let err = match c.run_pod("nocni").await {
+        Ok(pod) => anyhow::bail!("RunPodSandbox succeeded without a CNI plugin: {}", pod.id),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("podshim-e2e-no-such-plugin"),
+        "the error does not name the missing CNI plugin: {err}"
+    );
+    crate::util::assert_failed_pod_left_nothing(c).await
+}
+
+/// In-place pod resize (UpdatePodSandboxResources, containerd 2.3): the kubelet resizes the pod's
+/// cgroup itself, then tells CRI, which keeps the pod's new resources and shows them in the
+/// verbose status; the pod runs on. Before 2.3 containerd refuses the call, whatever the handler.
+pub async fn pod_resize(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("resize").await?;
+    let a = c.run_container(&pod, sh("a", "exec sleep 1000")).await?;
+    const MEMORY: i64 = 256 << 20;
+    let r = c
+        .cri
+        .update_pod_resources(
+            &pod.id,
+            k8s_cri::v1::LinuxContainerResources {
+                cpu_shares: 512,
+                memory_limit_in_bytes: MEMORY,
+                ..Default::default()
+            },
+        )
+        .await;
+    if c.release.at_least(2, 3) {
+        r?;
+        let st = c.cri.pod_status(&pod.id, true).await?;
+        let info = st.info.get("info").cloned().unwrap_or_default();
+        ensure!(
+            info.contains(&MEMORY.to_string()),
+            "verbose status does not show the new memory limit: {info}"
+        );
+    } else {
+        let err = r.err().map(|e| format!("{e:#}"));
+        ensure!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("Unimplemented") || e.contains("not implemented")),
+            "containerd {}: UpdatePodSandboxResources answered {err:?}",
+            c.release
+        );
+    }
+    let out = exec_out(c, &a, &["echo", "still-running"]).await?;
+    ensure!(
+        out.trim() == "still-running",
+        "exec after the resize: {out:?}"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
 /// A pause-less pod runs no pause process, and on containerd < 2.3 needs no pause image (the run
 /// does not import it; from 2.3 on CRI pulls it for every sandboxer, containerd#12849).
 pub async fn no_pause(c: &mut Containerd) -> Result<()> {
