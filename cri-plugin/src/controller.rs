@@ -245,11 +245,16 @@ impl generated::controller_server::Controller for Controller {
         }))
     }
 
-    /// Nothing of a sandbox's containerd record is the shim's business once it runs.
+    /// Nothing of a sandbox's containerd record is the shim's business once it runs. An
+    /// in-place pod resize (containerd 2.3: the `updated-resources` extension) comes after the
+    /// kubelet resized the pod's cgroup, which it owns; CRI keeps the new resources itself, and
+    /// containerd's own controllers (`podsandbox`, `shim`) do nothing with it either.
     async fn update(
         &self,
-        _req: Request<api::ControllerUpdateRequest>,
+        req: Request<api::ControllerUpdateRequest>,
     ) -> Result<Response<api::ControllerUpdateResponse>, Status> {
+        let r = req.get_ref();
+        log::debug!("update {} (fields {:?})", r.sandbox_id, r.fields);
         Ok(Response::new(api::ControllerUpdateResponse {}))
     }
 }

@@ -612,11 +612,7 @@ async fn dead_shim_is_cleaned_up() {
             .unwrap()
             .trim_start_matches("unix://")
             .to_string();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(shim),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        kill9(shim);
         d.until("the shim is gone", |d| d.shims().is_empty()).await;
         let st = status(&mut c, &id).await.unwrap();
         assert_eq!(st.state, "SANDBOX_NOTREADY");
@@ -737,11 +733,7 @@ async fn unstarted_sandbox_whose_shim_left_is_forgotten() {
         let id = d.id("unstarted");
         create(&mut c, &id).await.unwrap();
         let (shim, _) = d.shims().remove(0);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(shim),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        kill9(shim);
         let forgotten = format!("sandbox {id}: shim {id} gone, record removed");
         d.until("the sandbox forgotten", |d| d.log().contains(&forgotten))
             .await;
@@ -784,11 +776,7 @@ async fn metrics_never_fail_the_nodes_stats() {
         create(&mut c, &dead).await.unwrap();
         start(&mut c, &dead).await;
         let (shim, _) = d.shims().remove(0);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(shim),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        kill9(shim);
         d.until("the shim is gone", |d| d.shims().is_empty()).await;
         let r = metrics(&mut c, &dead).await;
         assert!(skipped(r), "shim gone: {r:?}");
@@ -860,4 +848,13 @@ async fn verbose_status_has_cris_metadata() {
         d.assert_nothing_left();
     })
     .await
+}
+
+/// SIGKILL, as a crash or the OOM killer ends a process.
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
