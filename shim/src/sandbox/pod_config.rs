@@ -30,6 +30,25 @@ impl NamespaceMode {
     }
 }
 
+/// The sandbox's seccomp profile (CRI's `SecurityProfile`, or the deprecated path form).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeccompProfile {
+    /// `profile_type`: 0 RuntimeDefault, 1 Unconfined, 2 Localhost; others are invalid.
+    pub profile_type: u64,
+    pub localhost_ref: String,
+}
+
+/// The sandbox's security context, as far as CRI's pause container checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSecurity {
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub privileged: bool,
+    pub seccomp: Option<SeccompProfile>,
+    /// `seccomp_profile_path`, read only where `seccomp` is absent.
+    pub seccomp_profile_path: String,
+}
+
 /// CPU and memory of `LinuxContainerResources` (the pod's overhead or its resources).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -58,6 +77,7 @@ pub struct PodSandboxConfig {
     pub ipc: NamespaceMode,
     /// A user-namespaced pod (`hostUsers: false`).
     pub user_namespace: bool,
+    pub security: SandboxSecurity,
     pub sysctls: BTreeMap<String, String>,
     pub overhead: Option<Resources>,
     pub resources: Option<Resources>,
@@ -127,8 +147,15 @@ impl PodSandboxConfig {
                 2 => {
                     for f in Fields::new(v.bytes()?) {
                         let (num, v) = f?;
-                        if num == 1 {
-                            self.decode_namespaces(v.bytes()?)?;
+                        let s = &mut self.security;
+                        match num {
+                            1 => self.decode_namespaces(v.bytes()?)?,
+                            3 => s.run_as_user = Some(int64_value(v.bytes()?)?),
+                            6 => s.privileged = v.varint()? != 0,
+                            7 => s.seccomp_profile_path = v.string()?,
+                            8 => s.run_as_group = Some(int64_value(v.bytes()?)?),
+                            9 => s.seccomp = Some(security_profile(v.bytes()?)?),
+                            _ => {}
                         }
                     }
                 }
@@ -195,6 +222,32 @@ fn resources(buf: &[u8]) -> Result<Resources> {
         }
     }
     Ok(r)
+}
+
+/// `runtime.v1.Int64Value`.
+fn int64_value(buf: &[u8]) -> Result<i64> {
+    let mut value = 0;
+    for field in Fields::new(buf) {
+        let (num, v) = field?;
+        if num == 1 {
+            value = v.varint()? as i64;
+        }
+    }
+    Ok(value)
+}
+
+/// `runtime.v1.SecurityProfile`.
+fn security_profile(buf: &[u8]) -> Result<SeccompProfile> {
+    let mut p = SeccompProfile::default();
+    for field in Fields::new(buf) {
+        let (num, v) = field?;
+        match num {
+            1 => p.profile_type = v.varint()?,
+            2 => p.localhost_ref = v.string()?,
+            _ => {}
+        }
+    }
+    Ok(p)
 }
 
 fn map_entry(buf: &[u8]) -> Result<(String, String)> {
@@ -350,6 +403,12 @@ mod tests {
                         ipc: cri::NamespaceMode::Pod as i32,
                         ..Default::default()
                     }),
+                    run_as_group: Some(cri::Int64Value { value: 1000 }),
+                    privileged: true,
+                    seccomp: Some(cri::SecurityProfile {
+                        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                        localhost_ref: "/var/lib/kubelet/seccomp/p.json".into(),
+                    }),
                     ..Default::default()
                 }),
                 sysctls: [
@@ -381,6 +440,19 @@ mod tests {
         assert_eq!(d.pid, NamespaceMode::Pod);
         assert_eq!(d.ipc, NamespaceMode::Pod);
         assert!(!d.user_namespace);
+        assert_eq!(
+            d.security,
+            SandboxSecurity {
+                run_as_user: None,
+                run_as_group: Some(1000),
+                privileged: true,
+                seccomp: Some(SeccompProfile {
+                    profile_type: 2,
+                    localhost_ref: "/var/lib/kubelet/seccomp/p.json".into(),
+                }),
+                seccomp_profile_path: String::new(),
+            }
+        );
         assert_eq!(d.sysctls.len(), 2);
         assert_eq!(d.sysctls["kernel.shm_rmid_forced"], "1");
         assert_eq!(d.overhead.as_ref().unwrap().cpu_shares, 10);

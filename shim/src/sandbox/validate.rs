@@ -1,10 +1,11 @@
 //! What a pause container's creation refuses, refused by a pause-less pod's CreateSandbox.
 //!
-//! Under runc's handler CRI puts the pod's hostname and sysctls into the pause container's spec
-//! and runc's config validator refuses what no pod namespace can hold. A pause-less pod has no
+//! Under runc's handler CRI builds the pause container's spec from the sandbox's security
+//! context (its seccomp profile, its user), and puts the pod's hostname and sysctls into it;
+//! runc's config validator then refuses what no pod namespace can hold. A pause-less pod has no
 //! pause container; its namespace holder would write such a sysctl into the *host's* /proc/sys.
-//! So the same rules run here, before anything of the pod exists, with runc's messages. The
-//! error carries code UNKNOWN, the code CRI gives runc's refusal.
+//! So the same rules run here, in the same order, before anything of the pod exists, with CRI's
+//! and runc's messages. The error carries code UNKNOWN, the code CRI gives those refusals.
 //!
 //! The holder's namespaces, as CRI builds the pause container's: a private network and UTS
 //! namespace unless the pod uses the node's network, a private IPC namespace unless it uses
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use crate::{
     config::SandboxConfig,
     error::{Error, Result},
-    sandbox::pod_config::{NamespaceMode, PodSandboxConfig},
+    sandbox::pod_config::{NamespaceMode, PodSandboxConfig, SandboxSecurity, SeccompProfile},
 };
 
 /// CRI's defaults for a pod with its own network namespace (`enable_unprivileged_ports` and
@@ -35,9 +36,12 @@ const IPC_SYSCTLS: [&str; 8] = [
     "kernel.shm_rmid_forced",
 ];
 
-/// Refuses the pod as runc refuses its pause container: a hostname without a private UTS
-/// namespace, and every sysctl that no private namespace of the pod holds.
+/// Refuses the pod as CRI and runc refuse its pause container: an invalid seccomp profile or
+/// user, a hostname without a private UTS namespace, and every sysctl that no private
+/// namespace of the pod holds.
 pub fn validate(config: &PodSandboxConfig) -> Result<()> {
+    seccomp(&config.security)?;
+    user(&config.security)?;
     let private_net = config.network != NamespaceMode::Node;
     let private_uts = private_net;
     let private_ipc = config.ipc != NamespaceMode::Node;
@@ -80,6 +84,54 @@ pub fn validate(config: &PodSandboxConfig) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// CRI's `GenerateSeccompSecurityProfile` and `GenerateSeccompSpecOpts` for the sandbox (this
+/// kernel has seccomp): a privileged sandbox has none; a Localhost profile must load.
+fn seccomp(s: &SandboxSecurity) -> Result<()> {
+    const PREFIX: &str = "failed to generate seccomp spec opts";
+    const LOCALHOST: u64 = 2;
+    let profile = match (&s.seccomp, s.seccomp_profile_path.as_str()) {
+        (Some(p), _) => p.clone(),
+        (None, "" | "runtime/default" | "docker/default" | "unconfined") => return Ok(()),
+        (None, path) => match path.strip_prefix("localhost/") {
+            Some(file) => SeccompProfile {
+                profile_type: LOCALHOST,
+                localhost_ref: file.to_string(),
+            },
+            None => return Err(refused(format!("{PREFIX}: invalid profile {path:?}"))),
+        },
+    };
+    if s.privileged {
+        return Ok(());
+    }
+    if profile.profile_type != LOCALHOST && !profile.localhost_ref.is_empty() {
+        return Err(refused(format!(
+            "{PREFIX}: seccomp config invalid LocalhostRef must only be set if ProfileType is Localhost"
+        )));
+    }
+    match profile.profile_type {
+        0 | 1 => Ok(()),
+        LOCALHOST => {
+            let file = profile.localhost_ref.trim_start_matches("localhost/");
+            let text = std::fs::read(file)
+                .map_err(|e| refused(format!("cannot load seccomp profile {file:?}: {e}")))?;
+            serde_json::from_slice::<serde_json::Value>(&text)
+                .map(|_| ())
+                .map_err(|e| refused(format!("decoding seccomp profile failed {file:?}: {e}")))
+        }
+        _ => Err(refused(format!("{PREFIX}: seccomp unknown ProfileType"))),
+    }
+}
+
+/// CRI's `GenerateUserString` for the sandbox: a group needs a user.
+fn user(s: &SandboxSecurity) -> Result<()> {
+    match (s.run_as_user, s.run_as_group) {
+        (None, Some(group)) => Err(refused(format!(
+            "failed to generate user string: user group \"{group}\" is specified without user"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The sysctls the holder sets: the pod's, and CRI's defaults for a pod with its own network
@@ -235,6 +287,74 @@ mod tests {
         for (net, ipc, name, want) in refused {
             let msg = refusal(&pod(net, ipc, &[(name, "1")]));
             assert!(msg.contains(want), "{name}: {msg}");
+        }
+    }
+
+    #[test]
+    fn sandbox_security_refused_as_cri_refuses_the_pause_containers() {
+        let mut c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
+        c.security.run_as_group = Some(1000);
+        assert!(refusal(&c).contains("user group \"1000\" is specified without user"));
+        c.security.run_as_user = Some(0);
+        assert!(validate(&c).is_ok());
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "not json").unwrap();
+        let missing = dir.path().join("missing.json");
+        let profile = |t: u64, r: &std::path::Path| SeccompProfile {
+            profile_type: t,
+            localhost_ref: r.display().to_string(),
+        };
+        let cases: [(Option<SeccompProfile>, &str, Option<&str>); 8] = [
+            (Some(profile(2, &good)), "", None),
+            (
+                Some(profile(2, &missing)),
+                "",
+                Some("cannot load seccomp profile"),
+            ),
+            (
+                Some(profile(2, &bad)),
+                "",
+                Some("decoding seccomp profile failed"),
+            ),
+            (
+                Some(profile(0, &good)),
+                "",
+                Some("LocalhostRef must only be set"),
+            ),
+            (
+                Some(profile(7, std::path::Path::new(""))),
+                "",
+                Some("seccomp unknown ProfileType"),
+            ),
+            (None, "unconfined", None),
+            (None, "bogus", Some("invalid profile \"bogus\"")),
+            (
+                None,
+                &format!("localhost/{}", missing.display()),
+                Some("cannot load"),
+            ),
+        ];
+        for (seccomp, path, want) in cases {
+            let mut c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
+            c.security.seccomp = seccomp.clone();
+            c.security.seccomp_profile_path = path.to_string();
+            match want {
+                None => assert!(validate(&c).is_ok(), "{seccomp:?} {path}"),
+                Some(w) => assert!(
+                    refusal(&c).contains(w),
+                    "{seccomp:?} {path}: {}",
+                    refusal(&c)
+                ),
+            }
+            // A privileged sandbox gets no seccomp profile: nothing of it is read.
+            c.security.privileged = true;
+            if path != "bogus" {
+                assert!(validate(&c).is_ok(), "privileged {seccomp:?} {path}");
+            }
         }
     }
 
