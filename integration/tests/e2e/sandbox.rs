@@ -223,6 +223,46 @@ pub async fn sysctl_refusals(c: &mut Containerd) -> Result<()> {
     refused_like_runc(c, &cases).await
 }
 
+/// What CRI refuses of the pause container's security context, every handler refuses with its
+/// message and code: a group without a user, a Localhost seccomp profile that does not exist, a
+/// seccomp profile path of no known form.
+pub async fn security_refusals(c: &mut Containerd) -> Result<()> {
+    fn security(cfg: &mut PodSandboxConfig) -> &mut k8s_cri::v1::LinuxSandboxSecurityContext {
+        cfg.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+    }
+    let cases: [Refusal; 3] = [
+        (
+            "groupnouser",
+            |cfg| security(cfg).run_as_group = Some(k8s_cri::v1::Int64Value { value: 1000 }),
+            "user group \"1000\" is specified without user",
+        ),
+        (
+            "seccompmissing",
+            |cfg| {
+                security(cfg).seccomp = Some(k8s_cri::v1::SecurityProfile {
+                    profile_type: k8s_cri::v1::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: "/nonexistent/podshim-e2e-seccomp.json".into(),
+                })
+            },
+            "cannot load seccomp profile \"/nonexistent/podshim-e2e-seccomp.json\"",
+        ),
+        (
+            "seccompbogus",
+            |cfg| {
+                #[allow(deprecated)]
+                {
+                    security(cfg).seccomp_profile_path = "bogus".into();
+                }
+            },
+            "invalid profile \"bogus\"",
+        ),
+    ];
+    refused_like_runc(c, &cases).await
+}
+
 async fn refused_like_runc(c: &mut Containerd, cases: &[Refusal]) -> Result<()> {
     let host_before = host_sysctls();
     for (name, change, want) in cases {
