@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::{AttachRequest, ContainerState, ExecRequest};
 use podshim_integration::streaming::{self, exit_code_from_status, show, ChannelConn, PROTOCOL_V4};
 use podshim_integration::{logs, sh, Containerd};
@@ -142,8 +142,21 @@ pub async fn attach_stream(c: &mut Containerd) -> Result<()> {
         })
         .await?;
     let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
-    conn.send(streaming::STDIN, b"ping\n").await?;
-    let got = conn.read_until(streaming::STDOUT, "echo:ping", T).await?;
+    // The streaming server may attach the container's output a moment after the WebSocket is
+    // up (seen with containerd's own runc shim on a loaded node): an echo written before that
+    // reaches only the log. Ping until one comes back on the stream.
+    let mut got = None;
+    for _ in 0..10 {
+        conn.send(streaming::STDIN, b"ping\n").await?;
+        if let Ok(g) = conn
+            .read_until(streaming::STDOUT, "echo:ping", T / 10)
+            .await
+        {
+            got = Some(g);
+            break;
+        }
+    }
+    let got = got.with_context(|| format!("no echo:ping on the attach stream within {T:?}"))?;
     let mut got2 = got.clone();
     if !text(&got, streaming::STDERR).contains("err:ping") {
         got2 = conn.read_until(streaming::STDERR, "err:ping", T).await?;
