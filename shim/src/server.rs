@@ -93,7 +93,7 @@ fn listen(path: &str) -> Result<Option<UnixListener>> {
     if let Some(dir) = Path::new(path).parent() {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     }
-    match UnixListener::bind(path) {
+    match bind_owner_only(path) {
         Ok(l) => Ok(Some(l)),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(path).is_ok() {
@@ -101,12 +101,23 @@ fn listen(path: &str) -> Result<Option<UnixListener>> {
             }
             // A socket file left by a shim that died: nobody answers on it.
             std::fs::remove_file(path).map_err(Error::io(format!("remove stale {path}")))?;
-            UnixListener::bind(path)
+            bind_owner_only(path)
                 .map(Some)
                 .map_err(Error::io(format!("bind {path}")))
         }
         Err(e) => Err(Error::io(format!("bind {path}"))(e)),
     }
+}
+
+/// Binds `path` as a socket only its owner (containerd's user) can connect to, whatever umask
+/// the shim inherited: under umask 177, so that the file is 0600 from its first moment (a chmod
+/// after the bind would leave a window). The daemon runs one thread at this point.
+fn bind_owner_only(path: &str) -> std::io::Result<UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    let inherited = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(inherited);
+    bound
 }
 
 /// A pod's shim outlives signals meant for its parent's process group: only its last

@@ -2,9 +2,11 @@
 //! BootstrapParams on stdin and reads a protobuf BootstrapResult from the combined stdout and
 //! stderr (containerd#12786); 2.1 and 2.2 pass flags and TTRPC_ADDRESS, leave stdin empty and
 //! read `{"version":3,"address":…,"protocol":"ttrpc"}`. Both start the same pod shim, which is
-//! killed again here. Root (the socket lives under /run/containerd/s, as containerd's).
+//! killed again here. `start` runs under umask 000: the shim's socket must still be its owner's
+//! alone. Root (the socket lives under /run/containerd/s, as containerd's).
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -43,7 +45,8 @@ fn start(dir: &Path, id: &str, stdin: &[u8]) -> (Vec<u8>, std::fs::File) {
         format!("[runtime]\nroot = \"{}/oci\"\n", dir.display()),
     )
     .unwrap();
-    let mut child = Command::new(SHIM)
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$0\" \"$@\"", SHIM])
         .args(["-namespace", "podshim-test", "-id", id, "-address"])
         .arg(dir.join("containerd.sock"))
         .args(["-publish-binary", "/bin/true", "start"])
@@ -89,8 +92,14 @@ fn check(started: &Started) {
     );
     let socket = started.address.trim_start_matches("unix://");
     let connected = std::os::unix::net::UnixStream::connect(socket);
+    let mode = std::fs::metadata(socket).map(|m| m.permissions().mode() & 0o777);
     kill_shim(&started.address);
     connected.expect("the started shim accepts on its address");
+    assert_eq!(
+        mode.unwrap(),
+        0o600,
+        "the shim's socket is its owner's alone"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{
     collections::VecDeque,
     fs::{File, OpenOptions},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::PathBuf,
 };
 
@@ -105,11 +105,13 @@ impl Backlog {
 impl Spill {
     fn append(&mut self, data: &[u8]) -> Result<()> {
         if self.file.is_none() {
+            // The container's output is the pod's alone, whoever can traverse the bundle.
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(0o600)
                 .open(&self.path)
                 .map_err(Error::io(format!("create spill {}", self.path.display())))?;
             self.file = Some(file);
@@ -194,6 +196,19 @@ mod tests {
         b.push(b"xyz").unwrap();
         assert!(!path.exists(), "back to memory after the spill drained");
         assert_eq!(drain_all(&mut b), b"xyz");
+    }
+
+    /// A container's output, spilled while containerd is away, is the pod's alone: 0600 whatever
+    /// the umask (the bundle's work directory is traversable by others).
+    #[test]
+    fn spill_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.spill");
+        let mut b = Backlog::new(1, path.clone(), 100);
+        b.push(b"secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "spill file mode {mode:o}");
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The console socket: the OCI runtime creates a terminal process's pty and sends us its master.
+//!
+//! It lives in a fresh directory of its own, 0700, made for it and removed with it: in a
+//! world-writable directory a predictable socket name could be taken first, or connected to by
+//! another user before the runtime.
 
 use std::{
     io::IoSliceMut,
     os::fd::{AsRawFd, OwnedFd},
+    os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -14,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::sys::own_received_fd;
 
 pub struct ConsoleSocket {
+    /// The socket's private directory.
+    dir: PathBuf,
     path: PathBuf,
     listener: UnixListener,
 }
@@ -21,18 +28,38 @@ pub struct ConsoleSocket {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl ConsoleSocket {
-    /// Binds a fresh socket in `dir`; keep `dir` short, unix socket paths end at 108 bytes.
-    pub fn bind(dir: &Path) -> Result<ConsoleSocket> {
-        let name = format!(
-            "podshim-pty-{}-{}.sock",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = dir.join(name);
-        let _ = std::fs::remove_file(&path);
-        let listener =
-            UnixListener::bind(&path).map_err(Error::io(format!("bind {}", path.display())))?;
-        Ok(ConsoleSocket { path, listener })
+    /// Binds a fresh socket in a new private directory under `parent`; keep `parent` short,
+    /// unix socket paths end at 108 bytes. A directory that exists already (someone else's) is
+    /// never used: the next name is tried.
+    pub fn bind(parent: &Path) -> Result<ConsoleSocket> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut tries = 0;
+        let dir = loop {
+            let dir = parent.join(format!(
+                "podshim-pty-{}-{}-{nanos:x}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(Error::io(format!("create {}", dir.display()))(e)),
+            }
+        };
+        let path = dir.join("pty.sock");
+        match UnixListener::bind(&path) {
+            Ok(listener) => Ok(ConsoleSocket {
+                dir,
+                path,
+                listener,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(Error::io(format!("bind {}", path.display()))(e))
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,5 +113,6 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::{Read, Write},
-    os::fd::OwnedFd,
+    os::{fd::OwnedFd, unix::fs::PermissionsExt},
     path::{Path, PathBuf},
     thread,
     time::Duration,
@@ -291,6 +291,12 @@ async fn terminal_output_and_resize_through_the_console_socket() {
     );
     let console = ConsoleSocket::bind(dir.path()).unwrap();
     let sock: PathBuf = console.path().to_path_buf();
+    // Nobody else may reach it: it lives in a fresh directory of its own, 0700, not in `dir`.
+    let private = sock.parent().unwrap();
+    assert_ne!(private, dir.path());
+    assert_eq!(private.parent().unwrap(), dir.path());
+    let mode = std::fs::metadata(private).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "console socket directory mode {mode:o}");
     // What runc does: open a pty and send the master over the socket.
     let pty = nix::pty::openpty(None, None).unwrap();
     let sender = thread::spawn(move || {
