@@ -142,9 +142,14 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
             return Err(Error::InvalidArgument("empty label key".into()));
         }
         if k.len() + v.len() > MAX_LABEL_LEN {
+            // At most 64 bytes of the key, cut at a character boundary.
+            let shown = (0..=k.len().min(64))
+                .rev()
+                .find(|&i| k.is_char_boundary(i))
+                .unwrap_or(0);
             return Err(Error::InvalidArgument(format!(
                 "label {:?}: key and value longer than {MAX_LABEL_LEN} bytes",
-                &k[..k.len().min(64)]
+                &k[..shown]
             )));
         }
         if k.contains('\0') || v.contains('\0') {
@@ -618,5 +623,22 @@ mod tests {
         let big = "v".repeat(MAX_LABEL_LEN);
         assert!(validate_labels(&labels(&[("k", big.as_str())])).is_err());
         assert!(validate_labels(&labels(&[("", "v")])).is_err());
+    }
+
+    /// A too-long label whose key has a multibyte character across every byte the error message
+    /// could cut it at: an InvalidArgument, never a panic (the daemon aborts on one).
+    #[test]
+    fn too_long_label_with_multibyte_key_is_refused_not_a_panic() {
+        for pad in 0..4 {
+            let key = format!("{}{}", "k".repeat(60 + pad), "é€😀".repeat(8));
+            let value = "v".repeat(MAX_LABEL_LEN);
+            let r = std::panic::catch_unwind(|| validate_labels(&labels(&[(&key, &value)])));
+            assert!(
+                matches!(r, Ok(Err(Error::InvalidArgument(_)))),
+                "key of {} bytes: {:?}",
+                key.len(),
+                r.map(|r| r.map_err(|e| e.to_string()))
+            );
+        }
     }
 }
