@@ -15,7 +15,7 @@ E2E_FILTER  ?=
 # put first on PATH. `make e2e-matrix` (and `make test`) run every release this machine has;
 # E2E_MATRIX_JOBS of them at once, each with E2E_THREADS cases at once: 2 x 2 keeps the 4 cases
 # at once the suite is proven stable with on 2 cores (the cases mostly wait on processes and
-# timers; 3 x 2 ran too, in 6 minutes against 11, and lost one attach race of runc's shim once).
+# timers; 3 x 2 ran too, in 6 minutes against 7, and lost one attach race of runc's shim once).
 CONTAINERD  ?=
 SHARED_DIR  ?= $(abspath $(CURDIR)/../shared)
 E2E_MATRIX_JOBS ?= 2
