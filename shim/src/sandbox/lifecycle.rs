@@ -162,8 +162,9 @@ impl PodSandbox {
         }
     }
 
-    /// Starts the namespace holder; a second call answers with the same pid.
-    pub async fn start(&self) -> Result<u32> {
+    /// Starts the namespace holder; a second call answers with the same pid. While it runs,
+    /// `pod` answers `Pids` of the sandbox id with its pid.
+    pub async fn start(&self, pod: &Arc<Pod>) -> Result<u32> {
         let mut holder = self.holder.lock().await;
         if let Some(h) = holder.as_ref() {
             return Ok(h.pid);
@@ -184,9 +185,11 @@ impl PodSandbox {
                 return Err(e);
             }
         }
+        pod.set_sandbox_process(Some((self.id.clone(), pid)));
         let mut exit = h.exit.clone();
         let tx = self.exit_tx.clone();
         let id = self.id.clone();
+        let pod = pod.clone();
         tokio::spawn(async move {
             while exit.borrow_and_update().is_none() {
                 if exit.changed().await.is_err() {
@@ -195,6 +198,7 @@ impl PodSandbox {
             }
             let e = *exit.borrow();
             info!("sandbox {id}: holder exited ({:?})", e.map(|e| e.status));
+            pod.set_sandbox_process(None);
             tx.send_replace(e);
         });
         *holder = Some(h);
@@ -327,19 +331,10 @@ impl Sandboxes {
         Ok(())
     }
 
-    /// StartSandbox: the holder's pid, noted in the pod (the sandbox id's `Pids`) while it runs.
+    /// StartSandbox: the sandbox and its holder's pid.
     pub async fn start(&self, id: &str) -> Result<(Arc<PodSandbox>, u32)> {
         let sandbox = self.get(id)?;
-        let pid = sandbox.start().await?;
-        if self.pod.sandbox_process(id) != Some(pid) {
-            self.pod
-                .set_sandbox_process(Some((sandbox.id.clone(), pid)));
-            let (pod, s) = (self.pod.clone(), sandbox.clone());
-            tokio::spawn(async move {
-                s.wait().await;
-                pod.set_sandbox_process(None);
-            });
-        }
+        let pid = sandbox.start(&self.pod).await?;
         Ok((sandbox, pid))
     }
 
