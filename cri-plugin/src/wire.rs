@@ -49,6 +49,18 @@ mod tests {
         }
     }
 
+    /// containerd-client's message with every field of `m` it has.
+    fn as_older(m: &ControllerStartResponse) -> api::ControllerStartResponse {
+        api::ControllerStartResponse {
+            sandbox_id: m.sandbox_id.clone(),
+            pid: m.pid,
+            created_at: m.created_at,
+            labels: m.labels.clone(),
+            address: m.address.clone(),
+            version: m.version,
+        }
+    }
+
     #[test]
     fn the_spec_travels_at_tag_7() {
         let ours = full();
@@ -60,15 +72,7 @@ mod tests {
 
         // containerd-client's message with field 7 (length-delimited: key 7<<3|2) appended by
         // hand, as a containerd 2.3 API would put it on the wire.
-        let old = api::ControllerStartResponse {
-            sandbox_id: ours.sandbox_id.clone(),
-            pid: ours.pid,
-            created_at: ours.created_at,
-            labels: ours.labels.clone(),
-            address: ours.address.clone(),
-            version: ours.version,
-        };
-        let mut wire = old.encode_to_vec();
+        let mut wire = as_older(&ours).encode_to_vec();
         let spec = ours.spec.as_ref().unwrap().encode_to_vec();
         wire.push((7 << 3) | 2);
         prost::encoding::encode_varint(spec.len() as u64, &mut wire);
@@ -109,14 +113,6 @@ mod tests {
             spec: None,
             ..full()
         };
-        let old = api::ControllerStartResponse {
-            sandbox_id: none.sandbox_id.clone(),
-            pid: none.pid,
-            created_at: none.created_at,
-            labels: none.labels.clone(),
-            address: none.address.clone(),
-            version: none.version,
-        };
-        assert_eq!(none.encode_to_vec(), old.encode_to_vec());
+        assert_eq!(none.encode_to_vec(), as_older(&none).encode_to_vec());
     }
 }

@@ -7,6 +7,9 @@
 //! So the same rules run here, in the same order, before anything of the pod exists, with CRI's
 //! and runc's messages. The error carries code UNKNOWN, the code CRI gives those refusals.
 //!
+//! What CRI gives every pause container that a pod does not ask for, the holder gets too: the
+//! default sysctls of a pod with its own network namespace (`holder_sysctls`).
+//!
 //! The holder's namespaces, as CRI builds the pause container's: a private network and UTS
 //! namespace unless the pod uses the node's network, a private IPC namespace unless it uses
 //! the node's IPC; never a user namespace (pause-less pods refuse `hostUsers: false`).
@@ -21,8 +24,8 @@ use crate::{
 
 /// CRI's defaults for a pod with its own network namespace (`enable_unprivileged_ports` and
 /// `enable_unprivileged_icmp`, both on in containerd 2.x): applied unless the pod sets them.
-pub const UNPRIVILEGED_PORTS: (&str, &str) = ("net.ipv4.ip_unprivileged_port_start", "0");
-pub const UNPRIVILEGED_ICMP: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
+const UNPRIVILEGED_PORTS: (&str, &str) = ("net.ipv4.ip_unprivileged_port_start", "0");
+const UNPRIVILEGED_ICMP: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
 
 /// The IPC sysctls runc lets a container with a private IPC namespace set.
 const IPC_SYSCTLS: [&str; 8] = [
