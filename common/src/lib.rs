@@ -1,5 +1,7 @@
-//! What podshim's host daemons (podshim-snapshotter, podshim-sandboxer) share: containerd reaches
-//! each of them as a proxy plugin over a unix socket that only root may open.
+//! What podshim's host daemons (podshim-snapshotter, podshim-sandboxer) and the pod shim share:
+//! containerd reaches each daemon as a proxy plugin over a unix socket that only root may open;
+//! podshim-sandboxer reaches a pod shim through `pod_api`.
 
+pub mod pod_api;
 pub mod socket;
 mod sys;

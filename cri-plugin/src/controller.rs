@@ -245,18 +245,38 @@ impl generated::controller_server::Controller for Controller {
         }))
     }
 
-    /// Nothing of a sandbox's containerd record is the shim's business once it runs. An
-    /// in-place pod resize (containerd 2.3: the `updated-resources` extension) comes after the
-    /// kubelet resized the pod's cgroup, which it owns; CRI keeps the new resources itself, and
-    /// containerd's own controllers (`podsandbox`, `shim`) do nothing with it either.
+    /// An in-place pod resize (containerd 2.3: CRI records the pod's new resources in the
+    /// `updated-resources` extension and sends the sandbox with `fields = ["extensions"]`)
+    /// reaches the pod cgroup through the pod's shim, which sets it as the kubelet does. Nothing
+    /// else of a sandbox's containerd record is the shim's business once it runs.
     async fn update(
         &self,
         req: Request<api::ControllerUpdateRequest>,
     ) -> Result<Response<api::ControllerUpdateResponse>, Status> {
-        let r = req.get_ref();
+        let namespace = namespace(&req)?;
+        let r = req.into_inner();
         log::debug!("update {} (fields {:?})", r.sandbox_id, r.fields);
+        if let Some(resources) = updated_resources(&r) {
+            self.sandboxes
+                .update(&namespace, &r.sandbox_id, resources)
+                .await
+                .map_err(to_status)?;
+        }
         Ok(Response::new(api::ControllerUpdateResponse {}))
     }
+}
+
+/// The key CRI stores a pod's resized resources under in the sandbox's extensions.
+const UPDATED_RESOURCES: &str = "updated-resources";
+
+/// The resized resources an Update carries, when its fields include the extensions.
+fn updated_resources(r: &api::ControllerUpdateRequest) -> Option<RawAny> {
+    let extensions = r.fields.is_empty() || r.fields.iter().any(|f| f == "extensions");
+    let a = r.sandbox.as_ref()?.extensions.get(UPDATED_RESOURCES)?;
+    extensions.then(|| RawAny {
+        type_url: a.type_url.clone(),
+        value: a.value.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -271,6 +291,39 @@ mod tests {
             version: 3,
             spec,
         }
+    }
+
+    fn update_request(fields: &[&str], ext: Option<&str>) -> api::ControllerUpdateRequest {
+        let mut sandbox = containerd_client::types::Sandbox::default();
+        if let Some(v) = ext {
+            sandbox.extensions.insert(
+                UPDATED_RESOURCES.into(),
+                prost_types::Any {
+                    type_url: "io.containerd.cri.v1/UpdatedResources".into(),
+                    value: v.as_bytes().to_vec(),
+                },
+            );
+        }
+        api::ControllerUpdateRequest {
+            sandbox_id: "pod1".into(),
+            sandbox: Some(sandbox),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn update_passes_on_the_resized_resources_as_cri_wrote_them() {
+        let r = updated_resources(&update_request(&["extensions"], Some("{}"))).unwrap();
+        assert_eq!(r.type_url, "io.containerd.cri.v1/UpdatedResources");
+        assert_eq!(r.value, b"{}");
+        assert!(updated_resources(&update_request(&[], Some("{}"))).is_some());
+    }
+
+    #[test]
+    fn update_of_other_fields_or_without_resources_is_nothing_to_do() {
+        assert!(updated_resources(&update_request(&["labels"], Some("{}"))).is_none());
+        assert!(updated_resources(&update_request(&["extensions"], None)).is_none());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The pod's shim predates what was asked (containerd tolerates this code on Update).
+    #[error("{0}")]
+    Unimplemented(String),
     /// The pod's shim does not answer (yet): a condition, not a verdict.
     #[error("{0}")]
     Unavailable(String),
@@ -74,6 +77,7 @@ impl Error {
             Error::InvalidArgument(_) => tonic::Code::InvalidArgument,
             Error::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             Error::Unavailable(_) => tonic::Code::Unavailable,
+            Error::Unimplemented(_) => tonic::Code::Unimplemented,
             // ttrpc status codes are gRPC's.
             Error::Shim {
                 source: ttrpc::Error::RpcStatus(s),

@@ -571,6 +571,22 @@ impl Sandboxes {
         }
     }
 
+    /// In-place pod resize: the pod's shim sets its cgroup to `resources`. Only a started pod
+    /// has a cgroup its shim can find.
+    pub async fn update(&self, namespace: &str, id: &str, resources: RawAny) -> Result<()> {
+        let entry = self.get(namespace, id)?;
+        if entry.record().state != State::Started {
+            return Err(Error::FailedPrecondition(format!(
+                "sandbox {id} is not started"
+            )));
+        }
+        self.call(&entry, |s| {
+            let resources = resources.clone();
+            async move { s.update(id, resources).await }
+        })
+        .await
+    }
+
     /// Removes the sandbox: its shim leaves, its bundle and record go.
     pub async fn shutdown(&self, namespace: &str, id: &str) -> Result<()> {
         let entry = self.get(namespace, id)?;

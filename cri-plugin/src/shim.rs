@@ -12,6 +12,8 @@ use containerd_shim_protos::{
     ttrpc::{self, context},
 };
 
+use podshim_common::pod_api;
+
 use crate::error::{Error, Result};
 use crate::store::Timestamp;
 
@@ -22,6 +24,31 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PodShim {
     client: SandboxClient,
+    pod: PodApiClient,
+}
+
+/// `podshim_common::pod_api` on the shim's connection.
+#[derive(Clone)]
+struct PodApiClient {
+    client: ttrpc::r#async::Client,
+}
+
+impl PodApiClient {
+    async fn update_sandbox(
+        &self,
+        ctx: context::Context,
+        req: &api::UpdateSandboxRequest,
+    ) -> ttrpc::Result<api::UpdateSandboxResponse> {
+        let mut cres = api::UpdateSandboxResponse::new();
+        ttrpc::async_client_request!(
+            self,
+            ctx,
+            req,
+            pod_api::SERVICE,
+            pod_api::UPDATE_SANDBOX,
+            cres
+        );
+    }
 }
 
 /// SandboxStatus as the shim answers it.
@@ -89,7 +116,8 @@ impl PodShim {
                 .map_err(|_| Error::Unavailable(format!("connect to shim {address}: timed out")))?
                 .map_err(|e| Error::Unavailable(format!("connect to shim {address}: {e}")))?;
         Ok(PodShim {
-            client: SandboxClient::new(client),
+            client: SandboxClient::new(client.clone()),
+            pod: PodApiClient { client },
         })
     }
 
@@ -210,6 +238,32 @@ impl PodShim {
         Ok(())
     }
 
+    /// In-place pod resize: the shim sets the pod cgroup to `resources` (containerd's
+    /// `updated-resources` extension, passed on as CRI wrote it).
+    pub async fn update(&self, sandbox_id: &str, resources: RawAny) -> Result<()> {
+        let req = api::UpdateSandboxRequest {
+            sandbox_id: sandbox_id.to_string(),
+            resources: Some(Any {
+                type_url: resources.type_url,
+                value: resources.value,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        match self.pod.update_sandbox(ctx(), &req).await {
+            Ok(_) => Ok(()),
+            // ttrpc's answer for a service the server does not have.
+            Err(ttrpc::Error::RpcStatus(s)) if s.message.ends_with("service does not exist") => {
+                Err(Error::Unimplemented(format!(
+                    "the shim of sandbox {sandbox_id} cannot resize its pod (a podshim before {})",
+                    pod_api::SERVICE
+                )))
+            }
+            Err(e) => Err(Self::err("UpdateSandbox", sandbox_id)(e)),
+        }
+    }
+
     pub async fn metrics(&self, sandbox_id: &str) -> Result<Metric> {
         let req = api::SandboxMetricsRequest {
             sandbox_id: sandbox_id.to_string(),
@@ -297,5 +351,73 @@ mod tests {
     #[tokio::test]
     async fn start_without_a_spec_has_none() {
         assert_eq!(started_by(None).await.spec, None);
+    }
+
+    /// Answers pod_api's UpdateSandbox by sending what it got on `tx`.
+    struct FakeUpdate {
+        tx: std::sync::mpsc::Sender<api::UpdateSandboxRequest>,
+    }
+
+    #[async_trait::async_trait]
+    impl ttrpc::r#async::MethodHandler for FakeUpdate {
+        async fn handler(
+            &self,
+            _: TtrpcContext,
+            req: ttrpc::Request,
+        ) -> ttrpc::Result<ttrpc::Response> {
+            use containerd_shim_protos::protobuf::Message;
+            let r = api::UpdateSandboxRequest::parse_from_bytes(&req.payload).unwrap();
+            self.tx.send(r).unwrap();
+            let mut res = ttrpc::Response::new();
+            res.set_status(ttrpc::get_status(ttrpc::Code::OK, ""));
+            res.payload = api::UpdateSandboxResponse::new().write_to_bytes().unwrap();
+            Ok(res)
+        }
+    }
+
+    async fn update_on(server: Server, address: &str) -> Result<()> {
+        let mut server = server.bind(address).unwrap();
+        server.start().await.unwrap();
+        let resources = RawAny {
+            type_url: "io.containerd.cri.v1/UpdatedResources".into(),
+            value: br#"{"Resources":{"cpu_shares":512}}"#.to_vec(),
+        };
+        let r = PodShim::connect(address)
+            .await
+            .unwrap()
+            .update("pod1", resources)
+            .await;
+        server.shutdown().await.unwrap();
+        r
+    }
+
+    #[tokio::test]
+    async fn update_reaches_the_pod_api_with_the_resources_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix://{}/shim.sock", dir.path().display());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut methods: HashMap<String, Box<dyn ttrpc::r#async::MethodHandler + Send + Sync>> =
+            HashMap::new();
+        methods.insert(pod_api::UPDATE_SANDBOX.into(), Box::new(FakeUpdate { tx }));
+        let service = ttrpc::r#async::Service {
+            methods,
+            streams: HashMap::new(),
+        };
+        let server = Server::new().register_service(HashMap::from([(pod_api::SERVICE.into(), service)]));
+        update_on(server, &address).await.unwrap();
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.sandbox_id, "pod1");
+        assert_eq!(got.resources.type_url, "io.containerd.cri.v1/UpdatedResources");
+        assert_eq!(got.resources.value, br#"{"Resources":{"cpu_shares":512}}"#);
+    }
+
+    #[tokio::test]
+    async fn update_on_a_shim_without_the_pod_api_is_unimplemented() {
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("unix://{}/shim.sock", dir.path().display());
+        let server =
+            Server::new().register_service(create_sandbox(Arc::new(FakeShim { spec: None })));
+        let e = update_on(server, &address).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e}");
     }
 }

@@ -389,6 +389,7 @@ impl Cri {
     pub async fn update_pod_resources(
         &self,
         pod_sandbox_id: &str,
+        overhead: Option<LinuxContainerResources>,
         resources: LinuxContainerResources,
     ) -> Result<()> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
@@ -400,7 +401,7 @@ impl Cri {
         );
         let req = UpdatePodSandboxResourcesRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
-            overhead: None,
+            overhead,
             resources: Some(resources),
         };
         grpc.unary::<_, UpdatePodSandboxResourcesResponse, _>(

@@ -268,6 +268,16 @@ pub fn kill_and_remove_cgroup(rel: &str) -> BTreeSet<i32> {
     found
 }
 
+/// The trimmed content of `file` in the cgroup `rel`, from the first hierarchy that has it
+/// (`memory.limit_in_bytes` is in v1's memory hierarchy, `memory.max` in the unified one).
+pub fn cgroup_file(rel: &str, file: &str) -> Option<String> {
+    let rel = rel.trim_start_matches('/');
+    cgroup_roots()
+        .into_iter()
+        .find_map(|root| fs::read_to_string(root.join(rel).join(file)).ok())
+        .map(|s| s.trim().to_string())
+}
+
 pub fn cgroup_exists(rel: &str) -> bool {
     !cgroup_dirs(rel).is_empty()
 }

@@ -20,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     connections::OpenConnections,
     error::{Error, Result},
-    sandbox::SandboxService,
+    sandbox::{pod_api, SandboxService},
     service::Service,
     sys,
 };
@@ -56,7 +56,7 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let mut config = containerd_shim::Config::default();
     let mut service = Service::new(runtime_id, &flags, &mut config).await;
     let task = service.task_service(ttrpc_address);
-    let sandbox = SandboxService::new(task.pod());
+    let sandbox = Arc::new(SandboxService::new(task.pod()));
     let connections = OpenConnections::default();
     let listener = connections
         .listener(listener)
@@ -64,7 +64,8 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let mut server = Server::new()
         .add_listener(listener)
         .register_service(create_task(Arc::new(task)))
-        .register_service(create_sandbox(Arc::new(sandbox)));
+        .register_service(create_sandbox(sandbox.clone()))
+        .register_service(pod_api::service(sandbox));
     server
         .start()
         .await

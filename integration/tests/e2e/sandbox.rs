@@ -4,7 +4,9 @@
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::{DnsConfig, NamespaceMode, PodSandboxConfig};
-use podshim_integration::{containerd::shim_bin_dir, images, is_pauseless, sh, sys, Containerd};
+use podshim_integration::{
+    containerd::shim_bin_dir, images, is_pauseless, is_sandboxer, sh, sys, Containerd,
+};
 
 async fn exec_out(c: &Containerd, id: &str, cmd: &[&str]) -> Result<String> {
     let r = c.cri.exec_sync(id, cmd, 10).await?;
@@ -435,17 +437,37 @@ pub async fn network_setup_fails(c: &mut Containerd) -> Result<()> {
 
 /// In-place pod resize (UpdatePodSandboxResources, containerd 2.3): the kubelet resizes the pod's
 /// cgroup itself, then tells CRI, which keeps the pod's new resources and shows them in the
-/// verbose status; the pod runs on. Before 2.3 containerd refuses the call, whatever the handler.
+/// verbose status; the pod runs on. CRI hands the new resources to the pod's sandbox controller:
+/// podshim-sandboxer sets the pod's cgroup to the kubelet's figures (the containers' sum plus
+/// the pod overhead); containerd's own controllers leave the cgroup to the kubelet. Before 2.3
+/// containerd refuses the call, whatever the handler.
 pub async fn pod_resize(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("resize").await?;
     let a = c.run_container(&pod, sh("a", "exec sleep 1000")).await?;
     const MEMORY: i64 = 256 << 20;
+    const OVERHEAD_MEMORY: i64 = 32 << 20;
+    const SHARES: i64 = 512;
+    const OVERHEAD_SHARES: i64 = 16;
+    let limits = || {
+        (
+            sys::cgroup_file(&pod.cgroup_parent, "memory.limit_in_bytes")
+                .or_else(|| sys::cgroup_file(&pod.cgroup_parent, "memory.max")),
+            sys::cgroup_file(&pod.cgroup_parent, "cpu.shares")
+                .or_else(|| sys::cgroup_file(&pod.cgroup_parent, "cpu.weight")),
+        )
+    };
+    let before = limits();
     let r = c
         .cri
         .update_pod_resources(
             &pod.id,
+            Some(k8s_cri::v1::LinuxContainerResources {
+                cpu_shares: OVERHEAD_SHARES,
+                memory_limit_in_bytes: OVERHEAD_MEMORY,
+                ..Default::default()
+            }),
             k8s_cri::v1::LinuxContainerResources {
-                cpu_shares: 512,
+                cpu_shares: SHARES,
                 memory_limit_in_bytes: MEMORY,
                 ..Default::default()
             },
@@ -459,6 +481,29 @@ pub async fn pod_resize(c: &mut Containerd) -> Result<()> {
             info.contains(&MEMORY.to_string()),
             "verbose status does not show the new memory limit: {info}"
         );
+        let after = limits();
+        if is_sandboxer(&c.opts.handler) {
+            let shares = (SHARES + OVERHEAD_SHARES) as u64;
+            // cgroup v2 takes cpu.weight, converted from shares as runc and the kubelet do.
+            let weight = 1 + ((shares - 2) * 9999) / 262142;
+            let want = (
+                Some((MEMORY + OVERHEAD_MEMORY).to_string()),
+                Some(shares.to_string()),
+            );
+            let want_v2 = (want.0.clone(), Some(weight.to_string()));
+            ensure!(
+                after == want || after == want_v2,
+                "pod cgroup {} after the resize: {after:?}, want {want:?}",
+                pod.cgroup_parent
+            );
+        } else {
+            ensure!(
+                after == before,
+                "{}: the pod cgroup {} changed from {before:?} to {after:?}, by whom?",
+                c.opts.handler,
+                pod.cgroup_parent
+            );
+        }
     } else {
         let err = r.err().map(|e| format!("{e:#}"));
         ensure!(

@@ -1,8 +1,10 @@
-//! A container's cgroup: containerd's Metrics (cgroup v1 and v2) and OOM notifications.
+//! A container's cgroup: containerd's Metrics (cgroup v1 and v2), OOM notifications, and a pod
+//! cgroup's limits.
 //!
 //! Everything is read straight from cgroupfs. Roots are parameters so tests can run
 //! against fixture trees; `for_pid` binds them to /proc and /sys/fs/cgroup.
 
+mod limits;
 mod oom;
 mod read;
 mod v1;
@@ -17,6 +19,8 @@ use containerd_shim_protos::protobuf::{well_known_types::any::Any, Message};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{Error, Result};
+
+pub use limits::PodLimits;
 
 const PROC_ROOT: &str = "/proc";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -155,6 +159,14 @@ impl ContainerCgroup {
         match &self.inner {
             Inner::V1(cg) => Ok(v1::oom_control(cg.memory_dir()?)?.map_or(0, |o| o.oom_kill)),
             Inner::V2(cg) => Ok(oom::oom_kills(cg.dir())?.unwrap_or(0)),
+        }
+    }
+
+    /// Sets this (pod) cgroup's limits; those `None` stay as they are.
+    pub fn set_limits(&self, limits: &PodLimits) -> Result<()> {
+        match &self.inner {
+            Inner::V1(cg) => limits::write_v1(cg.memory.as_deref(), cg.cpu.as_deref(), limits),
+            Inner::V2(cg) => limits::write_v2(cg.dir(), limits),
         }
     }
 

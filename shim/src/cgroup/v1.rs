@@ -26,8 +26,8 @@ use crate::error::{Error, Result};
 /// process isn't in such a hierarchy (controller not mounted).
 #[derive(Debug, Clone)]
 pub(super) struct Cgroup {
-    memory: Option<PathBuf>,
-    cpu: Option<PathBuf>,
+    pub(super) memory: Option<PathBuf>,
+    pub(super) cpu: Option<PathBuf>,
     cpuacct: Option<PathBuf>,
     pids: Option<PathBuf>,
     blkio: Option<PathBuf>,

@@ -6,8 +6,11 @@
 pub mod files;
 pub mod holder;
 pub mod lifecycle;
+pub mod pod_api;
+pub mod pod_cgroup;
 pub mod pod_config;
 pub mod remains;
+pub mod resize;
 pub mod spec;
 pub mod validate;
 
@@ -23,7 +26,7 @@ use containerd_shim_protos::{
 };
 
 use crate::{
-    error::{Error, Result},
+    error::Result,
     events::timestamp,
     pod::Pod,
 };
@@ -44,6 +47,22 @@ impl SandboxService {
         SandboxService {
             sandboxes: Sandboxes::new(pod),
         }
+    }
+}
+
+impl SandboxService {
+    /// In-place pod resize, from podshim-sandboxer (`pod_api`; containerd's own `shim` sandboxer
+    /// does not pass it on): the pod cgroup takes the new resources.
+    pub async fn update_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: UpdateSandboxRequest,
+    ) -> ttrpc::Result<UpdateSandboxResponse> {
+        let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
+        if let Some(r) = req.resources.as_ref() {
+            edge(pod_cgroup::resize(&sandbox, &r.type_url, &r.value))?;
+        }
+        Ok(UpdateSandboxResponse::new())
     }
 }
 
@@ -198,17 +217,7 @@ impl Sandbox for SandboxService {
         req: SandboxMetricsRequest,
     ) -> ttrpc::Result<SandboxMetricsResponse> {
         let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
-        let st = sandbox.status();
-        if !st.ready {
-            return edge(Err(Error::FailedPrecondition(format!(
-                "sandbox {} is not running",
-                sandbox.id
-            ))));
-        }
-        let data = edge(
-            crate::cgroup::ContainerCgroup::for_pid_at(st.pid, &sandbox.config.cgroup_parent)
-                .and_then(|cg| cg.metrics()),
-        )?;
+        let data = edge(pod_cgroup::metrics(&sandbox))?;
         let mut resp = SandboxMetricsResponse::new();
         // The Metric type is not exported by containerd-shim-protos; fill it in place.
         let m = resp.metrics.mut_or_insert_default();
