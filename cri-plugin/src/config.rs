@@ -141,7 +141,7 @@ impl Config {
                 return Err(format!("{key} must be an absolute path, not {p:?}"));
             }
         }
-        if c.pool.size > 0 && !crate::sandboxes::valid_name(&c.pool.namespace) {
+        if c.pool.size > 0 && !podshim_common::id::is_valid(&c.pool.namespace) {
             return Err(format!(
                 "pool.namespace {:?} is not a valid namespace",
                 c.pool.namespace

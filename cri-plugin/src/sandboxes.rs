@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{info, warn};
+use podshim_common::id;
 use podshim_shim::sandbox::{
     ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE, STATE_NOTREADY,
 };
@@ -35,15 +36,6 @@ const DEAD_SHIM_EXIT: u32 = 255;
 const WAIT_RETRY: Duration = Duration::from_millis(500);
 /// How often the shim of a sandbox created but not started is looked for.
 const UNSTARTED_POLL: Duration = Duration::from_secs(1);
-
-/// containerd's identifier rule (namespaces and sandbox ids): they also name directories here.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 76
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
 
 type Key = (String, String);
 
@@ -327,9 +319,8 @@ impl Sandboxes {
             ("namespace", &req.namespace),
             ("sandbox id", &req.sandbox_id),
         ] {
-            if !valid_name(v) {
-                return Err(Error::InvalidArgument(format!("invalid {what} {v:?}")));
-            }
+            // They also name directories and sockets here.
+            id::validate(what, v).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         }
         let key = (req.namespace.clone(), req.sandbox_id.clone());
         let planned = SandboxRecord {
@@ -633,29 +624,5 @@ impl Sandboxes {
         self.store.remove_sandbox(&record.namespace, id)?;
         info!("sandbox {id}: shim {} gone, record removed", shim.id);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_become_paths() {
-        for ok in ["k8s.io", "default", "a", "0123abcdef", "a_b-c.d"] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "-a",
-            ".hidden",
-            "a b",
-            &"x".repeat(77),
-        ] {
-            assert!(!valid_name(bad), "{bad}");
-        }
     }
 }

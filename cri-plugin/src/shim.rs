@@ -403,11 +403,15 @@ mod tests {
             methods,
             streams: HashMap::new(),
         };
-        let server = Server::new().register_service(HashMap::from([(pod_api::SERVICE.into(), service)]));
+        let server =
+            Server::new().register_service(HashMap::from([(pod_api::SERVICE.into(), service)]));
         update_on(server, &address).await.unwrap();
         let got = rx.try_recv().unwrap();
         assert_eq!(got.sandbox_id, "pod1");
-        assert_eq!(got.resources.type_url, "io.containerd.cri.v1/UpdatedResources");
+        assert_eq!(
+            got.resources.type_url,
+            "io.containerd.cri.v1/UpdatedResources"
+        );
         assert_eq!(got.resources.value, br#"{"Resources":{"cpu_shares":512}}"#);
     }
 

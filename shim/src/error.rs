@@ -73,6 +73,12 @@ impl Error {
     }
 }
 
+impl From<podshim_common::id::InvalidId> for Error {
+    fn from(e: podshim_common::id::InvalidId) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
 impl From<Error> for ttrpc::Error {
     fn from(e: Error) -> Self {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))

@@ -29,7 +29,11 @@ impl PodLimits {
 /// cgroup v1: `memory` and `cpu` are the directories of the pod cgroup in those hierarchies.
 pub(super) fn write_v1(memory: Option<&Path>, cpu: Option<&Path>, l: &PodLimits) -> Result<()> {
     if let Some(bytes) = l.memory_bytes {
-        write(need(memory, "memory")?, "memory.limit_in_bytes", &bytes.to_string())?;
+        write(
+            need(memory, "memory")?,
+            "memory.limit_in_bytes",
+            &bytes.to_string(),
+        )?;
     }
     if let Some(shares) = l.cpu_shares {
         write(need(cpu, "cpu")?, "cpu.shares", &shares.to_string())?;
@@ -53,7 +57,11 @@ pub(super) fn write_v2(dir: &Path, l: &PodLimits) -> Result<()> {
     }
     if let Some(quota) = l.cpu_quota {
         let period = l.cpu_period.unwrap_or(DEFAULT_CPU_PERIOD);
-        let quota = if quota < 0 { "max".to_string() } else { quota.to_string() };
+        let quota = if quota < 0 {
+            "max".to_string()
+        } else {
+            quota.to_string()
+        };
         write(dir, "cpu.max", &format!("{quota} {period}"))?;
     }
     Ok(())

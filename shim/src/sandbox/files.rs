@@ -79,19 +79,6 @@ impl ContainerdDirs {
 }
 
 /// containerd's identifier rule (a path component CRI itself would create).
-pub fn validate_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 76
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && id.as_bytes()[0].is_ascii_alphanumeric();
-    if !ok {
-        return Err(Error::InvalidArgument(format!("invalid sandbox id {id:?}")));
-    }
-    Ok(())
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodFiles {
     /// `<root>/io.containerd.grpc.v1.cri/sandboxes/<id>`: hostname, hosts, resolv.conf.
@@ -102,7 +89,7 @@ pub struct PodFiles {
 
 impl PodFiles {
     pub fn new(dirs: &ContainerdDirs, id: &str) -> Result<PodFiles> {
-        validate_id(id)?;
+        podshim_common::id::validate("sandbox id", id)?;
         let sub = Path::new(CRI_PLUGIN_DIR).join("sandboxes").join(id);
         Ok(PodFiles {
             root_dir: dirs.root.join(&sub),
@@ -279,7 +266,18 @@ mod tests {
             root: "/r".into(),
             state: "/s".into(),
         };
-        for bad in ["", "..", "a/b", ".hidden", "x\0y", &"a".repeat(77)] {
+        // containerd's identifier rule: separators only between letters and digits.
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            ".hidden",
+            "x\0y",
+            &"a".repeat(77),
+            "a..b",
+            "a-",
+            "a._b",
+        ] {
             assert!(PodFiles::new(&dirs, bad).is_err(), "{bad:?} accepted");
         }
         let f = PodFiles::new(&dirs, "pod-1.a_b").unwrap();

@@ -25,11 +25,7 @@ use containerd_shim_protos::{
     types::platform::Platform,
 };
 
-use crate::{
-    error::Result,
-    events::timestamp,
-    pod::Pod,
-};
+use crate::{error::Result, events::timestamp, pod::Pod};
 
 pub use files::{ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE};
 use lifecycle::{CreateRequest, Sandboxes};

@@ -5,8 +5,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use async_trait::async_trait;
 use containerd_shim_protos::sandbox_api::UpdateSandboxRequest;
-use ttrpc::r#async::{MethodHandler, Service, TtrpcContext};
 use podshim_common::pod_api;
+use ttrpc::r#async::{MethodHandler, Service, TtrpcContext};
 
 use super::SandboxService;
 
@@ -16,7 +16,11 @@ struct UpdateSandbox {
 
 #[async_trait]
 impl MethodHandler for UpdateSandbox {
-    async fn handler(&self, ctx: TtrpcContext, req: ttrpc::Request) -> ttrpc::Result<ttrpc::Response> {
+    async fn handler(
+        &self,
+        ctx: TtrpcContext,
+        req: ttrpc::Request,
+    ) -> ttrpc::Result<ttrpc::Response> {
         ttrpc::async_request_handler!(self, ctx, req, UpdateSandboxRequest, update_sandbox);
     }
 }

@@ -47,7 +47,10 @@ pub fn pod_limits(type_url: &str, value: &[u8]) -> Result<PodLimits> {
     }
     let u: UpdatedResources = serde_json::from_slice(value)
         .map_err(|e| Error::InvalidArgument(format!("sandbox resources: {e}")))?;
-    let (r, o) = (u.resources.unwrap_or_default(), u.overhead.unwrap_or_default());
+    let (r, o) = (
+        u.resources.unwrap_or_default(),
+        u.overhead.unwrap_or_default(),
+    );
     let sum = |containers: i64, overhead: i64| -> Result<Option<i64>> {
         if containers < 0 || overhead < 0 {
             return Err(Error::InvalidArgument(format!(
@@ -98,8 +101,9 @@ mod tests {
 
     #[test]
     fn unset_limits_stay_unset_whatever_the_overhead() {
-        let l = limits(r#"{"Overhead":{"memory_limit_in_bytes":1024},"Resources":{"cpu_shares":2}}"#)
-            .unwrap();
+        let l =
+            limits(r#"{"Overhead":{"memory_limit_in_bytes":1024},"Resources":{"cpu_shares":2}}"#)
+                .unwrap();
         assert_eq!(
             l,
             PodLimits {
@@ -107,7 +111,9 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert!(limits(r#"{"Overhead":null,"Resources":null}"#).unwrap().is_empty());
+        assert!(limits(r#"{"Overhead":null,"Resources":null}"#)
+            .unwrap()
+            .is_empty());
         assert!(limits("{}").unwrap().is_empty());
     }
 
@@ -128,11 +134,20 @@ mod tests {
         for (url, v) in [
             ("runtime.v1.LinuxContainerResources", "{}"),
             (UPDATED_RESOURCES_TYPE_URL, "not json"),
-            (UPDATED_RESOURCES_TYPE_URL, r#"{"Resources":{"memory_limit_in_bytes":-5}}"#),
-            (UPDATED_RESOURCES_TYPE_URL, r#"{"Resources":{"cpu_shares":"many"}}"#),
+            (
+                UPDATED_RESOURCES_TYPE_URL,
+                r#"{"Resources":{"memory_limit_in_bytes":-5}}"#,
+            ),
+            (
+                UPDATED_RESOURCES_TYPE_URL,
+                r#"{"Resources":{"cpu_shares":"many"}}"#,
+            ),
         ] {
             assert!(
-                matches!(pod_limits(url, v.as_bytes()), Err(Error::InvalidArgument(_))),
+                matches!(
+                    pod_limits(url, v.as_bytes()),
+                    Err(Error::InvalidArgument(_))
+                ),
                 "{url} {v}"
             );
         }

@@ -31,7 +31,7 @@ use crate::{
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
-    validate_id(&req.id)?;
+    podshim_common::id::validate("container id", &req.id)?;
     if !req.checkpoint.is_empty() {
         return Err(Error::Unimplemented(
             "restoring a task from a checkpoint needs criu, which podshim does not drive".into(),
@@ -179,21 +179,6 @@ pub(super) fn spill_dir(bundle: &Path) -> PathBuf {
 }
 
 /// containerd's id rule: letters and digits, with single `.`, `_` or `-` between them.
-pub(super) fn validate_id(id: &str) -> Result<()> {
-    let valid = !id.is_empty()
-        && id.len() <= 76
-        && id
-            .split(['.', '_', '-'])
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "invalid container id {id:?}"
-        )))
-    }
-}
-
 fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     if !path.exists() {
@@ -279,31 +264,6 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         if let Some(target) = &self.target {
             unmount_all(target);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_follow_containerd_rules() {
-        for ok in ["abc", "a-b.c_d", "0123456789abcdef"] {
-            assert!(validate_id(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "../x",
-            "a/b",
-            "a..b",
-            "-a",
-            "a b",
-            "a\0b",
-            &"x".repeat(77),
-        ] {
-            let e = validate_id(bad).unwrap_err();
-            assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}");
         }
     }
 }

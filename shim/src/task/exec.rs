@@ -18,7 +18,7 @@ use crate::{
 
 pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
     let container = pod.container(&req.id)?;
-    super::create::validate_id(&req.exec_id)
+    podshim_common::id::validate("exec id", &req.exec_id)
         .map_err(|_| Error::InvalidArgument(format!("invalid exec id {:?}", req.exec_id)))?;
     if container.init.status() == ProcessStatus::Stopped {
         return Err(Error::FailedPrecondition(format!(

@@ -167,9 +167,12 @@ async fn invalid_ids_and_specs_are_rejected_before_the_runtime_runs() {
     let (svc, pod) = service(runtime.clone());
     let dir = tempfile::tempdir().unwrap();
 
-    let bundle = bundle_with(dir.path(), SPEC, true);
-    let (c, _) = code(svc.create(&ctx(), create_req("../escape", bundle)).await);
-    assert_eq!(c, Code::INVALID_ARGUMENT);
+    for bad in ["../escape", "a..b", "c1-"] {
+        let bundle = bundle_with(dir.path(), SPEC, true);
+        let (c, m) = code(svc.create(&ctx(), create_req(bad, bundle)).await);
+        assert_eq!(c, Code::INVALID_ARGUMENT, "{bad}: {m}");
+        assert!(m.contains("invalid container id"), "{m}");
+    }
 
     let bundle = bundle_with(dir.path(), "{not json", true);
     let (c, m) = code(svc.create(&ctx(), create_req("c1", bundle)).await);
