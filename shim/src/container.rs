@@ -11,8 +11,8 @@ use log::warn;
 use crate::{
     cgroup::ContainerCgroup,
     error::{Error, Result},
+    kills::KillsInFlight,
     process::Process,
-    task::KillsInFlight,
 };
 
 pub struct Container {

@@ -15,8 +15,6 @@ mod wait;
 
 use std::sync::Arc;
 
-pub use kill::KillsInFlight;
-
 use async_trait::async_trait;
 use containerd_shim::{api::*, Task, TtrpcContext, TtrpcResult};
 
