@@ -152,7 +152,7 @@ impl generated::controller_server::Controller for Controller {
         Ok(Response::new(api::ControllerPlatformResponse {
             platform: Some(Platform {
                 os: "linux".into(),
-                architecture: podshim_shim::sandbox::architecture().into(),
+                architecture: podshim_common::pod_api::architecture().into(),
                 ..Default::default()
             }),
         }))

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use log::{info, warn};
-use podshim_common::id;
-use podshim_shim::sandbox::{
-    ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE, STATE_NOTREADY,
+use podshim_common::{
+    id,
+    pod_api::{ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE, STATE_NOTREADY},
 };
 
 use crate::config::Config;

@@ -1,6 +1,7 @@
 //! The real `podshim-sandboxer` binary driving real pod shims (built from this workspace) through
 //! containerd's Controller API, as containerd's proxy client calls it; no containerd is needed
 //! at this level (the shims' event address points at nothing). Run as root.
+#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -17,17 +17,13 @@ use std::{
 
 use log::warn;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use podshim_common::pod_api::{ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{Error, Result},
     sandbox::pod_config::{NamespaceMode, PodSandboxConfig},
 };
-
-/// Annotations of CreateSandbox that name containerd's root and state dirs (sent by
-/// podshim-sandboxer; containerd's built-in `shim` controller sends none).
-pub const ANNOTATION_CONTAINERD_ROOT: &str = "podshim.io/containerd-root";
-pub const ANNOTATION_CONTAINERD_STATE: &str = "podshim.io/containerd-state";
 
 const CRI_PLUGIN_DIR: &str = "io.containerd.grpc.v1.cri";
 /// The bundle containerd's built-in `shim` sandbox controller makes:

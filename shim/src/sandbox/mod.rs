@@ -27,12 +27,8 @@ use containerd_shim_protos::{
 
 use crate::{error::Result, events::timestamp, pod::Pod};
 
-pub use files::{ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE};
 use lifecycle::{CreateRequest, Sandboxes};
-
-/// The state strings CRI compares with (anything else counts as not ready).
-pub const STATE_READY: &str = "SANDBOX_READY";
-pub const STATE_NOTREADY: &str = "SANDBOX_NOTREADY";
+use podshim_common::pod_api::{architecture, STATE_NOTREADY, STATE_READY};
 
 pub struct SandboxService {
     sandboxes: Sandboxes,
@@ -67,16 +63,6 @@ fn edge<T>(r: Result<T>) -> ttrpc::Result<T> {
         log::warn!("sandbox request failed: {e}");
         e.into()
     })
-}
-
-/// GOARCH of this build, as containerd's platforms name it.
-pub fn architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
 
 #[async_trait]
