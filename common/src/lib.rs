@@ -1,8 +1,10 @@
 //! What podshim's host daemons (podshim-snapshotter, podshim-sandboxer) and the pod shim share:
 //! containerd reaches each daemon as a proxy plugin over a unix socket that only root may open;
 //! podshim-sandboxer reaches a pod shim through `pod_api`; every id they turn into a path obeys `id`.
+#![deny(unsafe_code)]
 
 pub mod id;
 pub mod pod_api;
 pub mod socket;
+#[allow(unsafe_code)]
 mod sys;

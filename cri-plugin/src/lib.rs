@@ -2,6 +2,7 @@
 //! "sandbox"`) for pause-less pods. It starts one podshim shim per pod, optionally from a warm
 //! pool, drives it through the shim's Sandbox API and hands containerd the shim's task API
 //! address, so every container of the pod goes straight to that shim.
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod controller;

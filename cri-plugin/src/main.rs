@@ -3,6 +3,7 @@
 //! ```text
 //! podshim-sandboxer [--config FILE]   (default /etc/podshim/sandboxer.toml, or $PODSHIM_SANDBOXER_CONFIG)
 //! ```
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

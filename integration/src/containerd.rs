@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,11 +206,6 @@ pub struct Containerd {
     pod_seq: std::sync::atomic::AtomicU32,
 }
 
-fn flock_nb(f: &File) -> bool {
-    // SAFETY: flock on a valid fd.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
 fn open_lock(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
@@ -240,7 +234,7 @@ fn reap_stale_runs() {
         let Ok(lock) = open_lock(&dir.join("owner.lock")) else {
             continue;
         };
-        if !flock_nb(&lock) {
+        if !crate::sys::flock_nb(&lock) {
             continue; // a live run owns it
         }
         eprintln!("podshim-e2e: cleaning up stale run {}", dir.display());
@@ -403,7 +397,11 @@ impl Containerd {
             .tempdir_in("/tmp")?
             .keep();
         let owner_lock = open_lock(&dir.join("owner.lock"))?;
-        anyhow::ensure!(flock_nb(&owner_lock), "cannot lock {}", dir.display());
+        anyhow::ensure!(
+            crate::sys::flock_nb(&owner_lock),
+            "cannot lock {}",
+            dir.display()
+        );
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
 
         // Bridge / subnet slot.
@@ -413,7 +411,7 @@ impl Containerd {
         for i in 0..250usize {
             let s = (start + i) % 250 + 1;
             let f = open_lock(&Path::new(SLOT_DIR).join(format!("slot-{s}.lock")))?;
-            if !flock_nb(&f) {
+            if !crate::sys::flock_nb(&f) {
                 continue;
             }
             let bridge = format!("psit{s}");

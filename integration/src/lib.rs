@@ -1,6 +1,7 @@
 //! End-to-end harness for podshim: starts a private containerd 2.x (own root, state, sockets, CNI
 //! bridge and cgroup parent under a temp dir, the `config-snippets/conf.d/` drop-ins imported, our
 //! shim on its PATH), imports locally built images and drives containerd's CRI as kubelet does.
+#![deny(unsafe_code)]
 
 pub mod bench_snapshots;
 pub mod containerd;
@@ -12,6 +13,7 @@ pub mod podsnap;
 pub mod registry;
 pub mod release;
 pub mod streaming;
+#[allow(unsafe_code)]
 pub mod sys;
 
 pub use containerd::{

@@ -404,3 +404,10 @@ fn is_mountpoint(p: &Path) -> bool {
         _ => false,
     }
 }
+
+/// An exclusive lock on `f` if nobody holds one, without waiting.
+pub fn flock_nb(f: &fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid fd.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}

@@ -2,12 +2,14 @@
 //!
 //! containerd talks to it through `[proxy_plugins.<name>] type = "snapshot"` over a unix socket
 //! (gRPC service `containerd.services.snapshots.v1.Snapshots`).
+#![deny(unsafe_code)]
 
 pub mod error;
 pub mod filter;
 pub mod service;
 pub mod snapshotter;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod usage;
 

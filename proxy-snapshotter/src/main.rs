@@ -3,6 +3,7 @@
 //! ```text
 //! podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level LEVEL]
 //! ```
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

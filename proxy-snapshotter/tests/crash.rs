@@ -1,5 +1,6 @@
 //! kill -9 the daemon (a real child process) at many points of Prepare/Commit/Remove loops, then
 //! check that metadata and directories agree after restart + Cleanup.
+#![deny(unsafe_code)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Drives the real binary over its unix socket with containerd-client's SnapshotsClient.
+#![deny(unsafe_code)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! therefore leave a committed record whose directory is still in `tmp/`, or whose mkdir was lost
 //! altogether; opening the snapshotter must put it back before anything is served. The crash is
 //! simulated by undoing the rename (or the mkdir) on disk while the snapshotter is closed.
+#![deny(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fs;

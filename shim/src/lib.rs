@@ -2,22 +2,30 @@
 //!
 //! containerd starts the shim for a pod's first task; every other container of the pod is
 //! routed to the same process. Each container is launched through an OCI runtime binary.
+#![deny(unsafe_code)]
 
-pub mod cgroup;
-pub mod config;
-pub mod connections;
-pub mod container;
-pub mod error;
-pub mod events;
-pub mod info;
-pub mod pod;
-pub mod process;
-pub mod reaper;
-pub mod runtime;
-pub mod sandbox;
-pub mod server;
-pub mod service;
-pub mod spec;
-pub mod stdio;
-pub(crate) mod sys;
-pub mod task;
+mod cgroup;
+mod config;
+mod connections;
+mod container;
+mod error;
+mod events;
+mod info;
+mod kills;
+mod pod;
+mod process;
+mod reaper;
+mod runtime;
+mod sandbox;
+mod server;
+mod service;
+mod spec;
+mod stdio;
+#[allow(unsafe_code)]
+mod sys;
+mod task;
+
+// What the binary (main.rs) runs; nothing else of the shim is another crate's business.
+pub use sandbox::holder::{holder_main, HOLDER_ARG};
+pub use server::serve;
+pub use service::Service;

@@ -1,4 +1,5 @@
-use podshim_shim::{sandbox::holder, server, service::Service};
+#![deny(unsafe_code)]
+use podshim_shim::{holder_main, serve, Service, HOLDER_ARG};
 
 const RUNTIME_ID: &str = "io.containerd.podshim.v1";
 
@@ -6,8 +7,8 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<_> = std::env::args_os().collect();
     // A pause-less pod's namespace holder is this binary too; it must fork before any runtime
     // or thread exists.
-    if args.get(1).is_some_and(|a| a == holder::HOLDER_ARG) {
-        holder::holder_main(&args[1..]);
+    if args.get(1).is_some_and(|a| a == HOLDER_ARG) {
+        holder_main(&args[1..]);
     }
     // One thread: a pod's shim spends its life waiting on pipes and children.
     tokio::runtime::Builder::new_current_thread()
@@ -39,7 +40,7 @@ async fn shim_main(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
         .await;
         return Ok(());
     }
-    if let Err(e) = server::serve(RUNTIME_ID, flags).await {
+    if let Err(e) = serve(RUNTIME_ID, flags).await {
         // containerd shows the `start` process's stderr, which is ours until we serve.
         eprintln!("{RUNTIME_ID}: {e}");
         std::process::exit(1);

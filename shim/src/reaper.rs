@@ -80,11 +80,6 @@ impl Reaper {
         rx
     }
 
-    /// Stops waiting for `pid` (its waiter went away before the process exited).
-    pub fn forget(&self, pid: i32) {
-        self.lock().waiters.remove(&pid);
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means a panic elsewhere; the maps themselves stay coherent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())

@@ -2,8 +2,6 @@
 //! document; deserialising only these fields keeps the per-pod binary (and its resident pages)
 //! small.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -14,8 +12,6 @@ pub struct Spec {
     pub root: Option<Root>,
     #[serde(default)]
     pub linux: Option<Linux>,
-    #[serde(default)]
-    pub annotations: HashMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

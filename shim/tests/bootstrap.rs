@@ -4,6 +4,7 @@
 //! read `{"version":3,"address":…,"protocol":"ttrpc"}`. Both start the same pod shim, which is
 //! killed again here. `start` runs under umask 000: the shim's socket must still be its owner's
 //! alone. Root (the socket lives under /run/containerd/s, as containerd's).
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,7 @@
 //! podshim-snapshotter on one private containerd (see `podshim_integration::bench_snapshots`).
 //!
 //! Usage: podshim-bench-snapshots [--quick] [--usage-files N] [--out path.json]
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 

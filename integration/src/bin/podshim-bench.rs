@@ -8,6 +8,7 @@
 //!
 //! Usage: podshim-bench [--quick] [--pods N] [--parallel N] [--handlers runc,podshim,podshim-pauseless,podshim-sandboxer] [--pool N]
 //!                      [--execs N] [--log-secs S] [--out path.json]
+#![deny(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `make demo`: start a private containerd with podshim's drop-in, run a pod under podshim (and,
 //! for comparison, the same pod under containerd's runc shim), print the container's CRI log,
 //! ContainerStats and each shim's memory from /proc, then tear everything down.
+#![deny(unsafe_code)]
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 //! `podshim-pauseless`) and once through the podshim-sandboxer daemon (handler
 //! `podshim-sandboxer`).
 //! Filter by handler: `cargo test -p podshim-integration --test e2e -- ::podshim_pauseless`.
+#![deny(unsafe_code)]
 
 mod util;
 

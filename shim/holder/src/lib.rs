@@ -12,8 +12,10 @@
 //! this file; the shim links the same code to act as a holder itself where `podshim-holder` is
 //! not installed.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 pub mod args;
+#[allow(unsafe_code)]
 mod sys;
 
 /// The holder binary's file name; the shim runs it from its own directory.

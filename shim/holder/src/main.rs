@@ -3,8 +3,11 @@
 //! unwinding panics.
 #![cfg_attr(panic = "abort", no_std)]
 #![cfg_attr(not(test), no_main)]
+#![deny(unsafe_code)]
 
+// The C entry point: the one place of this binary that takes raw pointers.
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 mod entry {
     use core::ffi::{c_char, c_int, CStr};
 
