@@ -10,6 +10,7 @@ mod connections;
 mod container;
 mod error;
 mod events;
+mod group;
 mod info;
 mod kills;
 mod pod;

@@ -156,3 +156,12 @@ impl Process {
         }
     }
 }
+
+/// How messages name a process: `init`, or its exec id.
+pub fn display_name(exec_id: &str) -> &str {
+    if exec_id.is_empty() {
+        "init"
+    } else {
+        exec_id
+    }
+}

@@ -2,7 +2,6 @@
 //! serve, and `delete` (clean up after a shim that is gone).
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -22,6 +21,7 @@ use crate::{
     config::Config,
     container::unmount_all,
     events::{timestamp, Events},
+    group::grouping,
     pod::Pod,
     reaper,
     runtime::RuncCli,
@@ -32,12 +32,6 @@ use crate::{
     },
     task::TaskService,
 };
-
-/// Annotations that put containers into one shim: containerd's explicit group, then the pod.
-const GROUP_LABELS: [&str; 2] = [
-    "io.containerd.runc.v2.group",
-    "io.kubernetes.cri.sandbox-id",
-];
 
 pub struct Service {
     id: String,
@@ -198,49 +192,9 @@ fn runtime_for(config: &Config, namespace: &str) -> RuncCli {
     )
 }
 
-/// The shim a task joins: its pod's, when the spec names one, else its own.
-pub(crate) fn grouping(id: &str, spec: &Path) -> String {
-    let annotations: HashMap<String, String> = std::fs::read(spec)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|mut v| serde_json::from_value(v.get_mut("annotations")?.take()).ok())
-        .unwrap_or_default();
-    group_of(id, &annotations)
-}
-
-/// The group a container with these annotations belongs to (see `GROUP_LABELS`).
-pub(crate) fn group_of(id: &str, annotations: &HashMap<String, String>) -> String {
-    GROUP_LABELS
-        .iter()
-        .find_map(|label| annotations.get(*label).filter(|v| !v.is_empty()))
-        .cloned()
-        .unwrap_or_else(|| id.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn containers_group_by_pod() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = dir.path().join("config.json");
-        std::fs::write(
-            &spec,
-            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1","io.kubernetes.cri.container-type":"container"}}"#,
-        )
-        .unwrap();
-        assert_eq!(grouping("ctr1", &spec), "pod1");
-        std::fs::write(
-            &spec,
-            r#"{"annotations":{"io.containerd.runc.v2.group":"g","io.kubernetes.cri.sandbox-id":"pod1"}}"#,
-        )
-        .unwrap();
-        assert_eq!(grouping("ctr1", &spec), "g");
-        std::fs::write(&spec, r#"{"annotations":{}}"#).unwrap();
-        assert_eq!(grouping("ctr1", &spec), "ctr1");
-        assert_eq!(grouping("ctr2", &dir.path().join("missing.json")), "ctr2");
-    }
 
     #[test]
     fn a_dead_shims_socket_is_told_from_a_serving_one() {

@@ -8,8 +8,8 @@ use log::{info, warn};
 
 use crate::{
     container::unmount_all,
+    group::{group_of, grouping},
     runtime::{ListedContainer, RuncCli},
-    service::{group_of, grouping},
 };
 
 /// Force-deletes (kills) every container of `sandbox_id` the runtime knows, then unmounts its

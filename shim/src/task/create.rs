@@ -1,11 +1,8 @@
 //! Create: mount the rootfs, wire the stdio, `runtime create`, and start watching for the exit.
 
 use std::{
-    future::Future,
-    os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
@@ -24,11 +21,8 @@ use crate::{
     runtime::CreateOpts,
     spec::Spec,
     stdio::{ConsoleSocket, ProcessIo, StdioPaths},
-    task::watch_exit,
+    task::{launch, watch_exit},
 };
-
-/// A console socket the runtime never connects to must not hang Create forever.
-const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
     podshim_common::id::validate("container id", &req.id)?;
@@ -50,8 +44,12 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         stderr: req.stderr.clone(),
         terminal: req.terminal,
     };
-    let (mut io, child_stdio) =
-        ProcessIo::open(&stdio, &spill_dir(&bundle), "init", pod.config.io_limits())?;
+    let (mut io, child_stdio) = ProcessIo::open(
+        &stdio,
+        &launch::spill_dir(&bundle),
+        "init",
+        pod.config.io_limits(),
+    )?;
     let console = match req.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,
@@ -61,7 +59,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         .runtime
         .systemd_cgroup
         .unwrap_or_else(|| spec.is_systemd_cgroup_path());
-    let created = with_console(
+    let created = launch::with_console(
         pod.runtime.create(CreateOpts {
             id: &req.id,
             bundle: &bundle,
@@ -138,47 +136,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     })
 }
 
-/// Runs the runtime's create while taking the pty master it sends over the console socket.
-pub(super) async fn with_console<F>(
-    create: F,
-    console: Option<&ConsoleSocket>,
-) -> Result<(u32, Option<OwnedFd>)>
-where
-    F: Future<Output = Result<u32>>,
-{
-    let Some(console) = console else {
-        return Ok((create.await?, None));
-    };
-    let receive = tokio::time::timeout(CONSOLE_TIMEOUT, console.receive_master());
-    tokio::pin!(create, receive);
-    tokio::select! {
-        created = &mut create => {
-            // The runtime connects before it exits, so on success the fd is already waiting.
-            let pid = created?;
-            let master = receive.await.map_err(|_| {
-                Error::Other("the OCI runtime sent no console".into())
-            })??;
-            Ok((pid, Some(master)))
-        }
-        master = &mut receive => {
-            let master = master.map_err(|_| Error::Other("the OCI runtime sent no console".into()))??;
-            Ok((create.await?, Some(master)))
-        }
-    }
-}
-
-/// Spilled output goes to disk: containerd 2.x links `<bundle>/work` to a directory under its
-/// root (the bundle itself is on tmpfs, where spilling would cost memory after all).
-pub(super) fn spill_dir(bundle: &Path) -> PathBuf {
-    let work = bundle.join("work");
-    if work.is_dir() {
-        work
-    } else {
-        bundle.to_path_buf()
-    }
-}
-
-/// containerd's id rule: letters and digits, with single `.`, `_` or `-` between them.
+/// The bundle's OCI spec.
 fn load_spec(bundle: &Path) -> Result<Spec> {
     let path = bundle.join("config.json");
     if !path.exists() {

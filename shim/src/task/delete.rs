@@ -61,7 +61,7 @@ fn ensure_not_running(process: &Process, exec_id: &str, id: &str) -> Result<()> 
     match process.status() {
         ProcessStatus::Running | ProcessStatus::Paused => Err(Error::FailedPrecondition(format!(
             "process {} of container {id} is still running: kill it before deleting",
-            super::start::display_exec(exec_id)
+            crate::process::display_name(exec_id)
         ))),
         ProcessStatus::Created | ProcessStatus::Stopped => Ok(()),
     }

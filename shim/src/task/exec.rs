@@ -62,7 +62,7 @@ pub(super) async fn start_exec(
     let spill_prefix = format!("exec-{}", process.exec_id);
     let (mut io, child_stdio) = ProcessIo::open(
         &process.stdio,
-        &super::create::spill_dir(&container.bundle),
+        &super::launch::spill_dir(&container.bundle),
         &spill_prefix,
         pod.config.io_limits(),
     )?;
@@ -70,7 +70,7 @@ pub(super) async fn start_exec(
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,
     };
-    let started = super::create::with_console(
+    let started = super::launch::with_console(
         pod.runtime.exec(ExecOpts {
             id: &container.id,
             exec_id: &process.exec_id,

@@ -6,6 +6,7 @@ mod delete;
 mod exec;
 mod exit;
 mod kill;
+mod launch;
 mod pause;
 mod start;
 mod state;

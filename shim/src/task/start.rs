@@ -17,7 +17,7 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
     if process.status() != ProcessStatus::Created {
         return Err(Error::FailedPrecondition(format!(
             "process {} of container {} is not in created state",
-            display_exec(&req.exec_id),
+            crate::process::display_name(&req.exec_id),
             req.id
         )));
     }
@@ -47,12 +47,4 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
         pid,
         ..Default::default()
     })
-}
-
-pub(super) fn display_exec(exec_id: &str) -> &str {
-    if exec_id.is_empty() {
-        "init"
-    } else {
-        exec_id
-    }
 }
