@@ -17,6 +17,7 @@ use crate::{
     container::Container,
     error::{Error, Result},
     events::Events,
+    reaper::Exits,
     runtime::OciRuntime,
 };
 
@@ -31,6 +32,8 @@ pub struct Pod {
     pub namespace: String,
     pub config: Config,
     pub runtime: Arc<dyn OciRuntime>,
+    /// Exits of the containers' init and exec processes.
+    pub exits: Arc<dyn Exits>,
     pub events: Events,
     containers: Mutex<HashMap<String, Entry>>,
     exit: Arc<ExitSignal>,
@@ -72,6 +75,7 @@ impl Pod {
         namespace: String,
         config: Config,
         runtime: Arc<dyn OciRuntime>,
+        exits: Arc<dyn Exits>,
         events: Events,
         exit: Arc<ExitSignal>,
     ) -> Pod {
@@ -89,6 +93,7 @@ impl Pod {
             namespace,
             config,
             runtime,
+            exits,
             events,
             containers: Mutex::new(HashMap::new()),
             exit,

@@ -17,26 +17,86 @@ pub const OUTPUT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long Delete waits for buffered output to reach containerd.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where a process is in its life. Every change goes through [`Process::apply`]:
+///
+/// ```text
+/// Created --Start--> Starting --Started--> Running --Pause--> Paused --Resume--> Running
+///    ^                   |
+///    +---StartFailed-----+
+/// any --Exited--> Stopped        Created | Stopped --Delete--> Deleted
+/// ```
+///
+/// An exit wins every race: a process that exited while its Start was in flight stays
+/// Stopped, and one deleted before its exit was seen stays Deleted (its exit is still kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessStatus {
     Created,
+    /// The OCI runtime's start or exec is in flight: a second Start, a Delete or a signal to
+    /// an exec (which has no pid yet) is refused.
+    Starting,
     Running,
     Paused,
     Stopped,
+    Deleted,
+}
+
+/// What is asked of, or happens to, a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Start,
+    Started,
+    StartFailed,
+    Pause,
+    Resume,
+    Exited,
+    Delete,
+}
+
+impl ProcessStatus {
+    /// The status after `t`, or None where `t` is not allowed.
+    fn after(self, t: Transition) -> Option<ProcessStatus> {
+        use ProcessStatus::*;
+        use Transition::*;
+        match (self, t) {
+            (Created, Start) => Some(Starting),
+            (Starting, Started) => Some(Running),
+            (Starting, StartFailed) => Some(Created),
+            (Stopped, Started | StartFailed) => Some(Stopped),
+            (Running, Pause) => Some(Paused),
+            (Paused, Resume) => Some(Running),
+            (Deleted, Exited) => Some(Deleted),
+            (_, Exited) => Some(Stopped),
+            // A Delete that failed in the runtime may be tried again.
+            (Created | Stopped | Deleted, Delete) => Some(Deleted),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ProcessStatus::Created => "created",
+            ProcessStatus::Starting => "starting",
+            ProcessStatus::Running => "running",
+            ProcessStatus::Paused => "paused",
+            ProcessStatus::Stopped => "stopped",
+            ProcessStatus::Deleted => "deleted",
+        }
+    }
 }
 
 impl From<ProcessStatus> for Status {
     fn from(s: ProcessStatus) -> Status {
         match s {
-            ProcessStatus::Created => Status::CREATED,
+            ProcessStatus::Created | ProcessStatus::Starting => Status::CREATED,
             ProcessStatus::Running => Status::RUNNING,
             ProcessStatus::Paused => Status::PAUSED,
-            ProcessStatus::Stopped => Status::STOPPED,
+            ProcessStatus::Stopped | ProcessStatus::Deleted => Status::STOPPED,
         }
     }
 }
 
 pub struct Process {
+    pub container_id: String,
     /// Empty for a container's init process.
     pub exec_id: String,
     pub stdio: StdioPaths,
@@ -53,8 +113,13 @@ struct State {
 }
 
 impl Process {
-    pub fn new(exec_id: impl Into<String>, stdio: StdioPaths) -> Process {
+    pub fn new(
+        container_id: impl Into<String>,
+        exec_id: impl Into<String>,
+        stdio: StdioPaths,
+    ) -> Process {
         Process {
+            container_id: container_id.into(),
             exec_id: exec_id.into(),
             stdio,
             state: Mutex::new(State {
@@ -96,16 +161,77 @@ impl Process {
         self.state().pid = pid;
     }
 
-    /// Moves between Created/Running/Paused; a stopped process stays stopped.
-    pub fn set_status(&self, status: ProcessStatus) {
+    /// Moves the process on by `t`, or refuses with FailedPrecondition (the process's status
+    /// is not changed). Returns the status it left.
+    pub fn apply(&self, t: Transition) -> Result<ProcessStatus> {
         let mut st = self.state();
-        if st.status != ProcessStatus::Stopped {
-            st.status = status;
+        let from = st.status;
+        match from.after(t) {
+            Some(to) => {
+                st.status = to;
+                Ok(from)
+            }
+            None => Err(self.refusal(from, t)),
         }
     }
 
+    /// Whether `t` would be allowed now, for a caller that must do its part first (the runtime's
+    /// pause, before the process counts as paused).
+    pub fn check(&self, t: Transition) -> Result<()> {
+        let from = self.status();
+        match from.after(t) {
+            Some(_) => Ok(()),
+            None => Err(self.refusal(from, t)),
+        }
+    }
+
+    /// An exec may join a container until its init has stopped.
+    pub fn check_exec(&self) -> Result<()> {
+        match self.status() {
+            ProcessStatus::Stopped | ProcessStatus::Deleted => Err(Error::FailedPrecondition(
+                format!("container {} is not running", self.container_id),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A signal reaches a process that has a pid and has not exited; `all` (init only) still
+    /// reaches the container's other processes after init is gone. NotFound is what containerd
+    /// and CRI read as "already stopped".
+    pub fn check_kill(&self, all: bool) -> Result<()> {
+        match self.status() {
+            ProcessStatus::Stopped | ProcessStatus::Deleted if !all => {
+                Err(Error::NotFound("process already finished".into()))
+            }
+            ProcessStatus::Created | ProcessStatus::Starting if !self.exec_id.is_empty() => Err(
+                Error::NotFound(format!("exec {} has not been started", self.exec_id)),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn refusal(&self, from: ProcessStatus, t: Transition) -> Error {
+        let process = format!(
+            "process {} of container {}",
+            display_name(&self.exec_id),
+            self.container_id
+        );
+        let state = from.name();
+        Error::FailedPrecondition(match t {
+            Transition::Start => format!("{process} is {state}, not created"),
+            Transition::Pause => format!("container {} is {state}, not running", self.container_id),
+            Transition::Resume => format!("container {} is {state}, not paused", self.container_id),
+            Transition::Delete => {
+                format!("{process} is {state}: kill it before deleting")
+            }
+            other => format!("{process} is {state}: {other:?} is not possible"),
+        })
+    }
+
+    /// Records the exit (which releases every Wait) and moves the process to Stopped.
     pub fn set_exited(&self, exit: Exit) {
-        self.state().status = ProcessStatus::Stopped;
+        // Allowed from every status.
+        let _ = self.apply(Transition::Exited);
         self.exit.send_replace(Some(exit));
     }
 
@@ -163,5 +289,52 @@ pub fn display_name(exec_id: &str) -> &str {
         "init"
     } else {
         exec_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ProcessStatus::*, Transition::*, *};
+
+    const ALL: [ProcessStatus; 6] = [Created, Starting, Running, Paused, Stopped, Deleted];
+
+    #[test]
+    fn an_exit_is_taken_in_every_status() {
+        for s in ALL {
+            let want = if s == Deleted { Deleted } else { Stopped };
+            assert_eq!(s.after(Exited), Some(want), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_process_that_is_not_running_is_deleted() {
+        for s in ALL {
+            let allowed = matches!(s, Created | Stopped | Deleted);
+            assert_eq!(s.after(Delete).is_some(), allowed, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn start_only_from_created_and_once() {
+        let allowed: Vec<_> = ALL
+            .into_iter()
+            .filter(|s| s.after(Start).is_some())
+            .collect();
+        assert_eq!(allowed, [Created]);
+        assert_eq!(Starting.after(Started), Some(Running));
+        assert_eq!(Starting.after(StartFailed), Some(Created));
+        assert_eq!(Stopped.after(Started), Some(Stopped));
+        assert_eq!(Created.after(Started), None);
+    }
+
+    #[test]
+    fn a_refused_transition_changes_nothing_and_says_why() {
+        let p = Process::new("c1", "e1", StdioPaths::default());
+        let e = p.apply(Pause).unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)));
+        assert_eq!(e.to_string(), "container c1 is created, not running");
+        assert_eq!(p.status(), Created);
+        assert_eq!(p.apply(Start).unwrap(), Created);
+        assert_eq!(p.status(), Starting);
     }
 }

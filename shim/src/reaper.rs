@@ -3,7 +3,8 @@
 //! The shim is a child subreaper: container init and exec processes are re-parented to it when
 //! the OCI runtime exits, so it must `waitpid(-1)`. Anything else waiting on a child (tokio's
 //! process driver, `std::process::Child::wait`) would race with that loop and get ECHILD, so every
-//! child of a serving shim is awaited through [`Reaper::subscribe`].
+//! child of a serving shim is awaited through [`Reaper::subscribe`]. The task handlers reach it
+//! through [`Exits`], which unit tests replace with exits they script.
 
 use std::{
     collections::HashMap,
@@ -45,6 +46,22 @@ pub struct Reaper {
 struct Inner {
     waiters: HashMap<i32, oneshot::Sender<Exit>>,
     unclaimed: HashMap<i32, (Exit, Instant)>,
+}
+
+/// Where a container's processes' exits come from.
+pub trait Exits: Send + Sync {
+    /// Resolves when `pid` exits. Subscribe right after the pid is known, with no await in
+    /// between: an exit that came first is kept for a while (see `UNCLAIMED_TTL`).
+    fn subscribe(&self, pid: i32) -> oneshot::Receiver<Exit>;
+}
+
+/// The process-wide reaper, as `Exits`.
+pub struct SystemExits;
+
+impl Exits for SystemExits {
+    fn subscribe(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        reaper().subscribe(pid)
+    }
 }
 
 static REAPER: OnceLock<Reaper> = OnceLock::new();

@@ -157,6 +157,7 @@ impl Service {
             self.namespace.clone(),
             config,
             runtime,
+            Arc::new(reaper::SystemExits),
             events,
             self.exit.clone(),
         );

@@ -17,7 +17,6 @@ use crate::{
     error::{Error, Result},
     pod::Pod,
     process::Process,
-    reaper::reaper,
     runtime::CreateOpts,
     spec::Spec,
     stdio::{ConsoleSocket, ProcessIo, StdioPaths},
@@ -88,9 +87,9 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     }
     io.start();
     // Subscribed before anything else can await: an init killed before Start is still seen.
-    let exit = reaper().subscribe(pid as i32);
+    let exit = pod.exits.subscribe(pid as i32);
 
-    let process = Process::new("", stdio);
+    let process = Process::new(req.id.clone(), "", stdio);
     process.set_pid(pid);
     process.set_io(io).await;
     let container = Arc::new(Container::new(

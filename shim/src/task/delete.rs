@@ -7,10 +7,10 @@ use containerd_shim::api::{DeleteRequest, DeleteResponse};
 use containerd_shim_protos::events::task::TaskDelete;
 
 use crate::{
-    error::{Error, Result},
+    error::Result,
     events::timestamp,
     pod::Pod,
-    process::{Process, ProcessStatus},
+    process::{Process, ProcessStatus, Transition},
     reaper::Exit,
 };
 
@@ -21,15 +21,14 @@ pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteRespons
     let container = pod.container(&req.id)?;
     if !req.exec_id.is_empty() {
         let process = container.process(&req.exec_id)?;
-        ensure_not_running(&process, &req.exec_id, &req.id)?;
+        process.apply(Transition::Delete)?;
         container.remove_exec(&req.exec_id);
         process.close_io().await;
         return Ok(response(&process, process.exit()));
     }
 
     let init = container.init.clone();
-    ensure_not_running(&init, "", &req.id)?;
-    let never_started = init.status() == ProcessStatus::Created;
+    let never_started = init.apply(Transition::Delete)? == ProcessStatus::Created;
     pod.runtime.delete(&req.id, never_started).await?;
     let exit = match init.exit() {
         Some(exit) => Some(exit),
@@ -55,16 +54,6 @@ pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteRespons
         ..Default::default()
     });
     Ok(resp)
-}
-
-fn ensure_not_running(process: &Process, exec_id: &str, id: &str) -> Result<()> {
-    match process.status() {
-        ProcessStatus::Running | ProcessStatus::Paused => Err(Error::FailedPrecondition(format!(
-            "process {} of container {id} is still running: kill it before deleting",
-            crate::process::display_name(exec_id)
-        ))),
-        ProcessStatus::Created | ProcessStatus::Stopped => Ok(()),
-    }
 }
 
 fn response(process: &Process, exit: Option<Exit>) -> DeleteResponse {

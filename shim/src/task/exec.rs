@@ -9,8 +9,7 @@ use crate::{
     container::Container,
     error::{Error, Result},
     pod::Pod,
-    process::{Process, ProcessStatus},
-    reaper::reaper,
+    process::{Process, Transition},
     runtime::ExecOpts,
     stdio::{ConsoleSocket, ProcessIo, StdioPaths},
     task::watch_exit,
@@ -18,14 +17,8 @@ use crate::{
 
 pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
     let container = pod.container(&req.id)?;
-    podshim_common::id::validate("exec id", &req.exec_id)
-        .map_err(|_| Error::InvalidArgument(format!("invalid exec id {:?}", req.exec_id)))?;
-    if container.init.status() == ProcessStatus::Stopped {
-        return Err(Error::FailedPrecondition(format!(
-            "container {} is not running",
-            req.id
-        )));
-    }
+    podshim_common::id::validate("exec id", &req.exec_id)?;
+    container.init.check_exec()?;
     let spec = req
         .spec
         .as_ref()
@@ -33,6 +26,7 @@ pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
     // Checked now so a malformed spec fails Exec, not the later Start.
     crate::spec::check_json_object(&spec.value, "exec process spec")?;
     let process = Process::new(
+        req.id.clone(),
         req.exec_id.clone(),
         StdioPaths {
             stdin: req.stdin.clone(),
@@ -90,13 +84,13 @@ pub(super) async fn start_exec(
         }
     };
     // The process may already be gone; the reaper kept its exit for us.
-    let exit = reaper().subscribe(pid as i32);
+    let exit = pod.exits.subscribe(pid as i32);
     if let Some(master) = master {
         io.attach_console(master)?;
     }
     io.start();
     process.set_pid(pid);
-    process.set_status(ProcessStatus::Running);
+    process.apply(Transition::Started)?;
     process.set_io(io).await;
     watch_exit(pod.clone(), container.clone(), process.clone(), exit);
     Ok(pid)

@@ -9,25 +9,15 @@ use nix::{errno::Errno, sys::signal::Signal, unistd::Pid};
 use crate::{
     error::{Error, Result},
     pod::Pod,
-    process::ProcessStatus,
 };
 
 pub async fn kill(pod: &Arc<Pod>, req: &KillRequest) -> Result<()> {
     let container = pod.container(&req.id)?;
     let process = container.process(&req.exec_id)?;
-    // containerd and CRI read NotFound as "already stopped", which is what it is.
-    if process.status() == ProcessStatus::Stopped && !req.all {
-        return Err(Error::NotFound("process already finished".into()));
-    }
+    process.check_kill(req.all)?;
     if req.exec_id.is_empty() {
         let _in_flight = container.kills.enter();
         return pod.runtime.kill(&req.id, req.signal, req.all).await;
-    }
-    if process.status() == ProcessStatus::Created {
-        return Err(Error::NotFound(format!(
-            "exec {} has not been started",
-            req.exec_id
-        )));
     }
     let signal = Signal::try_from(req.signal as i32)
         .map_err(|_| Error::InvalidArgument(format!("invalid signal {}", req.signal)))?;

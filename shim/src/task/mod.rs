@@ -109,4 +109,6 @@ impl Task for TaskService {
 }
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod tests;

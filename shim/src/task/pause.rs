@@ -7,18 +7,14 @@ use containerd_shim_protos::events::task::{TaskPaused, TaskResumed};
 use crate::{
     error::{Error, Result},
     pod::Pod,
-    process::ProcessStatus,
+    process::Transition,
 };
 
 pub async fn pause(pod: &Arc<Pod>, id: &str) -> Result<()> {
     let container = pod.container(id)?;
-    if container.init.status() != ProcessStatus::Running {
-        return Err(Error::FailedPrecondition(format!(
-            "container {id} is not running"
-        )));
-    }
+    container.init.check(Transition::Pause)?;
     pod.runtime.pause(id).await?;
-    container.init.set_status(ProcessStatus::Paused);
+    container.init.apply(Transition::Pause)?;
     pod.events.send(TaskPaused {
         container_id: id.to_string(),
         ..Default::default()
@@ -28,13 +24,9 @@ pub async fn pause(pod: &Arc<Pod>, id: &str) -> Result<()> {
 
 pub async fn resume(pod: &Arc<Pod>, id: &str) -> Result<()> {
     let container = pod.container(id)?;
-    if container.init.status() != ProcessStatus::Paused {
-        return Err(Error::FailedPrecondition(format!(
-            "container {id} is not paused"
-        )));
-    }
+    container.init.check(Transition::Resume)?;
     pod.runtime.resume(id).await?;
-    container.init.set_status(ProcessStatus::Running);
+    container.init.apply(Transition::Resume)?;
     pod.events.send(TaskResumed {
         container_id: id.to_string(),
         ..Default::default()

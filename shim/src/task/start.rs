@@ -5,24 +5,18 @@ use std::sync::Arc;
 use containerd_shim::api::{StartRequest, StartResponse};
 use containerd_shim_protos::events::task::{TaskExecStarted, TaskStart};
 
-use crate::{
-    error::{Error, Result},
-    pod::Pod,
-    process::ProcessStatus,
-};
+use crate::{error::Result, pod::Pod, process::Transition};
 
 pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> {
     let container = pod.container(&req.id)?;
     let process = container.process(&req.exec_id)?;
-    if process.status() != ProcessStatus::Created {
-        return Err(Error::FailedPrecondition(format!(
-            "process {} of container {} is not in created state",
-            crate::process::display_name(&req.exec_id),
-            req.id
-        )));
-    }
+    process.apply(Transition::Start)?;
     if !req.exec_id.is_empty() {
-        let pid = super::exec::start_exec(pod, &container, &process).await?;
+        let pid = super::exec::start_exec(pod, &container, &process)
+            .await
+            .inspect_err(|_| {
+                let _ = process.apply(Transition::StartFailed);
+            })?;
         pod.events.send(TaskExecStarted {
             container_id: req.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -35,8 +29,11 @@ pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> 
         });
     }
 
-    pod.runtime.start(&req.id).await?;
-    process.set_status(ProcessStatus::Running);
+    if let Err(e) = pod.runtime.start(&req.id).await {
+        let _ = process.apply(Transition::StartFailed);
+        return Err(e);
+    }
+    process.apply(Transition::Started)?;
     let pid = process.pid();
     pod.events.send(TaskStart {
         container_id: req.id.clone(),

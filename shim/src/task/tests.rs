@@ -1,37 +1,94 @@
 //! The task service driven through the `Task` trait, as containerd calls it, with a scripted
 //! OCI runtime: the bad-input paths must answer with the right code and leave nothing behind.
+//! The scripted runtime and exits here serve lifecycle_tests.rs too.
 
 use std::{
+    collections::HashMap,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::SystemTime,
 };
 
 use async_trait::async_trait;
 use containerd_shim::{api::*, ExitSignal, Task};
 use containerd_shim_protos::ttrpc::{self, Code};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::TaskService;
 use crate::{
     config::Config,
     error::{Error, Result},
-    events::Events,
+    events::{Event, Events},
     pod::Pod,
+    reaper::{Exit, Exits},
     runtime::{CreateOpts, ExecOpts, OciRuntime},
 };
 
 /// Records calls; `create` fails with the runtime's own message when told to.
 #[derive(Default)]
-struct ScriptedRuntime {
-    fail_create: Option<String>,
-    calls: Mutex<Vec<String>>,
+pub(super) struct ScriptedRuntime {
+    pub fail_create: Option<String>,
+    /// The next pid `create` and `exec` hand out; without one they fail "not scripted". Pids
+    /// above the kernel's limit (2^22), so that no /proc entry answers for them.
+    pub next_pid: Option<AtomicU32>,
+    /// When set, `start` and `exec` wait for a permit: a Start in flight.
+    pub start_gate: Option<Semaphore>,
+    pub calls: Mutex<Vec<String>>,
 }
 
 impl ScriptedRuntime {
+    /// A runtime whose creates and execs succeed.
+    pub fn working() -> ScriptedRuntime {
+        ScriptedRuntime {
+            next_pid: Some(AtomicU32::new(5_000_000)),
+            ..Default::default()
+        }
+    }
     fn record(&self, call: String) {
         self.calls.lock().unwrap().push(call);
     }
-    fn calls(&self) -> Vec<String> {
+    pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+    fn pid(&self) -> Result<u32> {
+        match &self.next_pid {
+            Some(n) => Ok(n.fetch_add(1, Ordering::SeqCst)),
+            None => Err(Error::Other("not scripted".into())),
+        }
+    }
+    async fn gate(&self) {
+        if let Some(g) = &self.start_gate {
+            g.acquire().await.unwrap().forget();
+        }
+    }
+}
+
+/// Exits the test delivers itself, in place of the reaper.
+#[derive(Default)]
+pub(super) struct ScriptedExits {
+    waiting: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+}
+
+impl Exits for ScriptedExits {
+    fn subscribe(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(pid, tx);
+        rx
+    }
+}
+
+impl ScriptedExits {
+    /// `pid` exits with `status`; panics if the shim never subscribed to it.
+    pub fn exit(&self, pid: u32, status: u32) {
+        let tx = self.waiting.lock().unwrap().remove(&(pid as i32));
+        let tx = tx.unwrap_or_else(|| panic!("nobody waits on pid {pid}"));
+        let _ = tx.send(Exit {
+            status,
+            at: SystemTime::now(),
+        });
     }
 }
 
@@ -45,16 +102,18 @@ impl OciRuntime for ScriptedRuntime {
                 command: "create",
                 message: msg.clone(),
             }),
-            None => Err(Error::Other("not scripted".into())),
+            None => self.pid(),
         }
     }
     async fn start(&self, id: &str) -> Result<()> {
         self.record(format!("start {id}"));
+        self.gate().await;
         Ok(())
     }
     async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
         self.record(format!("exec {}", opts.id));
-        Err(Error::Other("not scripted".into()))
+        self.gate().await;
+        self.pid()
     }
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         self.record(format!("kill {id} {signal} {all}"));
@@ -83,18 +142,28 @@ impl OciRuntime for ScriptedRuntime {
 }
 
 fn service(runtime: Arc<ScriptedRuntime>) -> (TaskService, Arc<Pod>) {
-    let (events, _rx) = Events::channel();
+    let (svc, pod, _) = scripted(runtime, Arc::default());
+    (svc, pod)
+}
+
+/// A task service on a scripted runtime and scripted exits, with its event queue.
+pub(super) fn scripted(
+    runtime: Arc<ScriptedRuntime>,
+    exits: Arc<ScriptedExits>,
+) -> (TaskService, Arc<Pod>, mpsc::Receiver<Event>) {
+    let (events, rx) = Events::channel();
     let pod = Arc::new(Pod::new(
         "test".into(),
         Config::default(),
         runtime,
+        exits,
         events,
         Arc::new(ExitSignal::default()),
     ));
-    (TaskService::new(pod.clone()), pod)
+    (TaskService::new(pod.clone()), pod, rx)
 }
 
-fn ctx() -> containerd_shim::TtrpcContext {
+pub(super) fn ctx() -> containerd_shim::TtrpcContext {
     containerd_shim::TtrpcContext {
         mh: ttrpc::MessageHeader::default(),
         metadata: Default::default(),
@@ -103,14 +172,14 @@ fn ctx() -> containerd_shim::TtrpcContext {
     }
 }
 
-fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (Code, String) {
+pub(super) fn code<T: std::fmt::Debug>(r: ttrpc::Result<T>) -> (Code, String) {
     match r {
         Err(ttrpc::Error::RpcStatus(s)) => (s.code(), s.message.clone()),
         other => panic!("expected an rpc status, got {other:?}"),
     }
 }
 
-fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
+pub(super) fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
     std::fs::write(dir.join("config.json"), spec).unwrap();
     if rootfs {
         std::fs::create_dir_all(dir.join("rootfs")).unwrap();
@@ -118,9 +187,9 @@ fn bundle_with(dir: &Path, spec: &str, rootfs: bool) -> String {
     dir.display().to_string()
 }
 
-const SPEC: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"],"user":{"uid":0,"gid":0}}}"#;
+pub(super) const SPEC: &str = r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["true"],"user":{"uid":0,"gid":0}}}"#;
 
-fn create_req(id: &str, bundle: String) -> CreateTaskRequest {
+pub(super) fn create_req(id: &str, bundle: String) -> CreateTaskRequest {
     CreateTaskRequest {
         id: id.into(),
         bundle,
@@ -284,6 +353,7 @@ async fn shutdown_leaves_only_when_no_sandbox_or_container_holds_the_shim() {
         "test".into(),
         Config::default(),
         Arc::new(ScriptedRuntime::default()),
+        Arc::new(ScriptedExits::default()),
         events,
         exit.clone(),
     ));

@@ -1,0 +1,398 @@
+//! Whole lifecycles through the `Task` trait on a scripted OCI runtime and scripted exits (no
+//! root, no runc, no child process): create → start → exec → exit → wait → delete, and the
+//! races the process state machine settles (two Starts, an exit during Start, a Delete of a
+//! process that never started).
+
+use std::sync::Arc;
+
+use containerd_shim::{api::*, Task};
+use containerd_shim_protos::{
+    protobuf::{well_known_types::any::Any, EnumOrUnknown},
+    topics,
+    ttrpc::Code,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{
+    tests::{bundle_with, code, create_req, ctx, scripted, ScriptedExits, ScriptedRuntime, SPEC},
+    TaskService,
+};
+use crate::events::Event;
+
+struct Harness {
+    svc: Arc<TaskService>,
+    runtime: Arc<ScriptedRuntime>,
+    exits: Arc<ScriptedExits>,
+    events: mpsc::Receiver<Event>,
+    pod: Arc<crate::pod::Pod>,
+    _dir: tempfile::TempDir,
+    bundle: String,
+}
+
+impl Harness {
+    fn new(runtime: ScriptedRuntime) -> Harness {
+        let runtime = Arc::new(runtime);
+        let exits = Arc::new(ScriptedExits::default());
+        let (svc, pod, events) = scripted(runtime.clone(), exits.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = bundle_with(dir.path(), SPEC, true);
+        Harness {
+            svc: Arc::new(svc),
+            runtime,
+            exits,
+            events,
+            pod,
+            _dir: dir,
+            bundle,
+        }
+    }
+
+    async fn create(&self, id: &str) -> u32 {
+        let req = create_req(id, self.bundle.clone());
+        self.svc.create(&ctx(), req).await.unwrap().pid
+    }
+
+    async fn start(&self, id: &str, exec_id: &str) -> ttrpc_result::R<StartResponse> {
+        let req = StartRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.svc.start(&ctx(), req).await
+    }
+
+    async fn status(&self, id: &str, exec_id: &str) -> (Status, u32) {
+        let req = StateRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        let st = self.svc.state(&ctx(), req).await.unwrap();
+        (st.status.enum_value().unwrap(), st.exit_status)
+    }
+
+    async fn delete(&self, id: &str, exec_id: &str) -> ttrpc_result::R<DeleteResponse> {
+        let req = DeleteRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.svc.delete(&ctx(), req).await
+    }
+
+    async fn kill(&self, id: &str, exec_id: &str, all: bool) -> ttrpc_result::R<Empty> {
+        let req = KillRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            signal: 15,
+            all,
+            ..Default::default()
+        };
+        self.svc.kill(&ctx(), req).await
+    }
+
+    async fn wait(&self, id: &str, exec_id: &str) -> u32 {
+        let req = WaitRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.svc.wait(&ctx(), req).await.unwrap().exit_status
+    }
+
+    async fn exec(&self, id: &str, exec_id: &str) -> ttrpc_result::R<Empty> {
+        let req = ExecProcessRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            spec: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: br#"{"args":["true"],"cwd":"/"}"#.to_vec(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        self.svc.exec(&ctx(), req).await
+    }
+
+    /// The topics of the events queued so far.
+    fn topics(&mut self) -> Vec<&'static str> {
+        let mut t = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            t.push(e.topic);
+        }
+        t
+    }
+}
+
+/// `ttrpc::Result`, named once.
+mod ttrpc_result {
+    pub type R<T> = containerd_shim_protos::ttrpc::Result<T>;
+}
+
+fn refused<T: std::fmt::Debug>(r: ttrpc_result::R<T>, code_want: Code, words: &str) {
+    let (c, m) = code(r);
+    assert_eq!(c, code_want, "{m}");
+    assert!(m.contains(words), "{m:?} does not say {words:?}");
+}
+
+/// Lets spawned tasks run up to their next wait.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn init_from_create_to_delete() {
+    let mut h = Harness::new(ScriptedRuntime::working());
+    let pid = h.create("c1").await;
+    assert_eq!(h.status("c1", "").await, (Status::CREATED, 0));
+
+    assert_eq!(h.start("c1", "").await.unwrap().pid, pid);
+    assert_eq!(h.status("c1", "").await, (Status::RUNNING, 0));
+    refused(
+        h.start("c1", "").await,
+        Code::FAILED_PRECONDITION,
+        "is running, not created",
+    );
+    refused(
+        h.delete("c1", "").await,
+        Code::FAILED_PRECONDITION,
+        "kill it before deleting",
+    );
+
+    let svc = h.svc.clone();
+    let waiter = tokio::spawn(async move {
+        let req = WaitRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        svc.wait(&ctx(), req).await.unwrap().exit_status
+    });
+    settle().await;
+    assert!(!waiter.is_finished(), "Wait returned before the exit");
+    h.exits.exit(pid, 3);
+    assert_eq!(waiter.await.unwrap(), 3);
+    assert_eq!(h.status("c1", "").await, (Status::STOPPED, 3));
+    // Sharing the pod's pid namespace, init's exit takes the container's other processes.
+    assert!(h.runtime.calls().contains(&"kill c1 9 true".to_string()));
+    refused(
+        h.kill("c1", "", false).await,
+        Code::NOT_FOUND,
+        "already finished",
+    );
+    h.kill("c1", "", true).await.unwrap();
+
+    let deleted = h.delete("c1", "").await.unwrap();
+    assert_eq!((deleted.pid, deleted.exit_status), (pid, 3));
+    assert!(h.pod.containers().is_empty());
+    refused(h.delete("c1", "").await, Code::NOT_FOUND, "c1");
+    assert_eq!(
+        h.topics(),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+            topics::TASK_DELETE_EVENT_TOPIC,
+        ]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_starts_at_once_one_runs_and_the_other_is_refused() {
+    let h = Harness::new(ScriptedRuntime {
+        start_gate: Some(Semaphore::new(0)),
+        ..ScriptedRuntime::working()
+    });
+    h.create("c1").await;
+    let svc = h.svc.clone();
+    let first = tokio::spawn(async move {
+        let req = StartRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        svc.start(&ctx(), req).await
+    });
+    settle().await;
+    assert_eq!(
+        h.status("c1", "").await.0,
+        Status::CREATED,
+        "starting reads as created"
+    );
+    refused(
+        h.start("c1", "").await,
+        Code::FAILED_PRECONDITION,
+        "is starting",
+    );
+    refused(
+        h.delete("c1", "").await,
+        Code::FAILED_PRECONDITION,
+        "is starting",
+    );
+    h.runtime.start_gate.as_ref().unwrap().add_permits(1);
+    first.await.unwrap().unwrap();
+    assert_eq!(h.status("c1", "").await.0, Status::RUNNING);
+    let starts = h
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1, "{:?}", h.runtime.calls());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_exit_during_start_wins() {
+    let h = Harness::new(ScriptedRuntime {
+        start_gate: Some(Semaphore::new(0)),
+        ..ScriptedRuntime::working()
+    });
+    let pid = h.create("c1").await;
+    let svc = h.svc.clone();
+    let start = tokio::spawn(async move {
+        let req = StartRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        svc.start(&ctx(), req).await
+    });
+    settle().await;
+    h.exits.exit(pid, 1);
+    assert_eq!(h.wait("c1", "").await, 1);
+    h.runtime.start_gate.as_ref().unwrap().add_permits(1);
+    start.await.unwrap().unwrap();
+    assert_eq!(h.status("c1", "").await, (Status::STOPPED, 1));
+    h.delete("c1", "").await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_never_started_init_is_deleted_with_its_exit() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let pid = h.create("c1").await;
+    let svc = h.svc.clone();
+    let delete = tokio::spawn(async move {
+        let req = DeleteRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        svc.delete(&ctx(), req).await
+    });
+    settle().await;
+    // The forced delete killed it; its exit arrives after the process counts as deleted.
+    assert!(h.runtime.calls().contains(&"delete c1 true".to_string()));
+    h.exits.exit(pid, 137);
+    let deleted = delete.await.unwrap().unwrap();
+    assert_eq!((deleted.pid, deleted.exit_status), (pid, 137));
+    assert!(h.pod.containers().is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn exec_from_add_to_delete() {
+    let mut h = Harness::new(ScriptedRuntime::working());
+    let init = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exec("c1", "e1").await.unwrap();
+    refused(h.exec("c1", "e1").await, Code::ALREADY_EXISTS, "e1");
+    assert_eq!(h.status("c1", "e1").await, (Status::CREATED, 0));
+    // No pid yet: a signal must not reach pid 0 (the shim's own process group).
+    refused(
+        h.kill("c1", "e1", false).await,
+        Code::NOT_FOUND,
+        "has not been started",
+    );
+
+    let pid = h.start("c1", "e1").await.unwrap().pid;
+    assert_ne!(pid, init);
+    assert_eq!(h.status("c1", "e1").await, (Status::RUNNING, 0));
+    refused(
+        h.start("c1", "e1").await,
+        Code::FAILED_PRECONDITION,
+        "is running, not created",
+    );
+    refused(
+        h.delete("c1", "e1").await,
+        Code::FAILED_PRECONDITION,
+        "process e1 of container c1",
+    );
+    h.exits.exit(pid, 0);
+    assert_eq!(h.wait("c1", "e1").await, 0);
+    assert_eq!(h.delete("c1", "e1").await.unwrap().pid, pid);
+    refused(h.delete("c1", "e1").await, Code::NOT_FOUND, "e1");
+
+    // Once init has stopped, no exec joins the container.
+    h.exits.exit(init, 0);
+    h.wait("c1", "").await;
+    refused(
+        h.exec("c1", "e2").await,
+        Code::FAILED_PRECONDITION,
+        "container c1 is not running",
+    );
+    assert_eq!(
+        h.topics(),
+        [
+            topics::TASK_CREATE_EVENT_TOPIC,
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC,
+        ]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pause_and_resume_only_where_they_apply() {
+    let h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    let pause = || PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let resume = || ResumeRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    refused(
+        h.svc.pause(&ctx(), pause()).await,
+        Code::FAILED_PRECONDITION,
+        "is created, not running",
+    );
+    h.start("c1", "").await.unwrap();
+    refused(
+        h.svc.resume(&ctx(), resume()).await,
+        Code::FAILED_PRECONDITION,
+        "is running, not paused",
+    );
+    h.svc.pause(&ctx(), pause()).await.unwrap();
+    assert_eq!(h.status("c1", "").await.0, Status::PAUSED);
+    refused(
+        h.svc.pause(&ctx(), pause()).await,
+        Code::FAILED_PRECONDITION,
+        "is paused, not running",
+    );
+    refused(
+        h.delete("c1", "").await,
+        Code::FAILED_PRECONDITION,
+        "is paused",
+    );
+    h.svc.resume(&ctx(), resume()).await.unwrap();
+    assert_eq!(h.status("c1", "").await.0, Status::RUNNING);
+    let calls = h.runtime.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("pause") || c.starts_with("resume"))
+            .count(),
+        2,
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn the_status_containerd_sees() {
+    use crate::process::ProcessStatus::*;
+    let seen = |s: crate::process::ProcessStatus| EnumOrUnknown::new(Status::from(s));
+    assert_eq!(seen(Starting), EnumOrUnknown::new(Status::CREATED));
+    assert_eq!(seen(Deleted), EnumOrUnknown::new(Status::STOPPED));
+}
