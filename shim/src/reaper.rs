@@ -33,7 +33,10 @@ pub struct Exit {
 }
 
 /// Exits of processes nobody subscribed to yet are kept briefly: an exec'd process can exit
-/// before `runc exec` has told us its pid.
+/// before `runc exec` has told us its pid. Most are never claimed (orphans the shim reaps as
+/// subreaper); past the bound the oldest go. An unclaimed exit is handed to a subscriber only
+/// while no process holds its pid: once one does, the pid was reused and the exit was its
+/// earlier holder's.
 const UNCLAIMED_TTL: Duration = Duration::from_secs(30);
 const UNCLAIMED_MAX: usize = 4096;
 
@@ -88,11 +91,19 @@ impl Reaper {
     /// Resolves when `pid` exits. Subscribe right after spawning, with no await in between.
     pub fn subscribe(&self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
+        // Reaping happens under the same lock, so a process that holds `pid` now cannot have
+        // been reaped in between: its exit would already be the one in `unclaimed`.
         let mut inner = self.lock();
-        if let Some((exit, _)) = inner.unclaimed.remove(&pid) {
-            let _ = tx.send(exit);
-        } else {
-            inner.waiters.insert(pid, tx);
+        match inner.unclaimed.remove(&pid) {
+            Some((exit, _)) if !pid_in_use(pid) => {
+                let _ = tx.send(exit);
+            }
+            stale => {
+                if stale.is_some() {
+                    debug!("pid {pid} was reused: its unclaimed exit was the earlier holder's");
+                }
+                inner.waiters.insert(pid, tx);
+            }
         }
         rx
     }
@@ -103,6 +114,7 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
+        let mut inner = self.lock();
         loop {
             let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code as u32),
@@ -115,18 +127,20 @@ impl Reaper {
                     return;
                 }
             };
-            self.deliver(
-                pid,
-                Exit {
-                    status,
-                    at: SystemTime::now(),
-                },
-            );
+            let exit = Exit {
+                status,
+                at: SystemTime::now(),
+            };
+            Self::deliver_locked(&mut inner, pid, exit);
         }
     }
 
+    #[cfg(test)]
     fn deliver(&self, pid: i32, exit: Exit) {
-        let mut inner = self.lock();
+        Self::deliver_locked(&mut self.lock(), pid, exit);
+    }
+
+    fn deliver_locked(inner: &mut Inner, pid: i32, exit: Exit) {
         match inner.waiters.remove(&pid) {
             Some(tx) => {
                 let _ = tx.send(exit);
@@ -137,27 +151,40 @@ impl Reaper {
                 inner
                     .unclaimed
                     .retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
-                if inner.unclaimed.len() < UNCLAIMED_MAX {
-                    inner.unclaimed.insert(pid, (exit, now));
+                if inner.unclaimed.len() >= UNCLAIMED_MAX {
+                    let oldest = inner.unclaimed.iter().min_by_key(|(_, (_, at))| *at);
+                    if let Some(&oldest) = oldest.map(|(pid, _)| pid) {
+                        inner.unclaimed.remove(&oldest);
+                    }
                 }
+                inner.unclaimed.insert(pid, (exit, now));
             }
         }
     }
+}
+
+/// Whether a process (alive or a zombie not yet reaped) holds `pid`.
+fn pid_in_use(pid: i32) -> bool {
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn exit(status: u32) -> Exit {
+        Exit {
+            status,
+            at: SystemTime::now(),
+        }
+    }
+
     #[test]
     fn exit_before_subscribe_is_kept() {
         let r = Reaper::default();
-        let exit = Exit {
-            status: 3,
-            at: SystemTime::now(),
-        };
-        r.deliver(4242, exit);
-        let mut rx = r.subscribe(4242);
+        // A pid no process holds (above the kernel's limit of 2^22).
+        r.deliver(5_000_001, exit(3));
+        let mut rx = r.subscribe(5_000_001);
         assert_eq!(rx.try_recv().unwrap().status, 3);
     }
 
@@ -166,14 +193,44 @@ mod tests {
         let r = Reaper::default();
         let mut rx = r.subscribe(77);
         assert!(rx.try_recv().is_err());
-        r.deliver(
-            77,
-            Exit {
-                status: 137,
-                at: SystemTime::now(),
-            },
-        );
+        r.deliver(77, exit(137));
         assert_eq!(rx.try_recv().unwrap().status, 137);
         assert!(r.lock().waiters.is_empty());
+    }
+
+    /// Pid reuse: an exit nobody claimed belongs to the pid's earlier holder when a process
+    /// holds that pid now, and must not end the new one at once.
+    #[test]
+    fn an_unclaimed_exit_is_not_handed_to_the_pids_next_holder() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let r = Reaper::default();
+        r.deliver(pid, exit(0));
+        let mut rx = r.subscribe(pid);
+        let phantom = rx.try_recv();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            phantom.is_err(),
+            "a live process was reported exited: {phantom:?}"
+        );
+        r.deliver(pid, exit(137));
+        assert_eq!(rx.try_recv().unwrap().status, 137);
+    }
+
+    /// Exits nobody claims (orphans the shim reaped as subreaper) must not crowd out the exit
+    /// of a process whose pid is about to be learned: the oldest go first.
+    #[test]
+    fn a_full_table_keeps_the_newest_exit() {
+        let r = Reaper::default();
+        for i in 0..UNCLAIMED_MAX as i32 {
+            r.deliver(5_000_000 + i, exit(0));
+        }
+        r.deliver(4_999_999, exit(7));
+        assert_eq!(r.lock().unclaimed.len(), UNCLAIMED_MAX);
+        assert_eq!(r.subscribe(4_999_999).try_recv().unwrap().status, 7);
     }
 }
