@@ -1,5 +1,10 @@
 //! Bytes a FIFO could not take yet: bounded memory first, then a bounded spill file, replayed
 //! strictly in order.
+//!
+//! Invariant: a byte read from the process is never dropped. When the spill file cannot take
+//! bytes (disk full, I/O error), they wait in `carry`, behind everything spilled, and `room()` is
+//! zero: the process is back-pressured until the spill takes them (`retry_spill`) or the FIFO's
+//! reader drains the backlog.
 
 use std::{
     collections::VecDeque,
@@ -16,6 +21,9 @@ pub struct Backlog {
     mem: VecDeque<u8>,
     mem_limit: usize,
     spill: Spill,
+    /// Bytes the spill file refused; at most one read's worth (the caller reads at most
+    /// `room()` bytes, and `room()` is zero while this holds any).
+    carry: Vec<u8>,
 }
 
 struct Spill {
@@ -39,11 +47,17 @@ impl Backlog {
                 read: 0,
                 write: 0,
             },
+            carry: Vec::new(),
         }
     }
 
     pub fn len(&self) -> u64 {
-        self.mem.len() as u64 + (self.spill.write - self.spill.read)
+        self.mem.len() as u64 + self.spill.waiting() + self.carry.len() as u64
+    }
+
+    /// Bytes wait because the spill file refused them: `retry_spill` now and then.
+    pub fn is_carrying(&self) -> bool {
+        !self.carry.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,6 +66,9 @@ impl Backlog {
 
     /// How many more bytes fit; at zero the process is back-pressured.
     pub fn room(&self) -> u64 {
+        if self.is_carrying() {
+            return 0;
+        }
         let mem_room = self.mem_limit.saturating_sub(self.mem.len()) as u64;
         let spill_room = self
             .spill
@@ -65,19 +82,38 @@ impl Backlog {
         }
     }
 
-    /// Appends `data`, which must fit in `room()`.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<()> {
-        if self.spill.write == self.spill.read {
+    /// Appends `data`, which must fit in `room()`. Bytes the spill file refuses are carried.
+    pub fn push(&mut self, mut data: &[u8]) {
+        debug_assert!(data.len() as u64 <= self.room());
+        if self.spill.waiting() == 0 && !self.is_carrying() {
             let n = data
                 .len()
                 .min(self.mem_limit.saturating_sub(self.mem.len()));
             self.mem.extend(&data[..n]);
             data = &data[n..];
         }
-        if !data.is_empty() {
-            self.spill.append(data)?;
+        if data.is_empty() {
+            return;
         }
-        Ok(())
+        if let Err(e) = self.spill.append(data) {
+            warn!("{e}: the process waits until its output has somewhere to go");
+            self.carry.extend_from_slice(data);
+        }
+    }
+
+    /// Hands the carried bytes to the spill file again; true once it took them.
+    pub fn retry_spill(&mut self) -> bool {
+        if !self.is_carrying() {
+            return true;
+        }
+        match self.spill.append(&self.carry) {
+            Ok(()) => {
+                log::info!("{} takes output again", self.spill.path.display());
+                self.carry = Vec::new();
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The oldest waiting bytes (at most `buf.len()` of them from the spill file).
@@ -85,7 +121,10 @@ impl Backlog {
         if !self.mem.is_empty() {
             return Ok(self.mem.as_slices().0);
         }
-        self.spill.peek(buf)
+        if self.spill.waiting() > 0 {
+            return self.spill.peek(buf);
+        }
+        Ok(&self.carry)
     }
 
     pub fn consume(&mut self, mut n: usize) {
@@ -96,13 +135,23 @@ impl Backlog {
             // Memory held for a reader that went away is given back once it caught up.
             self.mem = VecDeque::new();
         }
-        if n > 0 {
-            self.spill.consume(n as u64);
+        let from_spill = (n as u64).min(self.spill.waiting());
+        if from_spill > 0 {
+            self.spill.consume(from_spill);
+        }
+        let from_carry = n - from_spill as usize;
+        self.carry.drain(..from_carry.min(self.carry.len()));
+        if self.carry.is_empty() && self.carry.capacity() > 0 {
+            self.carry = Vec::new();
         }
     }
 }
 
 impl Spill {
+    fn waiting(&self) -> u64 {
+        self.write - self.read
+    }
+
     fn append(&mut self, data: &[u8]) -> Result<()> {
         if self.file.is_none() {
             // The container's output is the pod's alone, whoever can traverse the bundle.
@@ -182,7 +231,7 @@ mod tests {
         let path = dir.path().join("s.spill");
         let mut b = Backlog::new(10, path.clone(), 100);
         assert_eq!(b.room(), 110);
-        b.push(b"0123456789abc").unwrap();
+        b.push(b"0123456789abc");
         assert!(path.exists());
         assert_eq!(b.len(), 13);
         // Memory drained, spill still waiting: new bytes queue behind the spilled ones.
@@ -190,10 +239,10 @@ mod tests {
         assert_eq!(b.front(&mut buf).unwrap(), b"0123456789");
         b.consume(10);
         assert_eq!(b.room(), 97);
-        b.push(b"def").unwrap();
+        b.push(b"def");
         assert_eq!(drain_all(&mut b), b"abcdef");
         assert!(!path.exists(), "spill file removed once replayed");
-        b.push(b"xyz").unwrap();
+        b.push(b"xyz");
         assert!(!path.exists(), "back to memory after the spill drained");
         assert_eq!(drain_all(&mut b), b"xyz");
     }
@@ -206,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.spill");
         let mut b = Backlog::new(1, path.clone(), 100);
-        b.push(b"secret").unwrap();
+        b.push(b"secret");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "spill file mode {mode:o}");
     }
@@ -215,7 +264,7 @@ mod tests {
     fn room_reaches_zero_at_both_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = Backlog::new(4, dir.path().join("s"), 4);
-        b.push(b"12345678").unwrap();
+        b.push(b"12345678");
         assert_eq!(b.room(), 0);
         assert_eq!(drain_all(&mut b), b"12345678");
         assert_eq!(b.room(), 8);
@@ -226,9 +275,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
         let mut b = Backlog::new(1, path.clone(), 10);
-        b.push(b"abc").unwrap();
+        b.push(b"abc");
         assert!(path.exists());
         drop(b);
         assert!(!path.exists());
+    }
+
+    /// Bytes the spill file refuses wait behind the spilled ones, stop the reads (room 0), and
+    /// come out in order whether the spill takes them later or the reader drains them first.
+    #[test]
+    fn refused_bytes_are_carried_in_order_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill_dir = dir.path().join("not-yet");
+        let mut b = Backlog::new(4, spill_dir.join("s"), 100);
+        b.push(b"0123456789");
+        assert!(b.is_carrying(), "the spill file could not be created");
+        assert_eq!((b.len(), b.room()), (10, 0));
+        assert!(!b.retry_spill());
+        std::fs::create_dir(&spill_dir).unwrap();
+        assert!(b.retry_spill());
+        assert!(!b.is_carrying());
+        assert_eq!(b.room(), 94);
+        b.push(b"ab");
+        assert_eq!(drain_all(&mut b), b"0123456789ab");
+
+        // Drained by the reader while still refused: memory, then the carried bytes.
+        std::fs::remove_dir_all(&spill_dir).unwrap();
+        b.push(b"wxyz!?");
+        assert!(b.is_carrying());
+        assert_eq!(drain_all(&mut b), b"wxyz!?");
+        assert!(!b.is_carrying());
+        assert_eq!(b.room(), 104);
     }
 }

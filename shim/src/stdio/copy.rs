@@ -27,6 +27,8 @@ thread_local! {
 
 /// How often an ended stream checks whether containerd read the FIFO's last bytes.
 const FIFO_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often bytes the spill file refused (disk full) are offered to it again.
+const SPILL_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamState {
@@ -71,6 +73,9 @@ pub async fn copy_output(
                         backlog.consume(backlog.len() as usize);
                     }
                 }
+            }
+            _ = tokio::time::sleep(SPILL_RETRY), if backlog.is_carrying() => {
+                backlog.retry_spill();
             }
             ready = source.readable(), if can_read => {
                 let Ok(mut guard) = ready else { break };
@@ -135,9 +140,7 @@ fn pump(source: &OwnedFd, sink: &OwnedFd, backlog: &mut Backlog) -> io::Result<u
                 }
             }
         }
-        backlog
-            .push(&buf[written..n])
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        backlog.push(&buf[written..n]);
         Ok(n)
     })
 }

@@ -142,6 +142,65 @@ async fn past_both_bounds_the_process_is_back_pressured_not_dropped() {
     io.shutdown().await;
 }
 
+/// A small tmpfs of the test's own, unmounted when dropped (also when the test fails).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn new(bytes: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={bytes},mode=0700").as_str()),
+        )
+        .expect("mount a tmpfs (the shim's tests run as root)");
+        SmallDisk(dir)
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.0.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The spill directory's disk fills while containerd is away: the process is back-pressured
+/// (never fed SIGPIPE), and when room comes back (a file freed, then containerd reading) every
+/// byte still reaches the FIFO, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_disk_back_pressures_the_process_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::new(512 * 1024);
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 384 * 1024]).unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, disk.path(), "init", LIMITS).unwrap();
+    io.start();
+    let data = pattern(2 * 1024 * 1024);
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    drop(child.stderr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !w.is_finished(),
+        "2 MiB cannot fit in 128 KiB of disk: the writer must wait"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!w.is_finished(), "still more than the disk holds");
+    let out = reader(p.stdout.clone());
+    join(w).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let got = join(out).await;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, in order");
+    io.shutdown().await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
     let dir = tempfile::tempdir().unwrap();
