@@ -26,42 +26,93 @@ use crate::store::Usage;
 
 /// Walks `root` once. Entries that vanish during the walk are skipped.
 pub fn disk_usage(root: &Path) -> Result<Usage> {
+    walk(root, &mut |_| {})
+}
+
+/// `disk_usage`, calling `listed` after each directory's entries were read (the moment a
+/// container can swap a directory it has not reached yet).
+///
+/// Invariant: the walk never leaves `root`. Each directory is opened relative to its parent's
+/// open descriptor with O_NOFOLLOW, and each entry is stat'ed relative to its directory without
+/// following it, so a directory the container replaces with a symlink mid-walk is skipped
+/// (ELOOP or ENOTDIR) like one that vanished, never resolved against the host.
+fn walk(root: &Path, listed: &mut dyn FnMut(&Path)) -> Result<Usage> {
+    use nix::{
+        dir::Dir,
+        errno::Errno,
+        fcntl::{AtFlags, OFlag},
+        sys::stat::{fstatat, FileStat, Mode, SFlag},
+    };
+    use std::ffi::{CString, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    use std::rc::Rc;
+
+    const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+        .union(OFlag::O_DIRECTORY)
+        .union(OFlag::O_NOFOLLOW)
+        .union(OFlag::O_CLOEXEC);
+    let gone = |e: Errno| matches!(e, Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR);
+    let io_err = |what: String| move |e: Errno| Error::io(what, io::Error::from(e));
+
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut size: i64 = 0;
-    let mut account = |m: &fs::Metadata| {
-        if seen.insert((m.dev(), m.ino())) {
-            size += m.blocks() as i64 * 512;
+    let mut account = |dev: u64, ino: u64, blocks: i64| {
+        if seen.insert((dev, ino)) {
+            size += blocks * 512;
         }
     };
     let meta =
         fs::symlink_metadata(root).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
-    account(&meta);
-    let mut stack = Vec::new();
+    account(meta.dev(), meta.ino(), meta.blocks() as i64);
+    // Directories to read: the parent's open descriptor, the name in it, and the path (for
+    // messages and `listed` only, never opened).
+    let mut stack: Vec<(Option<Rc<Dir>>, CString, PathBuf)> = Vec::new();
     if meta.is_dir() {
-        stack.push(root.to_path_buf());
+        let name = CString::new(root.as_os_str().as_bytes()).map_err(|_| {
+            let nul = io::Error::from(io::ErrorKind::InvalidInput);
+            Error::io(format!("open {}", root.display()), nul)
+        })?;
+        stack.push((None, name, root.to_path_buf()));
     }
-    while let Some(dir) = stack.pop() {
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    while let Some((parent, name, path)) = stack.pop() {
+        let opened = match &parent {
+            Some(p) => Dir::openat(p.as_ref(), name.as_c_str(), DIR_FLAGS, Mode::empty()),
+            None => Dir::open(name.as_c_str(), DIR_FLAGS, Mode::empty()),
         };
-        for entry in rd {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
-            };
-            let m = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("stat {}", entry.path().display()), e)),
-            };
-            account(&m);
-            if m.is_dir() {
-                stack.push(entry.path());
+        let mut dir = match opened {
+            Ok(d) => d,
+            Err(e) if gone(e) => continue,
+            Err(e) => return Err(io_err(format!("open {}", path.display()))(e)),
+        };
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(io_err(format!("read {}", path.display())))?;
+            let child = entry.file_name();
+            if child != c"." && child != c".." {
+                names.push(child.to_owned());
             }
         }
+        let mut subdirs = Vec::new();
+        for child in names {
+            let st: FileStat = match fstatat(&dir, child.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => {
+                    let at = path.join(OsStr::from_bytes(child.to_bytes()));
+                    return Err(io_err(format!("stat {}", at.display()))(e));
+                }
+            };
+            account(st.st_dev, st.st_ino, st.st_blocks);
+            if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+                subdirs.push(child);
+            }
+        }
+        let dir = Rc::new(dir);
+        for child in subdirs {
+            let at = path.join(OsStr::from_bytes(child.to_bytes()));
+            stack.push((Some(dir.clone()), child, at));
+        }
+        listed(&path);
     }
     Ok(Usage {
         size,
@@ -234,6 +285,33 @@ mod tests {
             base.size + (a.blocks() + sub.blocks() + l.blocks()) as i64 * 512
         );
         assert!(u.size >= base.size + 10000);
+    }
+
+    /// A container swaps a directory of its upper layer for a symlink to a host directory
+    /// while the walk is under way: the walk must not follow it into the host.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_walk_is_not_followed() {
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("big"), vec![1u8; 4 << 20]).unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        fs::create_dir(upper.path().join("d")).unwrap();
+        fs::write(upper.path().join("d/small"), b"x").unwrap();
+        let (root, d) = (upper.path().to_path_buf(), upper.path().join("d"));
+        let mut swapped = false;
+        let u = walk(upper.path(), &mut |dir| {
+            if dir == root && !swapped {
+                fs::rename(&d, root.join("d.old")).unwrap();
+                std::os::unix::fs::symlink(host.path(), &d).unwrap();
+                swapped = true;
+            }
+        })
+        .unwrap();
+        assert!(swapped);
+        assert!(
+            u.size < 1 << 20,
+            "the walk followed the symlink into the host: {} bytes",
+            u.size
+        );
     }
 
     #[test]
