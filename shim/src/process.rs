@@ -110,6 +110,9 @@ pub struct Process {
 struct State {
     pid: u32,
     status: ProcessStatus,
+    /// The process was reaped: its pid may already be another process's, even while its exit
+    /// is not reported yet (its output still draining).
+    reaped: bool,
 }
 
 impl Process {
@@ -125,6 +128,7 @@ impl Process {
             state: Mutex::new(State {
                 pid: 0,
                 status: ProcessStatus::Created,
+                reaped: false,
             }),
             exit: watch::Sender::new(None),
             io: AsyncMutex::new(None),
@@ -199,8 +203,16 @@ impl Process {
     /// reaches the container's other processes after init is gone. NotFound is what containerd
     /// and CRI read as "already stopped".
     pub fn check_kill(&self, all: bool) -> Result<()> {
-        match self.status() {
+        let (status, reaped) = {
+            let st = self.state();
+            (st.status, st.reaped)
+        };
+        match status {
             ProcessStatus::Stopped | ProcessStatus::Deleted if !all => {
+                Err(Error::NotFound("process already finished".into()))
+            }
+            // An exec is signalled by pid, which its exit freed for reuse.
+            _ if reaped && !self.exec_id.is_empty() => {
                 Err(Error::NotFound("process already finished".into()))
             }
             ProcessStatus::Created | ProcessStatus::Starting if !self.exec_id.is_empty() => Err(
@@ -226,6 +238,11 @@ impl Process {
             }
             other => format!("{process} is {state}: {other:?} is not possible"),
         })
+    }
+
+    /// The kernel has reaped the process: from now on its pid names no process of ours.
+    pub fn set_reaped(&self) {
+        self.state().reaped = true;
     }
 
     /// Records the exit (which releases every Wait) and moves the process to Stopped.

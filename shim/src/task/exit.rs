@@ -23,6 +23,7 @@ pub fn watch_exit(
 ) {
     tokio::spawn(async move {
         let Ok(exit) = exit.await else { return };
+        process.set_reaped();
         let is_init = process.exec_id.is_empty();
         if is_init && !container.own_pid_namespace {
             // Sharing the pod's pid namespace, the container's other processes outlive init (and

@@ -101,9 +101,19 @@ impl Harness {
     }
 
     async fn exec(&self, id: &str, exec_id: &str) -> ttrpc_result::R<Empty> {
+        self.exec_with_stdout(id, exec_id, "").await
+    }
+
+    async fn exec_with_stdout(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stdout: &str,
+    ) -> ttrpc_result::R<Empty> {
         let req = ExecProcessRequest {
             id: id.into(),
             exec_id: exec_id.into(),
+            stdout: stdout.into(),
             spec: Some(Any {
                 type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
                 value: br#"{"args":["true"],"cwd":"/"}"#.to_vec(),
@@ -339,6 +349,53 @@ async fn exec_from_add_to_delete() {
             topics::TASK_EXIT_EVENT_TOPIC,
         ]
     );
+}
+
+/// Between an exec's exit and its exit report (held up to 2 s while something still holds its
+/// output open), its pid may already belong to another process: a Kill must not signal it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_kill_after_an_exec_exited_signals_nothing() {
+    let h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    let out = h._dir.path().join("e1-out");
+    nix::unistd::mkfifo(&out, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = std::thread::spawn({
+        let out = out.clone();
+        move || std::io::Read::read_to_end(&mut std::fs::File::open(out).unwrap(), &mut Vec::new())
+    });
+    h.exec_with_stdout("c1", "e1", out.to_str().unwrap())
+        .await
+        .unwrap();
+    // The exec's pid, exited and reaped, now belongs to another process: a live one of ours.
+    let mut other = std::process::Command::new("sleep")
+        .arg("10")
+        .spawn()
+        .unwrap();
+    *h.runtime.exec_pid.lock().unwrap() = Some(other.id());
+    let pid = h.start("c1", "e1").await.unwrap().pid;
+    assert_eq!(pid, other.id());
+    h.exits.exit(pid, 0);
+    settle().await;
+    assert_eq!(
+        h.status("c1", "e1").await.0,
+        Status::RUNNING,
+        "exit not reported yet"
+    );
+    refused(
+        h.kill("c1", "e1", false).await,
+        Code::NOT_FOUND,
+        "already finished",
+    );
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "a signal reached another process"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+    h.runtime.exec_stdio.lock().unwrap().clear();
+    assert_eq!(h.wait("c1", "e1").await, 0);
+    reader.join().unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -36,6 +36,10 @@ pub(super) struct ScriptedRuntime {
     pub next_pid: Option<AtomicU32>,
     /// When set, `start` and `exec` wait for a permit: a Start in flight.
     pub start_gate: Option<Semaphore>,
+    /// The stdio an exec was given, kept open as a grandchild of the process would.
+    pub exec_stdio: Mutex<Vec<crate::stdio::ChildStdio>>,
+    /// The pid the next exec gets, in place of `next_pid`.
+    pub exec_pid: Mutex<Option<u32>>,
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -113,7 +117,11 @@ impl OciRuntime for ScriptedRuntime {
     async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
         self.record(format!("exec {}", opts.id));
         self.gate().await;
-        self.pid()
+        self.exec_stdio.lock().unwrap().push(opts.stdio);
+        match self.exec_pid.lock().unwrap().take() {
+            Some(pid) => Ok(pid),
+            None => self.pid(),
+        }
     }
     async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         self.record(format!("kill {id} {signal} {all}"));
