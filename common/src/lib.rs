@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod id;
+pub mod logger;
 pub mod pod_api;
 pub mod socket;
 #[allow(unsafe_code)]

@@ -16,20 +16,6 @@ use podshim_sandboxer::sandboxes::Sandboxes;
 use podshim_sandboxer::store::Store;
 use podshim_sandboxer::Config;
 
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            eprintln!("podshim-sandboxer {} {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn config_path() -> anyhow::Result<Option<PathBuf>> {
     let mut args = std::env::args().skip(1);
     match (args.next().as_deref(), args.next(), args.next()) {
@@ -48,8 +34,8 @@ fn main() -> anyhow::Result<()> {
         Some(p) => Config::from_file(&p)?,
         None => Config::load()?,
     };
-    log::set_logger(&StderrLogger).ok();
-    log::set_max_level(cfg.log_level.parse().context("log_level")?);
+    let level = cfg.log_level.parse().context("log_level")?;
+    podshim_common::logger::init("podshim-sandboxer", level);
     // One thread: the daemon waits on sockets and child processes, it does not compute.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -65,25 +65,10 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            eprintln!("podshim-snapshotter {} {}", r.level(), r.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    log::set_logger(&StderrLogger).ok();
-    log::set_max_level(args.log_level);
+    podshim_common::logger::init("podshim-snapshotter", args.log_level);
 
     let mut cfg = Config::new(&args.root);
     cfg.usage_refresh = args.usage_refresh;
