@@ -31,7 +31,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
+.PHONY: all build fuzz lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
 
 all: build
 
@@ -122,6 +122,12 @@ bench-snapshots:
 	$(CARGO) build -p podshim-integration --bin podshim-bench-snapshots
 	PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
 		$(TARGET_DIR)/debug/podshim-bench-snapshots --out $(TARGET_DIR)/bench/bench-snapshots.json $(BENCH_ARGS)
+
+## fuzz: every decoder of outside input fed FUZZ_ITERATIONS inputs per target (`make unit`, and
+## so CI, runs the same targets at 3000; FUZZ_SEED=N replays another run)
+FUZZ_ITERATIONS ?= 300000
+fuzz:
+	FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(CARGO) test --workspace --exclude podshim-integration fuzz
 
 ## lint: formatting as committed, and no clippy warning in any crate or test
 lint: clippy

@@ -3,6 +3,7 @@
 //! podshim-sandboxer reaches a pod shim through `pod_api`; every id they turn into a path obeys `id`.
 #![deny(unsafe_code)]
 
+pub mod fuzz;
 pub mod id;
 pub mod logger;
 pub mod pod_api;

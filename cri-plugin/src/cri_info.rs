@@ -58,6 +58,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// containerd's sandbox extension and the shim's info, any bytes: read or ignored, and the
+    /// verbose status is never a panic.
+    #[test]
+    fn fuzz_the_extension_and_the_info() {
+        let seed = extension().to_string();
+        podshim_common::fuzz::run("cri_info", &[seed.as_bytes(), br#"{"info":"{}"}"#], |b| {
+            let mut info = HashMap::from([(INFO.to_string(), String::from_utf8_lossy(b).into())]);
+            if let Some(cri) = CriInfo::from_extension(b) {
+                cri.add_to(&mut info);
+                cri.add_to(&mut HashMap::new());
+            }
+        });
+    }
+
     /// What containerd 2.3's CRI stores for a pod with a network.
     fn extension() -> Value {
         json!({

@@ -432,6 +432,16 @@ impl OciRuntime for RuncCli {
 mod tests {
     use super::*;
 
+    /// A runtime's log is its own output, any bytes: the message is found or the status named.
+    #[test]
+    fn fuzz_the_runtime_log_reader() {
+        let seed = br#"{"level":"warning","msg":"x","time":"t"}
+{"level":"error","msg":"container_linux.go:380: starting container process caused: exec: \"nope\"","time":"t"}"#;
+        podshim_common::fuzz::run("runc_log", &[seed], |b| {
+            assert!(!log_error(b, 1).is_empty());
+        });
+    }
+
     #[test]
     fn list_reads_ids_and_bundles() {
         let out = br#"[{"ociVersion":"1.0.2","id":"c1","pid":42,"status":"running","bundle":"/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1","rootfs":"/x","created":"2026-12-03T07:00:00Z","annotations":{"io.kubernetes.cri.sandbox-id":"p1"},"owner":"root"},

@@ -138,6 +138,26 @@ mod tests {
     use super::*;
     use std::ffi::CString;
 
+    /// The holder's arguments, split at NUL bytes as the kernel hands them over: parsed or
+    /// refused, never a panic (a panic in the holder aborts a pod's namespaces).
+    #[test]
+    fn fuzz_the_argument_parser() {
+        let seed = b"-podshim-sandbox-holder\0sb1\0--netns\0/var/run/netns/cni-1\0--ipc\0--uts\0--hostname\0web\0--sysctl\0net.ipv4.ip_forward=1";
+        podshim_common::fuzz::run("holder_args", &[seed], |b| {
+            let owned: Vec<CString> = b
+                .split(|&c| c == 0)
+                .map(|a| CString::new(a).unwrap())
+                .collect();
+            let args: Vec<&CStr> = owned.iter().map(CString::as_c_str).collect();
+            if let Ok(spec) = Spec::parse(&args) {
+                for (k, v) in spec.sysctls() {
+                    let mut buf = [0u8; 256];
+                    let _ = (sysctl_path(k, &mut buf), v.len());
+                }
+            }
+        });
+    }
+
     fn cstrs(v: &[&str]) -> Vec<CString> {
         v.iter().map(|s| CString::new(*s).unwrap()).collect()
     }

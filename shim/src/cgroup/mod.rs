@@ -255,6 +255,15 @@ mod tests {
     use super::*;
     use containerd_shim_protos::{cgroups, cgroups_v2};
 
+    /// /proc/<pid>/cgroup of any content parses or names its bad line, never panics.
+    #[test]
+    fn fuzz_the_proc_cgroup_parser() {
+        let seed = b"12:pids:/kubepods/pod1/c1\n1:name=systemd:/x:y:z\n0::/\n";
+        podshim_common::fuzz::run("proc_cgroup", &[seed], |b| {
+            let _ = parse_proc_cgroup(&String::from_utf8_lossy(b));
+        });
+    }
+
     const HYBRID: &str = "\
 12:name=systemd:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope
 11:memory:/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope

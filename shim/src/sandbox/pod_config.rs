@@ -374,9 +374,9 @@ mod tests {
         c.encode_to_vec()
     }
 
-    #[test]
-    fn decodes_what_kubelet_sends() {
-        let c = cri::PodSandboxConfig {
+    /// What the kubelet sends for a pod that uses most of the config.
+    fn kubelet_config() -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: "web".into(),
                 uid: "u-1".into(),
@@ -427,7 +427,12 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn decodes_what_kubelet_sends() {
+        let c = kubelet_config();
         let d = PodSandboxConfig::from_any(TYPE_URL, &encode(&c)).unwrap();
         assert_eq!(
             (d.name.as_str(), d.uid.as_str(), d.namespace.as_str()),
@@ -490,5 +495,19 @@ mod tests {
         let cfg = [&[0x42, linux.len() as u8][..], &linux].concat();
         let err = PodSandboxConfig::decode(&cfg).unwrap_err();
         assert!(err.to_string().contains("namespace mode 9"), "{err}");
+    }
+
+    /// Outside input (containerd relays the kubelet's bytes): any bytes decode or are refused
+    /// with InvalidArgument, and never panic.
+    #[test]
+    fn fuzz_the_wire_decoder() {
+        let full = encode(&kubelet_config());
+        let minimal = encode(&cri::PodSandboxConfig::default());
+        podshim_common::fuzz::run("pod_config", &[&full, &minimal], |b| {
+            match PodSandboxConfig::decode(b) {
+                Ok(_) | Err(Error::InvalidArgument(_)) => {}
+                Err(e) => panic!("refused with {e:?}, not InvalidArgument"),
+            }
+        });
     }
 }
