@@ -32,7 +32,7 @@ const NAMESPACE_KEY: &str = "containerd-namespace";
 pub fn to_status(e: Error) -> Status {
     let code = e.code();
     let msg = e.to_string();
-    if code == tonic::Code::Internal {
+    if matches!(code, tonic::Code::Internal | tonic::Code::ResourceExhausted) {
         log::error!("{msg}");
     }
     Status::new(code, msg)

@@ -1,6 +1,7 @@
 //! podshim-sandboxer's one error type. It becomes a gRPC status exactly once, at the edge
 //! (`controller.rs`), with the codes containerd's proxy turns back into errdefs: CRI ignores
-//! NotFound on Stop/Shutdown and containerd retries Wait on Unavailable.
+//! NotFound on Stop/Shutdown and containerd retries Wait on Unavailable. A full disk is
+//! ResourceExhausted: the same request may succeed once there is room.
 
 use std::io;
 
@@ -84,12 +85,29 @@ impl Error {
                 ..
             } => tonic::Code::from_i32(s.code.value()),
             Error::Shim { .. } => tonic::Code::Unavailable,
+            e if e.is_disk_full() => tonic::Code::ResourceExhausted,
             Error::Launch(_)
             | Error::Config(_)
             | Error::Store(_)
             | Error::Corrupt { .. }
             | Error::Io { .. } => tonic::Code::Internal,
         }
+    }
+
+    /// The disk (or the quota) the error met is full.
+    fn is_disk_full(&self) -> bool {
+        let source = match self {
+            Error::Io { source, .. } => source,
+            Error::Store(e) => match &**e {
+                redb::Error::Io(source) => source,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
     }
 
     /// The shim is not there to answer: its process is gone or its socket is closed.

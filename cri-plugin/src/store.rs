@@ -3,6 +3,11 @@
 //! (`<state_dir>/sandboxer.redb`): ACID, fsync'ed commits, a crash leaves the last committed
 //! state (the same store podshim-snapshotter uses).
 //!
+//! An I/O error (a full disk) fails the request that met it and closes the database: redb
+//! answers every later request with `PreviousIo` until it is opened again, which rolls it back
+//! to its last commit. The next request opens it again, so the daemon serves again as soon as
+//! the disk has room, without a restart.
+//!
 //! A shim is recorded *before* its process is started and forgotten only after it is gone and
 //! its bundle removed, so no shim is ever running without a record naming it.
 //!
@@ -12,8 +17,10 @@
 //!   one transaction)
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use log::warn;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -85,12 +92,21 @@ pub struct SandboxRecord {
 }
 
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` from an I/O error until the next request opens the database again. A request
+    /// holds the read lock for all its transaction's life: the database is never closed under
+    /// a transaction (redb's file lock is released only once all of them are gone).
+    db: RwLock<Option<Database>>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing these plain structs to JSON cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// An error after which redb refuses every request until the database is opened again.
+fn needs_reopen(e: &Error) -> bool {
+    matches!(e, Error::Store(e) if matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo))
 }
 
 fn decode<T: DeserializeOwned>(key: &str, b: &[u8]) -> Result<T> {
@@ -104,88 +120,130 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| Error::io(format!("create {}", state_dir.display()), e))?;
-        let db = Database::create(state_dir.join(FILE_NAME))?;
+        let path = state_dir.join(FILE_NAME);
+        let db = Database::create(&path)?;
         let tx = db.begin_write()?;
         tx.open_table(SANDBOXES)?;
         tx.open_table(POOL)?;
         tx.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            path,
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// Runs one request's transaction on the database, opening it first if an I/O error
+    /// closed it; an I/O error closes it.
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let r = loop {
+            let open = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = &*open {
+                break f(db);
+            }
+            drop(open);
+            let mut closed = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            if closed.is_none() {
+                *closed = Some(Database::create(&self.path)?);
+                warn!("sandbox store {} opened again", self.path.display());
+            }
+        };
+        if let Err(e) = &r {
+            if needs_reopen(e) {
+                warn!("sandbox store {}: {e}: closed", self.path.display());
+                *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+        }
+        r
     }
 
     pub fn put_sandbox(&self, r: &SandboxRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(SANDBOXES)?.insert(
-            (r.namespace.as_str(), r.sandbox_id.as_str()),
-            encode(r).as_slice(),
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(SANDBOXES)?.insert(
+                (r.namespace.as_str(), r.sandbox_id.as_str()),
+                encode(r).as_slice(),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn remove_sandbox(&self, namespace: &str, id: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(SANDBOXES)?.remove((namespace, id))?;
-        tx.commit()?;
-        Ok(())
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(SANDBOXES)?.remove((namespace, id))?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SANDBOXES)?;
-        let mut v = Vec::new();
-        for row in t.iter()? {
-            let (k, val) = row?;
-            let (ns, id) = k.value();
-            v.push(decode(&format!("{ns}/{id}"), val.value())?);
-        }
-        Ok(v)
+        self.with(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(SANDBOXES)?;
+            let mut v = Vec::new();
+            for row in t.iter()? {
+                let (k, val) = row?;
+                let (ns, id) = k.value();
+                v.push(decode(&format!("{ns}/{id}"), val.value())?);
+            }
+            Ok(v)
+        })
     }
 
     pub fn put_pool(&self, r: &ShimRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(POOL)?
-            .insert(r.id.as_str(), encode(r).as_slice())?;
-        tx.commit()?;
-        Ok(())
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(POOL)?
+                .insert(r.id.as_str(), encode(r).as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn remove_pool(&self, id: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(POOL)?.remove(id)?;
-        tx.commit()?;
-        Ok(())
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(POOL)?.remove(id)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn pool(&self) -> Result<Vec<ShimRecord>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(POOL)?;
-        let mut v = Vec::new();
-        for row in t.iter()? {
-            let (k, val) = row?;
-            v.push(decode(k.value(), val.value())?);
-        }
-        Ok(v)
+        self.with(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(POOL)?;
+            let mut v = Vec::new();
+            for row in t.iter()? {
+                let (k, val) = row?;
+                v.push(decode(k.value(), val.value())?);
+            }
+            Ok(v)
+        })
     }
 
     /// Moves the idle shim `r.shim` out of the pool into the sandbox `r`: at every instant the
     /// shim is recorded exactly once.
     pub fn adopt(&self, r: &SandboxRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut pool = tx.open_table(POOL)?;
-            if pool.remove(r.shim.id.as_str())?.is_none() {
-                return Err(Error::NotFound(format!(
-                    "pool shim {} is not in the pool",
-                    r.shim.id
-                )));
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut pool = tx.open_table(POOL)?;
+                if pool.remove(r.shim.id.as_str())?.is_none() {
+                    return Err(Error::NotFound(format!(
+                        "pool shim {} is not in the pool",
+                        r.shim.id
+                    )));
+                }
+                tx.open_table(SANDBOXES)?.insert(
+                    (r.namespace.as_str(), r.sandbox_id.as_str()),
+                    encode(r).as_slice(),
+                )?;
             }
-            tx.open_table(SANDBOXES)?.insert(
-                (r.namespace.as_str(), r.sandbox_id.as_str()),
-                encode(r).as_slice(),
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 }
 
@@ -258,16 +316,94 @@ mod tests {
         assert_eq!(s.pool().unwrap(), vec![shim("p2")]);
     }
 
+    /// A small tmpfs on a temp dir, to fill up; unmounted when dropped, also by a failing test.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        /// None unless root (only root mounts).
+        fn mount(size: &str) -> Option<Tmpfs> {
+            if !nix::unistd::geteuid().is_root() {
+                eprintln!("not root: no tmpfs, test skipped");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            nix::mount::mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={size}").as_str()),
+            )
+            .unwrap();
+            Some(Tmpfs(dir))
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+
+        /// Writes a file until the tmpfs is full (ENOSPC); returns its path.
+        fn fill(&self) -> PathBuf {
+            use std::io::Write;
+            let p = self.path().join("filler");
+            let mut f = std::fs::File::create(&p).unwrap();
+            let chunk = vec![0xa5u8; 64 * 1024];
+            loop {
+                match f.write(&chunk) {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) => panic!("write of 0 bytes"),
+                    Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return p,
+                    Err(e) => panic!("filling {}: {e}", p.display()),
+                }
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// A full disk fails the write that found it full (ResourceExhausted at the gRPC edge, and
+    /// nothing of it kept); once there is room again the next write succeeds, with no restart.
+    #[test]
+    fn a_full_disk_fails_one_write_and_the_next_succeeds_once_there_is_room() {
+        let Some(fs) = Tmpfs::mount("1m") else {
+            return;
+        };
+        let s = Store::open(fs.path()).unwrap();
+        let kept = sandbox("k8s.io", "kept", shim("kept"));
+        s.put_sandbox(&kept).unwrap();
+        let filler = fs.fill();
+        let e = s
+            .put_sandbox(&sandbox("k8s.io", "lost", shim("lost")))
+            .unwrap_err();
+        let status = crate::controller::to_status(e);
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{}",
+            status.message()
+        );
+        std::fs::remove_file(filler).unwrap();
+        let next = sandbox("k8s.io", "next", shim("next"));
+        s.put_sandbox(&next).unwrap();
+        assert_eq!(s.sandboxes().unwrap(), vec![kept, next]);
+    }
+
     #[test]
     fn a_corrupt_record_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let tx = s.db.begin_write().unwrap();
-        tx.open_table(SANDBOXES)
-            .unwrap()
-            .insert(("ns", "bad"), b"{".as_slice())
-            .unwrap();
-        tx.commit().unwrap();
+        s.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(SANDBOXES)?
+                .insert(("ns", "bad"), b"{".as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .unwrap();
         let e = s.sandboxes().unwrap_err().to_string();
         assert!(e.contains("ns/bad"), "{e}");
     }

@@ -1,5 +1,6 @@
 //! Errors of the snapshotter core. They are converted to gRPC `Status` exactly once, at the
-//! service edge (`service.rs`), with the codes containerd's proxy maps back to errdefs.
+//! service edge (`service.rs`), with the codes containerd's proxy maps back to errdefs; a full
+//! disk is ResourceExhausted there (the same request may succeed once there is room).
 
 use std::io;
 
@@ -37,6 +38,22 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+
+    /// The disk (or the quota) the error met is full.
+    pub fn is_disk_full(&self) -> bool {
+        let source = match self {
+            Error::Io { source, .. } => source,
+            Error::Store(e) => match &**e {
+                redb::Error::Io(source) => source,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
     }
 }
 

@@ -34,6 +34,10 @@ const LIST_BATCH: usize = 100;
 
 pub fn to_status(e: Error) -> Status {
     let msg = e.to_string();
+    if e.is_disk_full() {
+        log::error!("{msg}");
+        return Status::resource_exhausted(msg);
+    }
     match e {
         Error::NotFound(_) => Status::not_found(msg),
         Error::AlreadyExists(_) => Status::already_exists(msg),

@@ -8,9 +8,15 @@
 //! * `ids`: id -> key (Cleanup and consistency checks)
 //! * `children`: (parent id, child id) -> () (FailedPrecondition on removing a parent)
 //! * `meta`: "next_id" -> u64 (ids are never reused)
+//!
+//! An I/O error (a full disk) fails the request that met it and closes the database: redb
+//! answers every later request with `PreviousIo` until it is opened again, which rolls it back
+//! to its last commit. The next request opens it again, so the daemon serves again as soon as
+//! the disk has room, without a restart.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, TableDefinition};
@@ -196,8 +202,18 @@ fn ids_in<T: ReadableTable<u64, &'static str>>(t: &T) -> Result<HashMap<u64, Str
     Ok(out)
 }
 
+/// An error after which redb refuses every request until the database is opened again.
+fn needs_reopen(e: &Error) -> bool {
+    matches!(e, Error::Store(e) if matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo))
+}
+
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` from an I/O error until the next request opens the database again. A request
+    /// holds the read lock for all its transaction's life (a [`WriteTx`] holds it too): the
+    /// database is never closed under a transaction (redb's file lock is released only once all
+    /// of them are gone).
+    db: RwLock<Option<Database>>,
 }
 
 impl Store {
@@ -211,35 +227,89 @@ impl Store {
             tx.open_table(META)?;
         }
         tx.commit()?;
-        Ok(Store { db })
-    }
-
-    /// Starts the (single, exclusive) write transaction. Nothing is visible to readers and
-    /// nothing is durable until [`WriteTx::commit`]; dropping it aborts.
-    pub fn write(&self) -> Result<WriteTx> {
-        Ok(WriteTx {
-            tx: self.db.begin_write()?,
+        Ok(Store {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
         })
     }
 
+    fn read_lock(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the database again if an I/O error closed it.
+    fn reopen(&self) -> Result<()> {
+        let mut closed = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if closed.is_none() {
+            *closed = Some(Database::create(&self.path)?);
+            log::warn!("metadata store {} opened again", self.path.display());
+        }
+        Ok(())
+    }
+
+    /// Passes `r` on; an I/O error in it closes the database. Called with no transaction of
+    /// this thread's open (it waits for all of them to end).
+    fn checked<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if needs_reopen(e) {
+                log::error!("metadata store {}: {e}: closed", self.path.display());
+                *self.db.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+        }
+        r
+    }
+
+    /// Runs one read on the open database.
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let r = loop {
+            if let Some(db) = &*self.read_lock() {
+                break f(db);
+            }
+            self.reopen()?;
+        };
+        self.checked(r)
+    }
+
+    /// Starts the (single, exclusive) write transaction. Nothing is visible to readers and
+    /// nothing is durable until [`WriteTx::commit`]; dropping it aborts. No other method of
+    /// the store may be called while it is held (the lock it holds is not reentrant).
+    pub fn write(&self) -> Result<WriteTx<'_>> {
+        let r = loop {
+            let open = self.read_lock();
+            if let Some(db) = &*open {
+                break match db.begin_write() {
+                    Ok(tx) => Ok(WriteTx {
+                        tx,
+                        store: self,
+                        _open: open,
+                    }),
+                    Err(e) => Err(Error::from(e)),
+                };
+            }
+            drop(open);
+            self.reopen()?;
+        };
+        self.checked(r)
+    }
+
     pub fn get(&self, key: &str) -> Result<Record> {
-        let tx = self.db.begin_read()?;
-        get_in(&tx.open_table(SNAPSHOTS)?, key)
+        self.with(|db| get_in(&db.begin_read()?.open_table(SNAPSHOTS)?, key))
     }
 
     pub fn all(&self) -> Result<Vec<(String, Record)>> {
-        let tx = self.db.begin_read()?;
-        all_in(&tx.open_table(SNAPSHOTS)?)
+        self.with(|db| all_in(&db.begin_read()?.open_table(SNAPSHOTS)?))
     }
 
     pub fn ids(&self) -> Result<HashMap<u64, String>> {
-        let tx = self.db.begin_read()?;
-        ids_in(&tx.open_table(IDS)?)
+        self.with(|db| ids_in(&db.begin_read()?.open_table(IDS)?))
     }
 
     /// Structural self-check: ids, children and parent chains agree with the records.
     pub fn check(&self) -> Result<Vec<String>> {
-        let tx = self.db.begin_read()?;
+        self.with(|db| Self::check_in(&db.begin_read()?))
+    }
+
+    fn check_in(tx: &redb::ReadTransaction) -> Result<Vec<String>> {
         let snaps = all_in(&tx.open_table(SNAPSHOTS)?)?;
         let ids = ids_in(&tx.open_table(IDS)?)?;
         let mut problems = Vec::new();
@@ -283,11 +353,15 @@ impl Store {
     }
 }
 
-pub struct WriteTx {
+/// The write transaction, and the open database under it (fields drop in order: the
+/// transaction ends before the database may be closed).
+pub struct WriteTx<'a> {
     tx: redb::WriteTransaction,
+    store: &'a Store,
+    _open: RwLockReadGuard<'a, Option<Database>>,
 }
 
-impl WriteTx {
+impl WriteTx<'_> {
     pub fn get(&self, key: &str) -> Result<Record> {
         get_in(&self.tx.open_table(SNAPSHOTS)?, key)
     }
@@ -444,8 +518,10 @@ impl WriteTx {
 
     /// Makes the transaction durable (redb fsyncs before returning).
     pub fn commit(self) -> Result<()> {
-        self.tx.commit()?;
-        Ok(())
+        let WriteTx { tx, store, _open } = self;
+        let r = tx.commit().map_err(Error::from);
+        drop(_open);
+        store.checked(r)
     }
 }
 

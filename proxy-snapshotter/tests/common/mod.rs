@@ -122,3 +122,45 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg("-R").arg(&self.0).status();
     }
 }
+
+/// A small tmpfs on a temp dir, to fill up; unmounted on drop, also when a test fails.
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", dir.path().display());
+        Tmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes a file until the tmpfs is full (ENOSPC); returns its path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let p = self.path().join("filler");
+        let mut f = std::fs::File::create(&p).unwrap();
+        let chunk = vec![0xa5u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(n) if n > 0 => {}
+                Ok(_) => panic!("write of 0 bytes"),
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return p,
+                Err(e) => panic!("filling {}: {e}", p.display()),
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
