@@ -3,6 +3,8 @@
 //! shim on its PATH), imports locally built images and drives containerd's CRI as kubelet does.
 #![deny(unsafe_code)]
 
+#[cfg(test)]
+mod arch_map;
 pub mod bench_snapshots;
 pub mod containerd;
 pub mod cri;
