@@ -56,9 +56,18 @@ impl Pool {
     }
 
     /// After a restart: idle shims that still answer stay (up to the pool's size, in its
-    /// namespace); the others are shut down or cleaned up after.
+    /// namespace); the others are shut down or cleaned up after. A record that cannot be
+    /// decoded, or whose shim cannot be cleaned up after, is skipped and kept (as
+    /// `Sandboxes::recover` does).
     pub async fn recover(&self) -> Result<()> {
-        for mut shim in self.store.pool()? {
+        for shim in self.store.each_pool()? {
+            let mut shim = match shim {
+                Ok(shim) => shim,
+                Err(e) => {
+                    warn!("{e}: skipped, its record kept");
+                    continue;
+                }
+            };
             let keep = self.idle_count() < self.size && shim.namespace == self.namespace;
             if keep && shim.pid == 0 {
                 // Recorded, started, but the daemon stopped before noting the pid.
@@ -71,8 +80,11 @@ impl Pool {
                 info!("pool shim {} (pid {}) kept", shim.id, shim.pid);
                 self.launcher.reattach(&shim);
                 self.idle().push_back(shim);
-            } else {
-                self.discard(&shim).await?;
+            } else if let Err(e) = self.discard(&shim).await {
+                warn!(
+                    "pool shim {}: not cleaned up, its record kept: {e}",
+                    shim.id
+                );
             }
         }
         Ok(())

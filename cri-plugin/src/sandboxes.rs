@@ -156,8 +156,22 @@ impl Sandboxes {
     /// After a restart: sandboxes containerd knows are served again (their shims reconnected
     /// on first use); those whose Create never answered are torn down; bundle directories
     /// nobody records are removed.
+    ///
+    /// One bad record does not keep the others from being served: a record that cannot be
+    /// decoded, and a sandbox whose teardown fails, are logged with their key and skipped, and
+    /// their records kept for an operator to look at (a failed teardown is tried again at the
+    /// next start). Invariant: a record is removed only once nothing it names is left
+    /// (`teardown` removes it last); what an unreadable record names cannot be known, so it is
+    /// never removed, nor, while it is there, any bundle it might name.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        for r in self.store.sandboxes()? {
+        for r in self.store.each_sandbox()? {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("{e}: skipped, its record kept");
+                    continue;
+                }
+            };
             let key = (r.namespace.clone(), r.sandbox_id.clone());
             let entry = Entry::new(r.clone(), None);
             if r.state == State::Creating {
@@ -165,7 +179,12 @@ impl Sandboxes {
                     "sandbox {}: its Create never answered, tearing down",
                     r.sandbox_id
                 );
-                self.teardown(&entry).await?;
+                if let Err(e) = self.teardown(&entry).await {
+                    warn!(
+                        "sandbox {}/{}: not torn down, its record kept: {e}",
+                        r.namespace, r.sandbox_id
+                    );
+                }
                 continue;
             }
             info!(
@@ -183,8 +202,16 @@ impl Sandboxes {
     }
 
     fn remove_unrecorded_bundles(&self) -> Result<()> {
-        let mut known: Vec<PathBuf> = self.store.pool()?.into_iter().map(|s| s.bundle).collect();
-        known.extend(self.store.sandboxes()?.into_iter().map(|s| s.shim.bundle));
+        let pool = self.store.each_pool()?.into_iter();
+        let sandboxes = self.store.each_sandbox()?.into_iter();
+        let known: Result<Vec<PathBuf>> = pool
+            .map(|r| r.map(|s| s.bundle))
+            .chain(sandboxes.map(|r| r.map(|s| s.shim.bundle)))
+            .collect();
+        let Ok(known) = known else {
+            warn!("unreadable records in the sandbox store: no unrecorded bundle removed");
+            return Ok(());
+        };
         let Ok(namespaces) = std::fs::read_dir(self.launcher.bundles()) else {
             return Ok(());
         };

@@ -178,6 +178,12 @@ impl Store {
     }
 
     pub fn sandboxes(&self) -> Result<Vec<SandboxRecord>> {
+        self.each_sandbox()?.into_iter().collect()
+    }
+
+    /// Every sandbox record, each decoded on its own: one that cannot be is, in its place, the
+    /// error naming its key.
+    pub fn each_sandbox(&self) -> Result<Vec<Result<SandboxRecord>>> {
         self.with(|db| {
             let tx = db.begin_read()?;
             let t = tx.open_table(SANDBOXES)?;
@@ -185,7 +191,7 @@ impl Store {
             for row in t.iter()? {
                 let (k, val) = row?;
                 let (ns, id) = k.value();
-                v.push(decode(&format!("{ns}/{id}"), val.value())?);
+                v.push(decode(&format!("{ns}/{id}"), val.value()));
             }
             Ok(v)
         })
@@ -211,13 +217,18 @@ impl Store {
     }
 
     pub fn pool(&self) -> Result<Vec<ShimRecord>> {
+        self.each_pool()?.into_iter().collect()
+    }
+
+    /// Every pool record, each decoded on its own (as [`Store::each_sandbox`]).
+    pub fn each_pool(&self) -> Result<Vec<Result<ShimRecord>>> {
         self.with(|db| {
             let tx = db.begin_read()?;
             let t = tx.open_table(POOL)?;
             let mut v = Vec::new();
             for row in t.iter()? {
                 let (k, val) = row?;
-                v.push(decode(k.value(), val.value())?);
+                v.push(decode(k.value(), val.value()));
             }
             Ok(v)
         })

@@ -14,7 +14,7 @@ use k8s_cri::v1::{
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata,
 };
-use podshim_sandboxer::store::Store;
+use podshim_sandboxer::store::{self, SandboxRecord, ShimRecord, State, Store, Timestamp};
 use podshim_sandboxer::wire;
 use prost::Message;
 
@@ -843,6 +843,148 @@ async fn verbose_status_has_cris_metadata() {
         assert_eq!(info["sandboxMetadata"], metadata, "{info}");
         // Not verbose: nothing added.
         assert!(!status(&mut c, &id).await.unwrap().info.contains_key("info"));
+        stop(&mut c, &id).await.unwrap();
+        shutdown(&mut c, &id).await.unwrap();
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// A started pod, then the daemon killed (as a crash would) so that its store can be written as a
+/// fault leaves it. Returns the pod's id and pid.
+async fn started_pod_of_a_killed_daemon(d: &mut Daemon) -> (String, u32) {
+    let mut c = d.client().await;
+    let id = d.id("good");
+    create(&mut c, &id).await.unwrap();
+    let pid = start(&mut c, &id).await.pid;
+    d.kill9();
+    (id, pid)
+}
+
+/// The restarted daemon serves, and the pod `id` is the one it served before.
+async fn assert_serves(d: &mut Daemon, id: &str, pid: u32) -> Client {
+    let mut c = d.client().await;
+    let st = status(&mut c, id).await.unwrap();
+    assert_eq!((st.state.as_str(), st.pid), ("SANDBOX_READY", pid));
+    c
+}
+
+/// `chattr +i`, undone when dropped (also by a failing test).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(p: &Path) -> Immutable {
+        let st = Command::new("chattr").arg("+i").arg(p).status().unwrap();
+        assert!(st.success(), "chattr +i {}", p.display());
+        Immutable(p.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Records that cannot be decoded (a sandbox's and a pool shim's) do not stop the daemon: it
+/// serves every other sandbox, names them in its log and keeps them, and no bundle they may
+/// name is removed.
+#[tokio::test]
+async fn recovery_skips_records_it_cannot_decode() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let (id, pid) = started_pod_of_a_killed_daemon(&mut d).await;
+        let bad = d.id("corrupt");
+        let bad_pool = d.id("pool-corrupt");
+        {
+            let db = redb::Database::create(d.path().join("state").join(store::FILE_NAME)).unwrap();
+            let tx = db.begin_write().unwrap();
+            let sandboxes: redb::TableDefinition<(&str, &str), &[u8]> =
+                redb::TableDefinition::new("sandboxes");
+            let pool: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("pool");
+            tx.open_table(sandboxes)
+                .unwrap()
+                .insert((NS, bad.as_str()), b"{".as_slice())
+                .unwrap();
+            tx.open_table(pool)
+                .unwrap()
+                .insert(bad_pool.as_str(), b"{\"id\":".as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        // What the sandbox record would name, were it readable.
+        let bundle = d.path().join("state/bundles").join(NS).join(&bad);
+        std::fs::create_dir_all(&bundle).unwrap();
+
+        d.spawn();
+        let mut c = assert_serves(&mut d, &id, pid).await;
+        for key in [format!("{NS}/{bad}"), bad_pool.clone()] {
+            assert!(d.log().contains(&key), "{key} not logged:\n{}", d.log());
+        }
+        assert!(
+            bundle.is_dir(),
+            "a bundle an unreadable record may name was removed"
+        );
+        stop(&mut c, &id).await.unwrap();
+        shutdown(&mut c, &id).await.unwrap();
+        d.terminate();
+        let s = Store::open(&d.path().join("state")).unwrap();
+        let e = s.sandboxes().unwrap_err().to_string();
+        assert!(e.contains(&bad), "{e}");
+        let e = s.pool().unwrap_err().to_string();
+        assert!(e.contains(&bad_pool), "{e}");
+    })
+    .await
+}
+
+/// A sandbox whose teardown at start-up fails (its bundle cannot be removed) does not stop the
+/// daemon: it serves every other sandbox and keeps the record, and the next start, once the
+/// bundle can go, tears it down.
+#[tokio::test]
+async fn recovery_survives_a_sandbox_it_cannot_tear_down() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let (id, pid) = started_pod_of_a_killed_daemon(&mut d).await;
+        // A Create that never answered: torn down at start-up.
+        let stuck = d.id("stuck");
+        let bundle = d.path().join("state/bundles").join(NS).join(&stuck);
+        let record = SandboxRecord {
+            namespace: NS.into(),
+            sandbox_id: stuck.clone(),
+            shim: ShimRecord {
+                id: stuck.clone(),
+                namespace: NS.into(),
+                bundle: bundle.clone(),
+                address: format!("unix://{}/stuck.sock", d.path().display()),
+                pid: 0,
+            },
+            state: State::Creating,
+            pid: 0,
+            created_at: Timestamp::now(),
+            exited_at: None,
+        };
+        Store::open(&d.path().join("state"))
+            .unwrap()
+            .put_sandbox(&record)
+            .unwrap();
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("left"), "").unwrap();
+        let immutable = Immutable::new(&bundle);
+
+        d.spawn();
+        assert_serves(&mut d, &id, pid).await;
+        let key = format!("{NS}/{stuck}");
+        assert!(d.log().contains(&key), "{key} not logged:\n{}", d.log());
+        d.terminate();
+        let s = Store::open(&d.path().join("state")).unwrap();
+        assert!(s.sandboxes().unwrap().contains(&record), "record not kept");
+        drop(s);
+
+        drop(immutable);
+        d.spawn();
+        let mut c = assert_serves(&mut d, &id, pid).await;
+        assert!(!bundle.exists(), "not torn down at the next start");
         stop(&mut c, &id).await.unwrap();
         shutdown(&mut c, &id).await.unwrap();
         d.terminate();
