@@ -27,24 +27,39 @@ use podshim_integration::{with_timeout, Containerd, Options};
 /// Per-case deadline (the whole case, not counting containerd start-up and teardown).
 const CASE_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// The first containerd release a case can run on. `make e2e` filters out every test whose name
-/// ends in `needs_<major>_<minor>` on an older release (`--skip`, reported by the runner as
-/// filtered out, never as passed); run directly on an older release, such a test fails here.
-type Since = Option<(u32, u32)>;
+/// The handler a test runs against and the first containerd release it needs, read from the
+/// test's name: `runc`, `podshim`, `podshim_pauseless` or `podshim_sandboxer`, optionally ending
+/// in `_needs_<major>_<minor>`. `make e2e` filters out (`--skip`, reported by the runner as
+/// filtered out, never as passed) every test whose name ends in a release newer than the one it
+/// runs against; run directly on an older release, such a test fails here with the reason.
+fn handler_and_release(test: &str) -> (&'static str, Option<(u32, u32)>) {
+    let (handler, since) = match test.split_once("_needs_") {
+        None => (test, None),
+        Some((handler, release)) => {
+            let parsed = release
+                .split_once('_')
+                .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)));
+            let release =
+                parsed.unwrap_or_else(|| panic!("test {test}: not needs_<major>_<minor>"));
+            (handler, Some(release))
+        }
+    };
+    let handler = match handler {
+        "runc" => podshim_integration::HANDLER_RUNC,
+        "podshim" => podshim_integration::HANDLER_PODSHIM,
+        "podshim_pauseless" => podshim_integration::HANDLER_PAUSELESS,
+        "podshim_sandboxer" => podshim_integration::HANDLER_SANDBOXER,
+        other => panic!("test {test}: {other} names no handler"),
+    };
+    (handler, since)
+}
 
-async fn run_case<F>(handler: &str, since: Since, opts: fn(Options) -> Options, case: F)
+async fn run_case<F>(test: &str, opts: fn(Options) -> Options, case: F)
 where
     F: for<'a> AsyncFnOnce(&'a mut Containerd) -> anyhow::Result<()>,
 {
+    let (handler, since) = handler_and_release(test);
     if let Some((major, minor)) = since {
-        let name = std::thread::current()
-            .name()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            name.is_empty() || name == "main" || name.ends_with(&format!("needs_{major}_{minor}")),
-            "test {name} needs containerd {major}.{minor}: its name must end in needs_{major}_{minor}"
-        );
         let release = podshim_integration::containerd_release().expect("containerd release");
         assert!(
             release.at_least(major, minor),
@@ -61,79 +76,30 @@ where
     c.finish(r).await;
 }
 
-/// `e2e!(module::case)` → tests `case::runc`, `case::podshim`, `case::podshim_pauseless` and
-/// `case::podshim_sandboxer` (every CRI scenario runs against each podshim handler);
-/// `e2e!(module::case, opts_fn)` with an `fn(Options) -> Options`;
-/// `e2e!(classic module::case)` → only `runc` and `podshim` (`ctr` cases, which involve no CRI
-/// sandbox);
-/// `e2e!(podshim_handlers module::case)` → every podshim handler, not `runc` (what containerd's
-/// runc shim does not reliably do);
-/// `e2e!(pauseless_since [2, 3] podshim_pauseless_needs_2_3 module::case)` → every handler, the
-/// `podshim_pauseless` test named as given and run only from that containerd release on;
-/// `e2e!(podshim_only module::case[, opts_fn])` → only `case::podshim` (requirements that
-/// containerd's runc shim does not meet or features only podshim has);
-/// `e2e!(pauseless_only module::case[, opts_fn])` → `case::podshim_pauseless` and
-/// `case::podshim_sandboxer`;
-/// `e2e!(sandboxer_only module::case[, opts_fn])` → only `case::podshim_sandboxer`.
+/// `e2e!(module::case [tests...], opts)`: one test `case::<test>` per name in the list, each
+/// against the handler (and from the release) its name gives, with containerd's options passed
+/// through `opts` (an `fn(Options) -> Options`, optional). Without a list, the case runs against
+/// the reference and every podshim handler: `[runc, podshim, podshim_pauseless,
+/// podshim_sandboxer]`.
 macro_rules! e2e {
-    (@one $name:ident $handler:ident $m:ident :: $case:ident, $opts:expr) => {
-        e2e!(@since None, $name $handler $m::$case, $opts);
+    ($m:ident :: $case:ident $(, $opts:expr)?) => {
+        e2e!($m::$case [runc, podshim, podshim_pauseless, podshim_sandboxer] $(, $opts)?);
     };
-    (@since $since:expr, $name:ident $handler:ident $m:ident :: $case:ident, $opts:expr) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            super::run_case(podshim_integration::$handler, $since, $opts, super::$m::$case).await
-        }
-    };
-    (pauseless_since [$maj:literal, $min:literal] $pname:ident $m:ident :: $case:ident) => {
+    ($m:ident :: $case:ident [$($test:ident),+ $(,)?] $(, $opts:expr)?) => {
         mod $case {
-            e2e!(@one runc HANDLER_RUNC $m::$case, |o| o);
-            e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
-            e2e!(@since Some(($maj, $min)), $pname HANDLER_PAUSELESS $m::$case, |o| o);
-            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, |o| o);
+            fn opts(o: podshim_integration::Options) -> podshim_integration::Options {
+                (e2e!(@opts $($opts)?))(o)
+            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::run_case(stringify!($test), opts, super::$m::$case).await
+                }
+            )+
         }
     };
-    (podshim_only $m:ident :: $case:ident) => { e2e!(podshim_only $m::$case, |o| o); };
-    (podshim_only $m:ident :: $case:ident, $opts:expr) => {
-        mod $case {
-            e2e!(@one podshim HANDLER_PODSHIM $m::$case, $opts);
-        }
-    };
-    (pauseless_only $m:ident :: $case:ident) => { e2e!(pauseless_only $m::$case, |o| o); };
-    (pauseless_only $m:ident :: $case:ident, $opts:expr) => {
-        mod $case {
-            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, $opts);
-            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
-        }
-    };
-    (sandboxer_only $m:ident :: $case:ident) => { e2e!(sandboxer_only $m::$case, |o| o); };
-    (sandboxer_only $m:ident :: $case:ident, $opts:expr) => {
-        mod $case {
-            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
-        }
-    };
-    (classic $m:ident :: $case:ident) => {
-        mod $case {
-            e2e!(@one runc HANDLER_RUNC $m::$case, |o| o);
-            e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
-        }
-    };
-    (podshim_handlers $m:ident :: $case:ident) => {
-        mod $case {
-            e2e!(@one podshim HANDLER_PODSHIM $m::$case, |o| o);
-            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, |o| o);
-            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, |o| o);
-        }
-    };
-    ($m:ident :: $case:ident) => { e2e!($m::$case, |o| o); };
-    ($m:ident :: $case:ident, $opts:expr) => {
-        mod $case {
-            e2e!(@one runc HANDLER_RUNC $m::$case, $opts);
-            e2e!(@one podshim HANDLER_PODSHIM $m::$case, $opts);
-            e2e!(@one podshim_pauseless HANDLER_PAUSELESS $m::$case, $opts);
-            e2e!(@one podshim_sandboxer HANDLER_SANDBOXER $m::$case, $opts);
-        }
-    };
+    (@opts) => { |o| o };
+    (@opts $opts:expr) => { $opts };
 }
 
 e2e!(net::pod_ip_reachable);
@@ -149,18 +115,24 @@ e2e!(
 e2e!(lifecycle::stop_container);
 e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);
-e2e!(podshim_handlers lifecycle::oom_killed_at_once);
+e2e!(lifecycle::oom_killed_at_once [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::shim_killed);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
-e2e!(podshim_only restart::containerd_restart_backlog);
-e2e!(classic ctr::ctr_run);
-e2e!(classic ctr::missing_command);
-e2e!(classic ctr::ctr_bad_input);
-e2e!(podshim_only ctr::failing_runtime, super::ctr::failing_runtime_opts);
-e2e!(podshim_only runtime::configured_runtime, super::runtime::wrapper_opts);
-e2e!(podshim_handlers runtime::handler_features);
+e2e!(restart::containerd_restart_backlog[podshim]);
+e2e!(ctr::ctr_run [runc, podshim]);
+e2e!(ctr::missing_command [runc, podshim]);
+e2e!(ctr::ctr_bad_input [runc, podshim]);
+e2e!(
+    ctr::failing_runtime[podshim],
+    super::ctr::failing_runtime_opts
+);
+e2e!(
+    runtime::configured_runtime[podshim],
+    super::runtime::wrapper_opts
+);
+e2e!(runtime::handler_features [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(streaming::exec_stream);
 e2e!(streaming::attach_stream);
 e2e!(streaming::port_forward);
@@ -170,7 +142,7 @@ e2e!(sandbox::unknown_sysctl);
 e2e!(sandbox::sysctl_refusals);
 e2e!(sandbox::security_refusals);
 // hostNetwork: through podshim-pauseless only from 2.3 on (containerd#12983, see host_network).
-e2e!(pauseless_since [2, 3] podshim_pauseless_needs_2_3 sandbox::host_network_refusals);
+e2e!(sandbox::host_network_refusals [runc, podshim, podshim_pauseless_needs_2_3, podshim_sandboxer]);
 e2e!(sandbox::default_sysctls);
 e2e!(sandbox::verbose_status);
 e2e!(
@@ -186,9 +158,37 @@ e2e!(sandbox::pod_resize);
 // panics in its own bundle code (containerd#12983, fixed by containerd#13131 in 2.3.0, not
 // backported to 2.2): podshim-pauseless runs it from 2.3 on. podshim-sandboxer makes its own
 // bundles and runs it on every release.
-e2e!(pauseless_since [2, 3] podshim_pauseless_needs_2_3 sandbox::host_network);
-e2e!(pauseless_only sandbox::no_pause);
-e2e!(podshim_only snapshotter::pull_unpack_run, super::snapshotter::pull_opts);
-e2e!(podshim_only snapshotter::stats_imagefs, super::snapshotter::stats_opts);
-e2e!(sandboxer_only sandboxer::sandboxer_restart_mid_pod, super::sandboxer::pool_of_two);
-e2e!(sandboxer_only sandboxer::sandboxer_warm_pool, super::sandboxer::pool_of_two);
+e2e!(sandbox::host_network [runc, podshim, podshim_pauseless_needs_2_3, podshim_sandboxer]);
+e2e!(sandbox::no_pause [podshim_pauseless, podshim_sandboxer]);
+e2e!(
+    snapshotter::pull_unpack_run[podshim],
+    super::snapshotter::pull_opts
+);
+e2e!(
+    snapshotter::stats_imagefs[podshim],
+    super::snapshotter::stats_opts
+);
+e2e!(
+    sandboxer::sandboxer_restart_mid_pod[podshim_sandboxer],
+    super::sandboxer::pool_of_two
+);
+e2e!(
+    sandboxer::sandboxer_warm_pool[podshim_sandboxer],
+    super::sandboxer::pool_of_two
+);
+
+#[test]
+fn test_names_give_the_handler_and_the_release() {
+    use podshim_integration::{HANDLER_PAUSELESS, HANDLER_RUNC};
+    assert_eq!(handler_and_release("runc"), (HANDLER_RUNC, None));
+    assert_eq!(
+        handler_and_release("podshim_pauseless_needs_2_3"),
+        (HANDLER_PAUSELESS, Some((2, 3)))
+    );
+    for bad in ["crun", "podshim_needs_2", "podshim_needs_x_y"] {
+        assert!(
+            std::panic::catch_unwind(|| handler_and_release(bad)).is_err(),
+            "{bad}"
+        );
+    }
+}
