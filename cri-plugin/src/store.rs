@@ -18,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::warn;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -31,27 +30,7 @@ const POOL: TableDefinition<&str, &[u8]> = TableDefinition::new("pool");
 
 pub const FILE_NAME: &str = "sandboxer.redb";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timestamp {
-    pub secs: i64,
-    pub nanos: i32,
-}
-
-impl Timestamp {
-    pub fn now() -> Self {
-        Self::from(SystemTime::now())
-    }
-}
-
-impl From<SystemTime> for Timestamp {
-    fn from(t: SystemTime) -> Self {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        Timestamp {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
-    }
-}
+pub use podshim_common::time::Timestamp;
 
 /// A pod shim process as started: enough to reach it, to tell whether it is still there and to
 /// clean up after it.

@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -58,23 +57,7 @@ pub struct Usage {
     pub inodes: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timestamp {
-    pub secs: i64,
-    pub nanos: i32,
-}
-
-impl Timestamp {
-    pub fn now() -> Self {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp {
-            secs: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
-    }
-}
+pub use podshim_common::time::Timestamp;
 
 /// One snapshot's metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

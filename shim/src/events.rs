@@ -155,10 +155,10 @@ async fn forward(address: String, namespace: String, mut rx: mpsc::Receiver<Even
 }
 
 pub fn timestamp(t: SystemTime) -> Timestamp {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let t = podshim_common::time::Timestamp::from(t);
     Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
+        seconds: t.secs,
+        nanos: t.nanos,
         ..Default::default()
     }
 }
