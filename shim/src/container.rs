@@ -15,6 +15,10 @@ use crate::{
     process::Process,
 };
 
+/// Execs one container may hold at once (created and not yet deleted). An exec probe holds one
+/// for its run; a client that never deletes its execs is refused past this.
+pub const MAX_EXECS: usize = 256;
+
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
@@ -73,6 +77,12 @@ impl Container {
             return Err(Error::AlreadyExists(format!(
                 "exec {} of container {} already exists",
                 process.exec_id, self.id
+            )));
+        }
+        if execs.len() >= MAX_EXECS {
+            return Err(Error::ResourceExhausted(format!(
+                "container {} holds {MAX_EXECS} execs: delete one before adding another",
+                self.id
             )));
         }
         let process = Arc::new(process);

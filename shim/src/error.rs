@@ -16,6 +16,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// A bound of the shim's (execs per container); the same request may succeed later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The OCI runtime binary refused or failed; the message is its own.
     #[error("{binary} {command} failed: {message}")]
     Runtime {
@@ -61,6 +64,7 @@ impl Error {
             Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::ResourceExhausted(_) => Code::RESOURCE_EXHAUSTED,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Code::NOT_FOUND
             }

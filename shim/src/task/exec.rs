@@ -15,6 +15,10 @@ use crate::{
     task::watch_exit,
 };
 
+/// An exec's OCI process (args, env, capabilities, rlimits) is kept until its Start: 1 MiB is
+/// far more than any real one and bounds what one request can make the shim hold.
+const MAX_EXEC_SPEC: usize = 1 << 20;
+
 pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
     let container = pod.container(&req.id)?;
     podshim_common::id::validate("exec id", &req.exec_id)?;
@@ -23,6 +27,12 @@ pub async fn exec(pod: &Arc<Pod>, req: ExecProcessRequest) -> Result<()> {
         .spec
         .as_ref()
         .ok_or_else(|| Error::InvalidArgument("exec request has no process spec".into()))?;
+    if spec.value.len() > MAX_EXEC_SPEC {
+        return Err(Error::InvalidArgument(format!(
+            "exec process spec is {} bytes, the limit is {MAX_EXEC_SPEC}",
+            spec.value.len()
+        )));
+    }
     // Checked now so a malformed spec fails Exec, not the later Start.
     crate::spec::check_json_object(&spec.value, "exec process spec")?;
     let process = Process::new(

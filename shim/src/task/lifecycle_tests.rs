@@ -252,6 +252,48 @@ async fn two_starts_at_once_one_runs_and_the_other_is_refused() {
     assert_eq!(starts, 1, "{:?}", h.runtime.calls());
 }
 
+/// The same for an exec: one `runc exec`, and no signal while it has no pid (pid 0 would be the
+/// shim's own process group).
+#[tokio::test(flavor = "current_thread")]
+async fn two_starts_of_one_exec_run_it_once() {
+    let h = Harness::new(ScriptedRuntime {
+        start_gate: Some(Semaphore::new(1)),
+        ..ScriptedRuntime::working()
+    });
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exec("c1", "e1").await.unwrap();
+    let svc = h.svc.clone();
+    let first = tokio::spawn(async move {
+        let req = StartRequest {
+            id: "c1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        svc.start(&ctx(), req).await
+    });
+    settle().await;
+    refused(
+        h.start("c1", "e1").await,
+        Code::FAILED_PRECONDITION,
+        "is starting",
+    );
+    refused(
+        h.kill("c1", "e1", false).await,
+        Code::NOT_FOUND,
+        "has not been started",
+    );
+    h.runtime.start_gate.as_ref().unwrap().add_permits(1);
+    first.await.unwrap().unwrap();
+    let execs = h
+        .runtime
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("exec"))
+        .count();
+    assert_eq!(execs, 1, "{:?}", h.runtime.calls());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn an_exit_during_start_wins() {
     let h = Harness::new(ScriptedRuntime {
@@ -396,6 +438,43 @@ async fn a_kill_after_an_exec_exited_signals_nothing() {
     h.runtime.exec_stdio.lock().unwrap().clear();
     assert_eq!(h.wait("c1", "e1").await, 0);
     reader.join().unwrap().unwrap();
+}
+
+/// A container's execs are bounded: a client that adds execs and never deletes them gets
+/// ResourceExhausted, not a shim that grows until the pod's memory limit kills it; one deleted
+/// makes room again. An exec's process spec is bounded too.
+#[tokio::test(flavor = "current_thread")]
+async fn execs_are_bounded_in_number_and_size() {
+    let h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    for i in 0..crate::container::MAX_EXECS {
+        h.exec("c1", &format!("e{i}")).await.unwrap();
+    }
+    refused(
+        h.exec("c1", "one-more").await,
+        Code::RESOURCE_EXHAUSTED,
+        "execs",
+    );
+    h.delete("c1", "e0").await.unwrap();
+    h.exec("c1", "one-more").await.unwrap();
+
+    let huge = format!(r#"{{"args":["true"],"env":["X={}"]}}"#, "x".repeat(2 << 20));
+    let req = ExecProcessRequest {
+        id: "c1".into(),
+        exec_id: "huge".into(),
+        spec: Some(Any {
+            value: huge.into_bytes(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    refused(
+        h.svc.exec(&ctx(), req).await,
+        Code::INVALID_ARGUMENT,
+        "bytes",
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
