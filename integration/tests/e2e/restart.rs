@@ -173,3 +173,76 @@ async fn restart_with_writer(
     );
     Ok(())
 }
+
+/// A container writes 3000 numbered lines and exits 3 while containerd is down. containerd,
+/// back, must learn the exit (code 3, not 255 `Unknown`) and CRI must reattach the output the
+/// shim kept: every line in the CRI log, in order. containerd's loader deletes a task whose shim
+/// answers `Pids` with an empty list as a leaked shim (containerd#6860) before CRI looks at it;
+/// containerd's runc shim loses both the exit and the lines this way, so the case runs for
+/// podshim's handlers only.
+pub async fn exit_while_containerd_down(c: &mut Containerd) -> Result<()> {
+    const LINES: u64 = 3000;
+    let pod = c.run_pod("exit-down").await?;
+    let cfg = sh(
+        "writer",
+        &format!(
+            "echo ready; sleep 2; i=0; while [ $i -lt {LINES} ]; do echo \"line $i\"; \
+             i=$((i+1)); done; exit 3"
+        ),
+    );
+    let log = pod.log_file(&cfg);
+    let id = c.run_container(&pod, cfg).await?;
+    logs::wait_for(&log, Duration::from_secs(10), |l| {
+        logs::full_lines(l, "stdout").iter().any(|s| s == "ready")
+    })
+    .await?;
+    let init = pod.container_init_pid(&id)?;
+    c.kill_containerd().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sys::pid_alive(init) {
+        ensure!(
+            Instant::now() < deadline,
+            "the writer (pid {init}) still runs 30 s after containerd went down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its exit is reaped and held by the shim; containerd learns it only when back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.respawn().await?;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cs = loop {
+        let cs = c.cri.container_status(&id).await?;
+        if cs.state == ContainerState::ContainerExited as i32 {
+            break cs;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "writer not EXITED 20 s after containerd came back: {cs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        cs.exit_code == 3,
+        "exit code {} reason {:?} (want 3): containerd lost the exit that happened while it was down",
+        cs.exit_code,
+        cs.reason
+    );
+    let lines = logs::read(&log)?;
+    let out = logs::full_lines(&lines, "stdout");
+    let want: Vec<String> = std::iter::once("ready".to_string())
+        .chain((0..LINES).map(|i| format!("line {i}")))
+        .collect();
+    if out != want {
+        let at = out.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        bail!(
+            "{} lines in the CRI log, want {}; first difference at line {at}: {:?}",
+            out.len(),
+            want.len(),
+            out.get(at)
+        );
+    }
+    c.cri.remove_container(&id).await?;
+    c.remove_pod(&pod).await?;
+    Ok(())
+}

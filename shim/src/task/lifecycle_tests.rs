@@ -532,3 +532,34 @@ fn the_status_containerd_sees() {
     assert_eq!(seen(Starting), EnumOrUnknown::new(Status::CREATED));
     assert_eq!(seen(Deleted), EnumOrUnknown::new(Status::STOPPED));
 }
+
+/// containerd's loader, back after a restart, deletes a task whose shim answers `Pids` with an
+/// empty list as a leaked shim (containerd#6860), losing its exit and its kept output. A
+/// stopped container that was not deleted answers with its init's pid (runc's `ps` lists
+/// nothing once init exited); once deleted, NotFound.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stopped_container_answers_pids_until_deleted() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let pids = |id: &str| {
+        let req = PidsRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        let svc = h.svc.clone();
+        async move { svc.pids(&ctx(), req).await }
+    };
+    let pid = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exits.exit(pid, 3);
+    assert_eq!(h.wait("c1", "").await, 3);
+    let got: Vec<u32> = pids("c1")
+        .await
+        .unwrap()
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(got, [pid]);
+    h.delete("c1", "").await.unwrap();
+    refused(pids("c1").await, Code::NOT_FOUND, "c1");
+}

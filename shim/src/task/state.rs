@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Result},
     events::timestamp,
     pod::Pod,
+    process::ProcessStatus,
 };
 
 pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
@@ -31,18 +32,25 @@ pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
     })
 }
 
-/// A container's processes, or a pause-less sandbox's one process (containerd 2.3.4 asks for
-/// the sandbox id at restart and takes NotFound or an empty list for a leaked shim). A failing
-/// `ps` of a known container is no NotFound.
+/// A container's processes, or a pause-less sandbox's one process. containerd, back after a
+/// restart, takes NotFound or an empty list for a leaked shim (containerd#6860; 2.3.4 asks for the
+/// sandbox id too) and deletes the task before CRI looks at it: a container whose init exited and
+/// was not deleted answers with its init's pid (the OCI runtime's `ps` lists nothing then), so
+/// that CRI learns its exit and drains its kept output. A failing `ps` of a known container is no
+/// NotFound.
 pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
     let pids = match pod.sandbox_process(&req.id) {
         Some(pid) => vec![pid],
         None => {
-            pod.container(&req.id)?;
-            pod.runtime
-                .ps(&req.id)
-                .await
-                .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
+            let container = pod.container(&req.id)?;
+            if container.init.status() == ProcessStatus::Stopped {
+                vec![container.init.pid()]
+            } else {
+                pod.runtime
+                    .ps(&req.id)
+                    .await
+                    .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
+            }
         }
     };
     Ok(PidsResponse {
