@@ -1241,6 +1241,11 @@ imports = [{imports}]
         d.join(name)
     }
 
+    /// Have `stop` copy containerd's log, teardown included, to `path` before the temp dir goes.
+    pub fn keep_log_at(&mut self, path: PathBuf) {
+        self.save_log_to = Some(path);
+    }
+
     /// Copy containerd's log next to the image cache (kept after the temp dir is gone).
     pub fn save_log(&self) -> PathBuf {
         let p = self.log_copy_path();

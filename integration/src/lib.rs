@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod arch_map;
 pub mod bench_snapshots;
+pub mod chaos;
 pub mod containerd;
 pub mod cri;
 pub mod images;

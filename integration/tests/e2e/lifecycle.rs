@@ -330,8 +330,14 @@ async fn oom_killed_after(c: &mut Containerd, delay: &str) -> Result<()> {
             }
         }
         match later {
-            Some(d) => bail!("reason {:?} when the exit was seen; OOMKilled only {d:?} later (TaskOOM published late)", st.reason),
-            None => bail!("reason {:?} (want OOMKilled); still not OOMKilled 5 s later (no TaskOOM)", st.reason),
+            Some(d) => bail!(
+                "reason {:?} when the exit was seen; OOMKilled only {d:?} later (TaskOOM published late)",
+                st.reason
+            ),
+            None => bail!(
+                "reason {:?} (want OOMKilled); still not OOMKilled 5 s later (no TaskOOM)",
+                st.reason
+            ),
         }
     }
     Ok(())
