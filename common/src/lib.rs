@@ -8,6 +8,6 @@ pub mod id;
 pub mod logger;
 pub mod pod_api;
 pub mod socket;
-pub mod time;
 #[allow(unsafe_code)]
 mod sys;
+pub mod time;

@@ -36,7 +36,10 @@ fn assert_disk_full(what: &str, e: Error) {
 
 #[test]
 fn a_full_disk_fails_the_request_and_the_next_succeeds_once_there_is_room() {
-    assert!(is_root(), "a full disk needs a tmpfs of the test's own: run the tests as root");
+    assert!(
+        is_root(),
+        "a full disk needs a tmpfs of the test's own: run the tests as root"
+    );
     let fs = Tmpfs::mount("2m");
     let s = Snapshotter::open(Config::new(fs.path().join("root"))).unwrap();
     s.prepare("kept", "", labels(&[("a", "1")])).unwrap();
