@@ -563,3 +563,29 @@ async fn a_stopped_container_answers_pids_until_deleted() {
     h.delete("c1", "").await.unwrap();
     refused(pids("c1").await, Code::NOT_FOUND, "c1");
 }
+
+/// ttrpc drops a request's handler when containerd's connection goes (containerd killed or
+/// restarted): an operation under way still completes, so that the container it concerns is
+/// neither forgotten half-made nor stuck in Starting. containerd, back, finds it as it is.
+#[tokio::test(flavor = "current_thread")]
+async fn a_start_whose_caller_went_away_completes() {
+    let h = Harness::new(ScriptedRuntime {
+        start_gate: Some(Semaphore::new(0)),
+        ..ScriptedRuntime::working()
+    });
+    h.create("c1").await;
+    let svc = h.svc.clone();
+    let caller = tokio::spawn(async move {
+        let req = StartRequest {
+            id: "c1".into(),
+            ..Default::default()
+        };
+        svc.start(&ctx(), req).await
+    });
+    settle().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    h.runtime.start_gate.as_ref().unwrap().add_permits(1);
+    settle().await;
+    assert_eq!(h.status("c1", "").await.0, Status::RUNNING);
+}

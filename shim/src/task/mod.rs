@@ -48,6 +48,22 @@ fn done(r: crate::error::Result<()>) -> TtrpcResult<Empty> {
     edge(r.map(|()| Empty::new()))
 }
 
+/// ttrpc drops a request's handler when its connection closes (containerd killed or restarted).
+/// An operation that changes a container or process runs as a task of its own, so it completes
+/// either way: containerd, back, finds the container as it is, never half made or left Starting.
+async fn to_completion<T, F>(
+    pod: &Arc<Pod>,
+    op: impl FnOnce(Arc<Pod>) -> F,
+) -> crate::error::Result<T>
+where
+    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(op(pod.clone()))
+        .await
+        .unwrap_or_else(|e| Err(crate::error::Error::Other(format!("task request: {e}"))))
+}
+
 #[async_trait]
 impl Task for TaskService {
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
@@ -58,40 +74,81 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
-        edge(create::create(&self.pod, req).await)
+        edge(
+            to_completion(
+                &self.pod,
+                |pod| async move { create::create(&pod, req).await },
+            )
+            .await,
+        )
     }
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        edge(start::start(&self.pod, &req).await)
+        edge(
+            to_completion(
+                &self.pod,
+                |pod| async move { start::start(&pod, &req).await },
+            )
+            .await,
+        )
     }
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        edge(delete::delete(&self.pod, &req).await)
+        edge(
+            to_completion(
+                &self.pod,
+                |pod| async move { delete::delete(&pod, &req).await },
+            )
+            .await,
+        )
     }
     async fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
         edge(state::pids(&self.pod, &req).await)
     }
     async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
-        done(pause::pause(&self.pod, &req.id).await)
+        done(
+            to_completion(
+                &self.pod,
+                |pod| async move { pause::pause(&pod, &req.id).await },
+            )
+            .await,
+        )
     }
     async fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
-        done(pause::resume(&self.pod, &req.id).await)
+        done(
+            to_completion(&self.pod, |pod| async move {
+                pause::resume(&pod, &req.id).await
+            })
+            .await,
+        )
     }
     async fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
         done(pause::checkpoint(&self.pod, &req.id))
     }
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        done(kill::kill(&self.pod, &req).await)
+        done(to_completion(&self.pod, |pod| async move { kill::kill(&pod, &req).await }).await)
     }
     async fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        done(exec::exec(&self.pod, req).await)
+        done(to_completion(&self.pod, |pod| async move { exec::exec(&pod, req).await }).await)
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         done(stdio::resize_pty(&self.pod, &req).await)
     }
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        done(stdio::close_io(&self.pod, &req).await)
+        done(
+            to_completion(
+                &self.pod,
+                |pod| async move { stdio::close_io(&pod, &req).await },
+            )
+            .await,
+        )
     }
     async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
-        done(stats::update(&self.pod, &req).await)
+        done(
+            to_completion(
+                &self.pod,
+                |pod| async move { stats::update(&pod, &req).await },
+            )
+            .await,
+        )
     }
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         edge(wait::wait(&self.pod, &req).await)
