@@ -8,4 +8,46 @@ fn main() {
     if !features.split(',').any(|f| f == "crt-static") {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        cold_text();
+    }
+}
+
+/// std's backtrace symbolizer, which a shim runs only to print a panic's backtrace, in one run
+/// after .text rather than strewn among hot std functions: the kernel maps a file's text 64 KiB
+/// around each fault (fault-around), so a window holding one hot function is resident whole, and
+/// only a cold run as long as a window stays out of every shim's RSS.
+///
+/// A linker script fragment (`INSERT` keeps the default script) names the functions whose path is
+/// rooted in those crates: with function sections each is `.text.<v0 symbol>`, `_R`, a few path
+/// tags, then the root crate `Cs<hash>_<len><name>`. Generics of core and alloc over the
+/// symbolizer's types name those crates too, but later (after `Cs<hash>_4core...`), and are left
+/// where they are: LLVM merges identical functions, and the copy that stays may be the one hot
+/// code calls. ld's globs have no repetition, hence one pattern per tag length.
+fn cold_text() {
+    const CRATES: [&str; 5] = [
+        "5gimli",
+        "9addr2line",
+        "14rustc_demangle",
+        "11miniz_oxide",
+        "3std12backtrace_rs",
+    ];
+    let mut patterns = String::new();
+    for tags in 1..=16 {
+        for hash in 9..=11 {
+            for krate in CRATES {
+                patterns.push_str(&format!(
+                    "    *(.text._R{}Cs{}_{krate}[0-9s]*)\n",
+                    "?".repeat(tags),
+                    "?".repeat(hash)
+                ));
+            }
+        }
+    }
+    let script =
+        format!("SECTIONS\n{{\n  .text.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .text;\n");
+    let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("cold-text.ld");
+    std::fs::write(&path, script).unwrap();
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", path.display());
+    println!("cargo:rerun-if-changed=build.rs");
 }
