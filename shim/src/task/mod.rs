@@ -51,6 +51,7 @@ fn done(r: crate::error::Result<()>) -> TtrpcResult<Empty> {
 /// ttrpc drops a request's handler when its connection closes (containerd killed or restarted).
 /// An operation that changes a container or process runs as a task of its own, so it completes
 /// either way: containerd, back, finds the container as it is, never half made or left Starting.
+/// One boxed task type for every operation: tokio's task machinery is compiled once, not per RPC.
 async fn to_completion<T, F>(
     pod: &Arc<Pod>,
     op: impl FnOnce(Arc<Pod>) -> F,
@@ -59,9 +60,20 @@ where
     F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(op(pod.clone()))
-        .await
-        .unwrap_or_else(|e| Err(crate::error::Error::Other(format!("task request: {e}"))))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let work = op(pod.clone());
+    spawn_boxed(Box::pin(async move {
+        let _ = tx.send(work.await);
+    }));
+    rx.await.unwrap_or_else(|_| {
+        Err(crate::error::Error::Other(
+            "task request: the runtime went away".into(),
+        ))
+    })
+}
+
+fn spawn_boxed(work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
+    tokio::spawn(work);
 }
 
 #[async_trait]
