@@ -1,4 +1,5 @@
-//! containerd's task API (v3), one file per operation; this file only routes and maps errors.
+//! containerd's task API (v3), one file per operation; this file routes, maps errors, and runs the
+//! operations that change a container to completion whoever is still waiting for them.
 
 mod connect;
 mod create;
