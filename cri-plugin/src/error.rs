@@ -97,17 +97,11 @@ impl Error {
     /// The disk (or the quota) the error met is full.
     fn is_disk_full(&self) -> bool {
         let source = match self {
-            Error::Io { source, .. } => source,
-            Error::Store(e) => match &**e {
-                redb::Error::Io(source) => source,
-                _ => return false,
-            },
-            _ => return false,
+            Error::Io { source, .. } => Some(source),
+            Error::Store(e) => podshim_common::store::io_error(e),
+            _ => None,
         };
-        matches!(
-            source.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+        source.is_some_and(podshim_common::store::is_disk_full)
     }
 
     /// The shim is not there to answer: its process is gone or its socket is closed.
@@ -120,23 +114,7 @@ impl Error {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Store(Box::new(redb::Error::from(e)))
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+podshim_common::from_redb!(Error, Error::Store);
 
 #[cfg(test)]
 mod tests {
