@@ -1105,31 +1105,9 @@ pub fn table(reports: &[Report]) -> String {
     let mut s = String::new();
     s.push_str("| handler | chaos s | wall s | pods started | start failed | removed | kills containerd | kills sandboxer | kills pod shim | kills pool shim | slowest containerd restart s | containers complete / prefix | lines checked | leaks | violations |\n");
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    let k = |r: &Report, t| r.kills.get(&t).copied().unwrap_or(0);
-    let complete = |r: &Report| r.classes.get(&Class::Complete).copied().unwrap_or(0);
-    let prefix = |r: &Report| r.classes.values().sum::<usize>() - complete(r);
-    let slowest = |r: &Report| r.containerd_restarts.iter().copied().fold(0.0, f64::max);
     let mut tot = Report::default();
     for r in reports {
-        s.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} / {} | {} | {} | {} |\n",
-            r.handler,
-            r.chaos_secs,
-            r.wall_secs,
-            r.pods_started,
-            r.pod_start_failures,
-            r.pods_removed,
-            k(r, Target::Containerd),
-            k(r, Target::Sandboxer),
-            k(r, Target::PodShim),
-            k(r, Target::PoolShim),
-            slowest(r),
-            complete(r),
-            prefix(r),
-            r.lines_checked,
-            r.leaks.len(),
-            r.violations.len()
-        ));
+        s.push_str(&row(r));
         tot.chaos_secs += r.chaos_secs;
         tot.wall_secs += r.wall_secs;
         tot.pods_started += r.pods_started;
@@ -1148,27 +1126,32 @@ pub fn table(reports: &[Report]) -> String {
         tot.violations.extend(r.violations.iter().cloned());
     }
     tot.handler = "**total**".into();
-    let r = &tot;
-    s.push_str(&format!(
-        "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} / {} | {} | {} | {} |\n",
+    s.push_str(&row(&tot));
+    s
+}
+
+/// One line of [`table`].
+fn row(r: &Report) -> String {
+    let k = |t| r.kills.get(&t).copied().unwrap_or(0);
+    let complete = r.classes.get(&Class::Complete).copied().unwrap_or(0);
+    let prefix = r.classes.values().sum::<usize>() - complete;
+    let slowest = r.containerd_restarts.iter().copied().fold(0.0, f64::max);
+    format!(
+        "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {slowest:.1} | {complete} / {prefix} | {} | {} | {} |\n",
         r.handler,
         r.chaos_secs,
         r.wall_secs,
         r.pods_started,
         r.pod_start_failures,
         r.pods_removed,
-        k(r, Target::Containerd),
-        k(r, Target::Sandboxer),
-        k(r, Target::PodShim),
-        k(r, Target::PoolShim),
-        slowest(r),
-        complete(r),
-        prefix(r),
+        k(Target::Containerd),
+        k(Target::Sandboxer),
+        k(Target::PodShim),
+        k(Target::PoolShim),
         r.lines_checked,
         r.leaks.len(),
         r.violations.len()
-    ));
-    s
+    )
 }
 
 /// The daemons' figures (Markdown).
