@@ -54,6 +54,9 @@ pub struct SandboxConfig {
     pub enable_unprivileged_ports: bool,
     /// `net.ipv4.ping_group_range = "0 2147483647"` in pods with their own network namespace.
     pub enable_unprivileged_icmp: bool,
+    /// A created sandbox without a network namespace whose removal says CRI gave up on it
+    /// (hostNetwork) is shut down after this many seconds without a StartSandbox.
+    pub start_deadline_secs: u64,
 }
 
 impl Default for SandboxConfig {
@@ -61,6 +64,8 @@ impl Default for SandboxConfig {
         Self {
             enable_unprivileged_ports: true,
             enable_unprivileged_icmp: true,
+            // Far past kubelet's RunPodSandbox deadline (twice its 2-minute request timeout).
+            start_deadline_secs: 600,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! RunPodSandbox between CreateSandbox and StartSandbox (pulling the pause image,
 //! containerd#12849) and then never calls the sandbox again. What CRI undoes when it gives up,
 //! the shim watches: the pod's network namespace file. A pod without one (hostNetwork) is given
-//! up after `START_DEADLINE` without a StartSandbox.
+//! up after the configured start deadline (`[sandbox] start_deadline_secs`) without a
+//! StartSandbox.
 
 use std::{
     collections::HashMap,
@@ -34,15 +35,13 @@ use crate::{
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How often a created sandbox checks whether CRI still wants it, until it starts.
 const ABANDON_POLL: Duration = Duration::from_secs(1);
-/// A created sandbox without a network namespace to watch is abandoned after this long without
-/// StartSandbox: far past any RunPodSandbox deadline of kubelet's (2 minutes).
-const START_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Whether CRI gave up on a sandbox created `age` ago that has not started.
-fn abandoned(netns: Option<&Path>, age: Duration) -> bool {
+/// Whether CRI gave up on a sandbox created `age` ago that has not started: its network
+/// namespace is gone, or, without one, no start came within `deadline`.
+fn abandoned(netns: Option<&Path>, age: Duration, deadline: Duration) -> bool {
     match netns {
         Some(path) => !path.exists(),
-        None => age >= START_DEADLINE,
+        None => age >= deadline,
     }
 }
 
@@ -323,10 +322,12 @@ impl Sandboxes {
         let sandbox = Arc::new(PodSandbox::create(req, &self.pod.config.sandbox)?);
         self.pod.hold_for_sandbox(true);
         *current = Some(sandbox.clone());
+        let deadline = Duration::from_secs(self.pod.config.sandbox.start_deadline_secs);
         tokio::spawn(collect_if_abandoned(
             sandbox,
             self.pod.clone(),
             self.current.clone(),
+            deadline,
         ));
         Ok(())
     }
@@ -366,6 +367,7 @@ async fn collect_if_abandoned(
     sandbox: Arc<PodSandbox>,
     pod: Arc<Pod>,
     current: Arc<Mutex<Option<Arc<PodSandbox>>>>,
+    deadline: Duration,
 ) {
     let created = std::time::Instant::now();
     loop {
@@ -377,13 +379,13 @@ async fn collect_if_abandoned(
         {
             return;
         }
-        if abandoned(sandbox.netns.as_deref(), created.elapsed()) {
+        if abandoned(sandbox.netns.as_deref(), created.elapsed(), deadline) {
             break;
         }
     }
     warn!(
         "sandbox {}: abandoned before StartSandbox (its network namespace is gone, or no start \
-         within {START_DEADLINE:?}); shutting it down",
+         within {deadline:?}); shutting it down",
         sandbox.id
     );
     if let Err(e) = shut_down(&pod, &current, &sandbox.id).await {
@@ -400,10 +402,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let netns = dir.path().join("cni-1");
         std::fs::write(&netns, "").unwrap();
-        assert!(!abandoned(Some(&netns), START_DEADLINE * 2));
+        let deadline = Duration::from_secs(600);
+        assert!(!abandoned(Some(&netns), deadline * 2, deadline));
         std::fs::remove_file(&netns).unwrap();
-        assert!(abandoned(Some(&netns), Duration::ZERO));
-        assert!(!abandoned(None, START_DEADLINE - Duration::from_secs(1)));
-        assert!(abandoned(None, START_DEADLINE));
+        assert!(abandoned(Some(&netns), Duration::ZERO, deadline));
+        assert!(!abandoned(
+            None,
+            deadline - Duration::from_secs(1),
+            deadline
+        ));
+        assert!(abandoned(None, deadline, deadline));
     }
 }

@@ -381,6 +381,7 @@ mod tests {
         let off = SandboxConfig {
             enable_unprivileged_ports: false,
             enable_unprivileged_icmp: false,
+            ..on
         };
         assert!(holder_sysctls(&c, &off).is_empty());
         // The pod's own value wins, in either spelling.
