@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod containerd;
 pub mod controller;
 pub mod cri_info;
 pub mod error;

@@ -65,6 +65,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         pool.idle_count()
     );
     let pool_task = tokio::spawn(pool.clone().run());
+    tokio::spawn(sandboxes.clone().sweep());
 
     let listener = podshim_common::socket::bind_root_only(&cfg.address)?;
     log::info!(

@@ -18,6 +18,7 @@ use podshim_common::{
 };
 
 use crate::config::Config;
+use crate::containerd::{Containerd, Known};
 use crate::cri_info::CriInfo;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
@@ -34,8 +35,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 const DEAD_SHIM_EXIT: u32 = 255;
 /// Between WaitSandbox attempts on a shim that is alive but whose connection broke.
 const WAIT_RETRY: Duration = Duration::from_millis(500);
-/// How often the shim of a sandbox created but not started is looked for.
+/// How often a sandbox created but not started is checked: its shim, and containerd's record.
 const UNSTARTED_POLL: Duration = Duration::from_secs(1);
+/// How often every started sandbox is looked for in containerd's store.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 type Key = (String, String);
 
@@ -111,6 +114,7 @@ pub struct Sandboxes {
     store: Arc<Store>,
     launcher: Arc<Launcher>,
     pool: Arc<Pool>,
+    containerd: Containerd,
     containerd_root: PathBuf,
     containerd_state: PathBuf,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
@@ -126,6 +130,7 @@ impl Sandboxes {
             store,
             launcher,
             pool,
+            containerd: Containerd::new(&cfg.containerd.address),
             containerd_root: cfg.containerd.root.clone(),
             containerd_state: cfg.containerd.state.clone(),
             entries: Mutex::new(HashMap::new()),
@@ -314,9 +319,10 @@ impl Sandboxes {
     }
 
     /// A sandbox created but not started is containerd's only until its RunPodSandbox fails
-    /// (the pause image pull), after which nothing calls here about it again; its shim then
-    /// leaves (it watches the pod's network namespace). Once the shim is gone, the sandbox is
-    /// torn down and forgotten without waiting for a call.
+    /// (the pause image pull on 2.3, containerd#12849), after which nothing calls here about it
+    /// again. Once its shim is gone (it watches the pod's network namespace) or containerd's
+    /// store no longer has it (a hostNetwork pod has no namespace to watch), it is torn down
+    /// and forgotten without waiting for a call.
     fn watch_unstarted(self: &Arc<Self>, key: Key, entry: Arc<Entry>) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -328,17 +334,55 @@ impl Sandboxes {
                 if !unstarted(&this) {
                     return;
                 }
-                if launch::is_running(&entry.record().shim) {
+                let why = if !launch::is_running(&entry.record().shim) {
+                    "its shim left before it started"
+                } else if this.containerd.knows(&key.0, &key.1).await == Known::No {
+                    "containerd no longer has it, and it never started"
+                } else {
                     continue;
-                }
+                };
                 let _lifecycle = entry.lifecycle.lock().await;
                 if unstarted(&this) {
-                    info!("sandbox {}: its shim left before it started", key.1);
+                    info!("sandbox {}: {why}: tearing it down", key.1);
                     this.undo(&key, &entry).await;
                 }
                 return;
             }
         });
+    }
+
+    /// Started sandboxes containerd no longer has are torn down: nobody would stop them (CRI
+    /// 2.1 and 2.2 drop a sandbox whose RunPodSandbox fails after Start without a Shutdown).
+    /// containerd's record is written before Create is called here and removed after Shutdown
+    /// answered, so a started sandbox it lacks is one it gave up on. Runs for the daemon's life.
+    pub async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let started: Vec<(Key, Arc<Entry>)> = self
+                .entries()
+                .iter()
+                .filter(|(_, e)| e.record().state == State::Started)
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect();
+            for (key, entry) in started {
+                match self.containerd.knows(&key.0, &key.1).await {
+                    Known::Yes => {}
+                    Known::Unsure(e) => {
+                        log::debug!("sandbox {}: containerd not asked: {e}", key.1);
+                    }
+                    Known::No => {
+                        let _lifecycle = entry.lifecycle.lock().await;
+                        if self.is_current(&key, &entry) {
+                            info!(
+                                "sandbox {}: containerd no longer has it: tearing it down",
+                                key.1
+                            );
+                            self.undo(&key, &entry).await;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<()> {

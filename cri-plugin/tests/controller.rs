@@ -1001,3 +1001,107 @@ fn kill9(pid: i32) {
     )
     .unwrap();
 }
+
+/// containerd's sandbox store as the daemon asks it: the sandboxes in `gone` are NotFound, every
+/// other question fails with Unavailable (which must never be taken for an answer).
+#[derive(Clone)]
+struct FakeStore {
+    gone: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl tonic::server::NamedService for FakeStore {
+    const NAME: &'static str = "containerd.services.sandbox.v1.Store";
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl tower::Service<HttpRequest> for FakeStore {
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let gone = self.gone.clone();
+        Box::pin(async move {
+            use http_body_util::BodyExt;
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            // One gRPC message: a flag byte and a 4-byte length, then the request.
+            let asked = StoreGetRequest::decode(&body[5..]).unwrap().sandbox_id;
+            let status = match gone.lock().unwrap().contains(&asked) {
+                true => tonic::Status::not_found(format!("sandbox {asked}: not found")),
+                false => tonic::Status::unavailable("this containerd answers nothing else"),
+            };
+            Ok(status.into_http())
+        })
+    }
+}
+
+impl FakeStore {
+    /// Serves on the socket the daemon's config names as containerd's.
+    fn serve(d: &Daemon) -> FakeStore {
+        let store = FakeStore {
+            gone: Default::default(),
+        };
+        let listener = tokio::net::UnixListener::bind(d.path().join("containerd.sock")).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(store.clone())
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        store
+    }
+
+    fn drop_sandbox(&self, id: &str) {
+        self.gone.lock().unwrap().push(id.to_string());
+    }
+}
+
+/// A sandbox containerd's store no longer has is one CRI gave up on without telling its
+/// controller (2.3: the pause image pull failed after Create; 2.1, 2.2: a failure after Start):
+/// it is torn down, created or started, without a call. A containerd that cannot answer proves
+/// nothing: those sandboxes stay.
+#[tokio::test]
+async fn sandboxes_containerd_no_longer_has_are_torn_down() {
+    bounded(async {
+        let mut d = Daemon::new(0);
+        let containerd = FakeStore::serve(&d);
+        let mut c = d.client().await;
+        let (kept, started, unstarted) = (d.id("kept"), d.id("started"), d.id("unstarted"));
+        for id in [&kept, &started, &unstarted] {
+            create(&mut c, id).await.unwrap();
+        }
+        for id in [&kept, &started] {
+            start(&mut c, id).await;
+        }
+        containerd.drop_sandbox(&started);
+        containerd.drop_sandbox(&unstarted);
+        for id in [&unstarted, &started] {
+            let torn_down = format!("sandbox {id}: shim {id} gone, record removed");
+            // The started one waits for the sweep (every 30 s).
+            for _ in 0..45 * 50 {
+                if d.log().contains(&torn_down) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(d.log().contains(&torn_down), "{id} kept\n{}", d.log());
+            assert_eq!(status(&mut c, id).await, Err(Code::NotFound));
+            assert_eq!(holders(id), Vec::<i32>::new());
+        }
+        assert_eq!(status(&mut c, &kept).await.unwrap().state, "SANDBOX_READY");
+        shutdown(&mut c, &kept).await.unwrap();
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}

@@ -151,6 +151,10 @@ e2e!(
     super::sandbox::without_pause_image
 );
 e2e!(
+    sandbox::pause_image_missing_host_network [runc, podshim, podshim_pauseless_needs_2_3, podshim_sandboxer],
+    super::sandbox::without_pause_image_short_start_deadline
+);
+e2e!(
     sandbox::network_setup_fails,
     super::sandbox::cni_plugin_missing
 );

@@ -385,13 +385,41 @@ pub fn without_pause_image(mut o: podshim_integration::Options) -> podshim_integ
     o
 }
 
+/// As [`without_pause_image`]; a podshim-pauseless shim gives up on a created sandbox without a
+/// network namespace after 3 s instead of its default 600 (`start_deadline_secs`), so that the
+/// case sees it go. podshim-sandboxer's pods keep the default: that daemon asks containerd.
+pub fn without_pause_image_short_start_deadline(
+    o: podshim_integration::Options,
+) -> podshim_integration::Options {
+    let mut o = without_pause_image(o);
+    if o.handler == podshim_integration::containerd::HANDLER_PAUSELESS {
+        o.shim_config =
+            "[runtime]\nroot = \"{dir}/podshim-runc\"\n[sandbox]\nstart_deadline_secs = 3\n".into();
+    }
+    o
+}
+
 /// RunPodSandbox with no pause image in containerd's store (and no registry to pull it from).
 /// Pods that run a pause container fail; pause-less pods need none on containerd < 2.3, and from
 /// 2.3 on CRI pulls it anyway, after the sandbox was created (containerd#12849), then never calls
 /// the sandbox again: the failed pod must leave nothing, its created sandbox included.
 pub async fn pause_image_missing(c: &mut Containerd) -> Result<()> {
+    let cfg = c.pod_config("nopauseimg");
+    run_without_pause_image(c, cfg).await
+}
+
+/// The same for a hostNetwork pod: no network namespace goes away when CRI gives up on it, so
+/// nothing but the sandbox controller's own bookkeeping can find the created sandbox again.
+pub async fn pause_image_missing_host_network(c: &mut Containerd) -> Result<()> {
+    let mut cfg = c.pod_config("nopausehostnet");
+    namespaces(&mut cfg).network = NamespaceMode::Node as i32;
+    cfg.hostname.clear();
+    run_without_pause_image(c, cfg).await
+}
+
+async fn run_without_pause_image(c: &mut Containerd, cfg: PodSandboxConfig) -> Result<()> {
     let pull_fails = c.needs_pause_image();
-    match c.run_pod("nopauseimg").await {
+    match c.run_pod_with(cfg).await {
         Ok(pod) if !pull_fails => {
             c.remove_pod(&pod).await?;
             Ok(())
