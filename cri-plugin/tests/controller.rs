@@ -37,6 +37,14 @@ fn shim_binary() -> PathBuf {
     bin
 }
 
+/// An executable `sh` script.
+fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    let mut perm = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(path, perm).unwrap();
+}
+
 struct Daemon {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -78,27 +86,46 @@ impl Daemon {
 
     /// A daemon whose shims take `delay` more to `start` (a wrapper sleeps, then runs the shim).
     fn with_start_delay(pool: usize, delay: Option<Duration>) -> Daemon {
+        Daemon::build(pool, delay, None)
+    }
+
+    /// A daemon whose shims' sandbox holders take `delay` more to start: the shim, linked into
+    /// the case's directory, finds a `podshim-holder` there that sleeps, then runs the holder.
+    fn with_slow_holder(delay: Duration) -> Daemon {
+        Daemon::build(0, None, Some(delay))
+    }
+
+    fn build(pool: usize, delay: Option<Duration>, holder_delay: Option<Duration>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pssb-")
             .tempdir_in("/tmp")
             .unwrap();
         let d = dir.path();
-        let shim = match delay {
-            None => shim_binary(),
-            Some(delay) => {
+        let shim = match (delay, holder_delay) {
+            (None, None) => shim_binary(),
+            (None, Some(holder_delay)) => {
+                let shim = d.join(SHIM);
+                std::fs::hard_link(shim_binary(), &shim).unwrap();
+                write_script(
+                    &d.join("podshim-holder"),
+                    &format!(
+                        "sleep {}\nexec {} \"$@\"\n",
+                        holder_delay.as_secs_f64(),
+                        shim.display()
+                    ),
+                );
+                shim
+            }
+            (Some(delay), _) => {
                 let wrapper = d.join(format!("slow-{SHIM}"));
-                std::fs::write(
+                write_script(
                     &wrapper,
-                    format!(
-                        "#!/bin/sh\ncase \" $* \" in *\" start \"*) sleep {};; esac\nexec {} \"$@\"\n",
+                    &format!(
+                        "case \" $* \" in *\" start \"*) sleep {};; esac\nexec {} \"$@\"\n",
                         delay.as_secs_f64(),
                         shim_binary().display()
                     ),
-                )
-                .unwrap();
-                let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
-                std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-                std::fs::set_permissions(&wrapper, perm).unwrap();
+                );
                 wrapper
             }
         };
@@ -1100,6 +1127,57 @@ async fn sandboxes_containerd_no_longer_has_are_torn_down() {
         }
         assert_eq!(status(&mut c, &kept).await.unwrap().state, "SANDBOX_READY");
         shutdown(&mut c, &kept).await.unwrap();
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// The caller of a pod shim's StartSandbox hangs up while the holder starts (containerd, whose
+/// `shim` sandboxer calls the shim directly, killed: ttrpc cancels the handlers of a connection
+/// that breaks): the start completes and is recorded all the same, so the next Start finds the
+/// one holder instead of starting a second, and Shutdown leaves none.
+#[tokio::test]
+async fn a_start_whose_caller_went_away_completes() {
+    bounded(async {
+        let mut d = Daemon::with_slow_holder(Duration::from_millis(500));
+        let mut c = d.client().await;
+        let id = d.id("hungup");
+        create(&mut c, &id).await.unwrap();
+        let address = status(&mut c, &id).await.unwrap().address;
+        // A caller of its own, on a runtime of its own that goes away while the holder starts:
+        // dropping the runtime closes the connection under the pending request.
+        let caller = {
+            let (address, id) = (address.clone(), id.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let shim = podshim_sandboxer::shim::PodShim::connect(
+                        address.trim_start_matches("ttrpc+"),
+                    )
+                    .await
+                    .unwrap();
+                    tokio::time::timeout(Duration::from_millis(100), shim.start(&id))
+                        .await
+                        .is_err()
+                })
+            })
+        };
+        assert!(
+            caller.join().unwrap(),
+            "the start answered before its holder could start"
+        );
+        let s = start(&mut c, &id).await;
+        assert_eq!(
+            holders(&id),
+            vec![s.pid as i32],
+            "one holder, the one Start answered"
+        );
+        shutdown(&mut c, &id).await.unwrap();
+        assert_eq!(holders(&id), Vec::<i32>::new());
         d.terminate();
         d.assert_nothing_left();
     })

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 mod cgroup;
+mod completion;
 mod config;
 mod connections;
 mod container;

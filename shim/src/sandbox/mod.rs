@@ -1,7 +1,8 @@
 //! containerd's Sandbox API (`containerd.runtime.sandbox.v1.Sandbox`): a pause-less pod whose
 //! sandbox is the shim itself. Served next to the task API on the pod shim's socket, for
 //! containerd's built-in `shim` sandboxer and for podshim-sandboxer. This file routes and maps
-//! errors; the pod's lifecycle is in lifecycle.rs.
+//! errors; the pod's lifecycle is in lifecycle.rs. Create, Start, Stop and Shutdown run through
+//! `completion::to_completion`: a caller that hangs up never leaves a holder nobody recorded.
 
 pub mod files;
 pub mod holder;
@@ -25,19 +26,19 @@ use containerd_shim_protos::{
     types::platform::Platform,
 };
 
-use crate::{error::Result, events::timestamp, pod::Pod};
+use crate::{completion::to_completion, error::Result, events::timestamp, pod::Pod};
 
 use lifecycle::{CreateRequest, Sandboxes};
 use podshim_common::pod_api::{architecture, STATE_NOTREADY, STATE_READY};
 
 pub struct SandboxService {
-    sandboxes: Sandboxes,
+    sandboxes: Arc<Sandboxes>,
 }
 
 impl SandboxService {
     pub fn new(pod: Arc<Pod>) -> Self {
         SandboxService {
-            sandboxes: Sandboxes::new(pod),
+            sandboxes: Arc::new(Sandboxes::new(pod)),
         }
     }
 }
@@ -72,18 +73,23 @@ impl Sandbox for SandboxService {
         _: &TtrpcContext,
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
-        let (type_url, value) = req
-            .options
-            .as_ref()
-            .map_or(("", &[][..]), |a| (a.type_url.as_str(), a.value.as_slice()));
-        edge(self.sandboxes.create(CreateRequest {
-            sandbox_id: &req.sandbox_id,
-            bundle: Path::new(&req.bundle_path),
-            options_type_url: type_url,
-            options: value,
-            netns_path: &req.netns_path,
-            annotations: &req.annotations,
-        }))?;
+        edge(
+            to_completion(&self.sandboxes, |s| async move {
+                let (type_url, value) = req
+                    .options
+                    .as_ref()
+                    .map_or(("", &[][..]), |a| (a.type_url.as_str(), a.value.as_slice()));
+                s.create(CreateRequest {
+                    sandbox_id: &req.sandbox_id,
+                    bundle: Path::new(&req.bundle_path),
+                    options_type_url: type_url,
+                    options: value,
+                    netns_path: &req.netns_path,
+                    annotations: &req.annotations,
+                })
+            })
+            .await,
+        )?;
         Ok(CreateSandboxResponse::new())
     }
 
@@ -92,7 +98,12 @@ impl Sandbox for SandboxService {
         _: &TtrpcContext,
         req: StartSandboxRequest,
     ) -> ttrpc::Result<StartSandboxResponse> {
-        let (sandbox, pid) = edge(self.sandboxes.start(&req.sandbox_id).await)?;
+        let (sandbox, pid) = edge(
+            to_completion(&self.sandboxes, |s| async move {
+                s.start(&req.sandbox_id).await
+            })
+            .await,
+        )?;
         let spec = spec::runtime_spec(&sandbox.view(), pid);
         Ok(StartSandboxResponse {
             pid,
@@ -129,7 +140,13 @@ impl Sandbox for SandboxService {
         req: StopSandboxRequest,
     ) -> ttrpc::Result<StopSandboxResponse> {
         let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
-        sandbox.stop().await;
+        edge(
+            to_completion(&sandbox, |sandbox| async move {
+                sandbox.stop().await;
+                Ok(())
+            })
+            .await,
+        )?;
         Ok(StopSandboxResponse::new())
     }
 
@@ -189,7 +206,12 @@ impl Sandbox for SandboxService {
         _: &TtrpcContext,
         req: ShutdownSandboxRequest,
     ) -> ttrpc::Result<ShutdownSandboxResponse> {
-        edge(self.sandboxes.shutdown(&req.sandbox_id).await)?;
+        edge(
+            to_completion(&self.sandboxes, |s| async move {
+                s.shutdown(&req.sandbox_id).await
+            })
+            .await,
+        )?;
         Ok(ShutdownSandboxResponse::new())
     }
 

@@ -1,5 +1,6 @@
-//! containerd's task API (v3), one file per operation; this file routes, maps errors, and runs the
-//! operations that change a container to completion whoever is still waiting for them.
+//! containerd's task API (v3), one file per operation; this file routes and maps errors. The
+//! operations that change a container run through `completion::to_completion`: a new one that
+//! changes anything must too.
 
 mod connect;
 mod create;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::{api::*, Task, TtrpcContext, TtrpcResult};
 
-use crate::pod::Pod;
+use crate::{completion::to_completion, pod::Pod};
 
 pub use exit::watch_exit;
 
@@ -47,34 +48,6 @@ fn edge<T>(r: crate::error::Result<T>) -> TtrpcResult<T> {
 
 fn done(r: crate::error::Result<()>) -> TtrpcResult<Empty> {
     edge(r.map(|()| Empty::new()))
-}
-
-/// ttrpc drops a request's handler when its connection closes (containerd killed or restarted).
-/// An operation that changes a container or process runs as a task of its own, so it completes
-/// either way: containerd, back, finds the container as it is, never half made or left Starting.
-/// One boxed task type for every operation: tokio's task machinery is compiled once, not per RPC.
-async fn to_completion<T, F>(
-    pod: &Arc<Pod>,
-    op: impl FnOnce(Arc<Pod>) -> F,
-) -> crate::error::Result<T>
-where
-    F: std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let work = op(pod.clone());
-    spawn_boxed(Box::pin(async move {
-        let _ = tx.send(work.await);
-    }));
-    rx.await.unwrap_or_else(|_| {
-        Err(crate::error::Error::Other(
-            "task request: the runtime went away".into(),
-        ))
-    })
-}
-
-fn spawn_boxed(work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) {
-    tokio::spawn(work);
 }
 
 #[async_trait]
