@@ -1183,3 +1183,53 @@ async fn a_start_whose_caller_went_away_completes() {
     })
     .await
 }
+
+/// A pod shim killed while its holder starts, before it could record the holder's pid: the
+/// sandbox's teardown (the shim's `delete`, run for a dead shim) still finds that holder, by
+/// its arguments, and removes it.
+#[tokio::test]
+async fn a_holder_its_dead_shim_never_recorded_is_removed() {
+    bounded(async {
+        let mut d = Daemon::with_slow_holder(Duration::from_millis(300));
+        let mut c = d.client().await;
+        let id = d.id("unrecorded");
+        create(&mut c, &id).await.unwrap();
+        let address = status(&mut c, &id).await.unwrap().address;
+        let (shim_pid, _) = d.shims().remove(0);
+        let caller = {
+            let id = id.clone();
+            tokio::spawn(async move {
+                let shim =
+                    podshim_sandboxer::shim::PodShim::connect(address.trim_start_matches("ttrpc+"))
+                        .await
+                        .unwrap();
+                shim.start(&id).await.map(|_| ())
+            })
+        };
+        d.until("the holder on its way", |_| !holders(&id).is_empty())
+            .await;
+        kill9(shim_pid);
+        assert!(caller.await.unwrap().is_err(), "the dead shim answered");
+        // The holder itself: no longer the sleeping script, and forked into the background.
+        let up = |id: &str| {
+            holders(id)
+                .into_iter()
+                .any(|pid| !cmdline(pid).starts_with("/bin/sh"))
+        };
+        d.until("the holder up", |_| up(&id)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // containerd's next call finds the shim dead: the sandbox is torn down.
+        assert!(try_start(&mut c, &id).await.is_err());
+        d.until("no holder left", |_| holders(&id).is_empty()).await;
+        assert_eq!(status(&mut c, &id).await, Err(Code::NotFound));
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+fn cmdline(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}

@@ -189,6 +189,18 @@ async fn read_all(fd: Option<OwnedFd>) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Every holder of `sandbox_id` running now.
+fn holders_of(sandbox_id: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&pid| is_holder_of(pid, sandbox_id))
+        .collect()
+}
+
 /// True if `pid` is a holder of `sandbox_id` (not a process that reused its pid).
 pub fn is_holder_of(pid: u32, sandbox_id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -198,9 +210,15 @@ pub fn is_holder_of(pid: u32, sandbox_id: &str) -> bool {
     args.next() == Some(HOLDER_ARG.as_bytes()) && args.next() == Some(sandbox_id.as_bytes())
 }
 
-/// For `delete` after a shim died: the holder is the shim's orphan now, so just kill it.
+/// For `delete` after a shim died: the holder is the shim's orphan now, so just kill it. A shim
+/// that died between starting its holder and recording its pid left `pid` 0: that holder is
+/// found by its arguments, which name the sandbox.
 pub fn kill_orphan(pid: u32, sandbox_id: &str) {
-    if pid != 0 && is_holder_of(pid, sandbox_id) {
+    let pids = match pid != 0 && is_holder_of(pid, sandbox_id) {
+        true => vec![pid],
+        false => holders_of(sandbox_id),
+    };
+    for pid in pids {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }
