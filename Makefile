@@ -43,13 +43,16 @@ build: shim-release
 shim-release:
 	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder --target $(SHIM_TARGET)
 
-## test: unit tests of every crate, the installer's test, then the end-to-end suite (runc
-## reference and every podshim handler) against every containerd release this machine has; all
-## always run, the target fails if any failed
+## test: unit tests of every crate, the installer's test, the end-to-end suite (runc reference
+## and every podshim handler) against every containerd release this machine has, then a short
+## chaos run (TEST_CHAOS_SECS) on the containerd on PATH; all always run, the target fails if any
+## failed
+TEST_CHAOS_SECS ?= 60
 test:
 	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory install-test || rc=1; \
 	 $(MAKE) --no-print-directory e2e-matrix || rc=1; \
-	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install and e2e output above)" >&2; fi; exit $$rc
+	 $(MAKE) --no-print-directory chaos CHAOS_SECS=$(TEST_CHAOS_SECS) || rc=1; \
+	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, e2e and chaos output above)" >&2; fi; exit $$rc
 
 unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \
@@ -152,7 +155,7 @@ bench-snapshots:
 ## podshim, podshim-pauseless and podshim-sandboxer, each on its own private containerd) while
 ## containerd, podshim-sandboxer and pod shims get SIGKILL at random and are restarted; then every
 ## container's CRI log, every leftover and the daemons' fds and RSS are checked. CHAOS_SEED=N
-## replays a run's random choices. Not in make test yet: see the README, "The chaos run".
+## replays a run's random choices. make test runs it for TEST_CHAOS_SECS (60).
 CHAOS_SECS  ?= 120
 CHAOS_SEED  ?=
 # e.g. CHAOS_ARGS="--handlers podshim,runc --pods 4 --lines 200"
