@@ -69,22 +69,21 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         console.as_ref(),
     )
     .await;
-    let (pid, master) = match created {
-        Ok(v) => v,
+    let attached = created.and_then(|l| {
+        let pid = l.pid;
+        l.console
+            .and_then(|m| m.map_or(Ok(()), |m| io.attach_console(m)))
+            .map(|()| pid)
+    });
+    let pid = match attached {
+        Ok(pid) => pid,
         Err(e) => {
             io.shutdown().await;
-            // The runtime may have got as far as leaving state behind.
+            // The runtime may have got as far as leaving state behind, or a created container.
             let _ = pod.runtime.delete(&req.id, true).await;
             return Err(e);
         }
     };
-    if let Some(master) = master {
-        if let Err(e) = io.attach_console(master) {
-            io.shutdown().await;
-            let _ = pod.runtime.delete(&req.id, true).await;
-            return Err(e);
-        }
-    }
     io.start();
     // Subscribed before anything else can await: an init killed before Start is still seen.
     let exit = pod.exits.subscribe(pid as i32);

@@ -86,8 +86,8 @@ pub(super) async fn start_exec(
         console.as_ref(),
     )
     .await;
-    let (pid, master) = match started {
-        Ok(v) => v,
+    let (pid, console) = match started {
+        Ok(l) => (l.pid, l.console),
         Err(e) => {
             io.shutdown().await;
             return Err(e);
@@ -95,8 +95,17 @@ pub(super) async fn start_exec(
     };
     // The process may already be gone; the reaper kept its exit for us.
     let exit = pod.exits.subscribe(pid as i32);
-    if let Some(master) = master {
-        io.attach_console(master)?;
+    let attached = console.and_then(|m| m.map_or(Ok(()), |m| io.attach_console(m)));
+    if let Err(e) = attached {
+        // It runs, but nothing could carry its terminal: it must not run on untracked. Its exit
+        // is ours (subscribed above), so its pid cannot have been reused yet.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        drop(exit);
+        io.shutdown().await;
+        return Err(e);
     }
     io.start();
     process.set_pid(pid);

@@ -16,16 +16,26 @@ use crate::{
 /// A console socket the runtime never connects to must not hang Create forever.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the runtime's create while taking the pty master it sends over the console socket.
-pub(super) async fn with_console<F>(
-    create: F,
-    console: Option<&ConsoleSocket>,
-) -> Result<(u32, Option<OwnedFd>)>
+/// What the runtime started: its pid, and the pty master it sent over the console socket (none
+/// without a terminal). A console that failed leaves a started process the caller must undo.
+pub(super) struct Launched {
+    pub pid: u32,
+    pub console: Result<Option<OwnedFd>>,
+}
+
+/// Runs the runtime's create (or exec) while taking the pty master it sends over the console
+/// socket. Err: the runtime failed, and started nothing.
+pub(super) async fn with_console<F>(create: F, console: Option<&ConsoleSocket>) -> Result<Launched>
 where
     F: Future<Output = Result<u32>>,
 {
+    let no_console = |_| Error::Other("the OCI runtime sent no console".into());
     let Some(console) = console else {
-        return Ok((create.await?, None));
+        let pid = create.await?;
+        return Ok(Launched {
+            pid,
+            console: Ok(None),
+        });
     };
     let receive = tokio::time::timeout(CONSOLE_TIMEOUT, console.receive_master());
     tokio::pin!(create, receive);
@@ -33,14 +43,12 @@ where
         created = &mut create => {
             // The runtime connects before it exits, so on success the fd is already waiting.
             let pid = created?;
-            let master = receive.await.map_err(|_| {
-                Error::Other("the OCI runtime sent no console".into())
-            })??;
-            Ok((pid, Some(master)))
+            let master = receive.await.map_err(no_console).and_then(|m| m);
+            Ok(Launched { pid, console: master.map(Some) })
         }
         master = &mut receive => {
-            let master = master.map_err(|_| Error::Other("the OCI runtime sent no console".into()))??;
-            Ok((create.await?, Some(master)))
+            let pid = create.await?;
+            Ok(Launched { pid, console: master.map_err(no_console).and_then(|m| m).map(Some) })
         }
     }
 }

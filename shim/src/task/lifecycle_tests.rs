@@ -589,3 +589,41 @@ async fn a_start_whose_caller_went_away_completes() {
     settle().await;
     assert_eq!(h.status("c1", "").await.0, Status::RUNNING);
 }
+
+/// An exec with a terminal whose console never arrives (or cannot be attached) is killed, not
+/// left running with nobody reading its terminal or reporting its exit; the exec stays
+/// startable-never and can be deleted.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_exec_whose_console_fails_is_killed() {
+    let h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    let req = ExecProcessRequest {
+        id: "c1".into(),
+        exec_id: "tty".into(),
+        terminal: true,
+        spec: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: br#"{"args":["sh"],"cwd":"/","terminal":true}"#.to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    h.svc.exec(&ctx(), req).await.unwrap();
+    // What `runc exec -d` started: a live process of ours. The scripted runtime sends no console.
+    let mut started = std::process::Command::new("sleep")
+        .arg("20")
+        .spawn()
+        .unwrap();
+    *h.runtime.exec_pid.lock().unwrap() = Some(started.id());
+    refused(h.start("c1", "tty").await, Code::UNKNOWN, "no console");
+    let status = started.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "the exec ran on: {status}"
+    );
+    h.runtime.exec_stdio.lock().unwrap().clear();
+    h.delete("c1", "tty").await.unwrap();
+}
