@@ -31,7 +31,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build chaos fuzz lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
+.PHONY: all build chaos deb deb-test fuzz lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
 
 all: build
 
@@ -43,16 +43,17 @@ build: shim-release
 shim-release:
 	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder --target $(SHIM_TARGET)
 
-## test: unit tests of every crate, the installer's test, the end-to-end suite (runc reference
-## and every podshim handler) against every containerd release this machine has, then a short
-## chaos run (TEST_CHAOS_SECS) on the containerd on PATH; all always run, the target fails if any
-## failed
+## test: unit tests of every crate, the installer's and the Debian package's tests, the
+## end-to-end suite (runc reference and every podshim handler) against every containerd release
+## this machine has, then a short chaos run (TEST_CHAOS_SECS) on the containerd on PATH; all
+## always run, the target fails if any failed
 TEST_CHAOS_SECS ?= 60
 test:
 	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory install-test || rc=1; \
+	 $(MAKE) --no-print-directory deb-test || rc=1; \
 	 $(MAKE) --no-print-directory e2e-matrix || rc=1; \
 	 $(MAKE) --no-print-directory chaos CHAOS_SECS=$(TEST_CHAOS_SECS) || rc=1; \
-	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, e2e and chaos output above)" >&2; fi; exit $$rc
+	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, deb, e2e and chaos output above)" >&2; fi; exit $$rc
 
 unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \
@@ -81,6 +82,24 @@ install: build
 
 uninstall:
 	bash scripts/podshim-install uninstall --prefix $(PREFIX) $(if $(DESTDIR),--destdir $(DESTDIR)) $(UNINSTALL_ARGS)
+
+## deb: $(TARGET_DIR)/deb/podshim_<version>_<arch>.deb (scripts/make-deb): the static shim and
+## holder, the release daemons and their units, the installer, 50-podshim.toml and
+## /etc/podshim/*.toml as conffiles; postinst runs `podshim-install install --packaged`
+## (README, "Debian package"). DEB_MAINTAINER="Name <email>" for the Maintainer field.
+DEB_MAINTAINER ?=
+deb: build
+	DEB_MAINTAINER="$(DEB_MAINTAINER)" bash scripts/make-deb --out $(TARGET_DIR)/deb \
+		--bin-dir $(SHIM_DIR) --bin-dir $(TARGET_DIR)/release
+
+## deb-test: the package (stand-in binaries) installed, upgraded, removed and purged by dpkg in
+## a temp root (integration/tests/deb.rs), against the containerd on PATH and 2.3.4 from
+## $(SHARED_DIR) (SKIPPED, printed, without it); shellcheck of make-deb and the maintainer scripts
+DEB_SCRIPTS = scripts/make-deb packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm
+deb-test:
+	@if command -v shellcheck >/dev/null 2>&1; then shellcheck $(DEB_SCRIPTS) && echo "shellcheck $(DEB_SCRIPTS): clean"; \
+	 else echo "SKIPPED: shellcheck $(DEB_SCRIPTS): shellcheck is not installed"; fi
+	SHARED_DIR=$(SHARED_DIR) TARGET_DIR=$(TARGET_DIR) $(CARGO) test -p podshim-integration --test deb -- --nocapture
 
 E2E_ENV = PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
 	PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer TARGET_DIR=$(TARGET_DIR) \

@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use podshim_integration::fstree::{assert_same_tree, changed, tree};
 use podshim_integration::images::repo_root;
+use podshim_integration::release::shared_release;
 use podshim_integration::{Cri, Release};
-use sha2::{Digest, Sha256};
 
 /// The drop-ins' conf.d glob as the installer writes it into the main config.
 const CONFD_GLOB: &str = "/etc/containerd/conf.d/*.toml";
@@ -141,67 +142,6 @@ fn output_text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Every path under `root` (relative, "" for root itself) with its type, mode, and content hash
-/// or link target: a recursive listing with sha256sums.
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = fs::symlink_metadata(&p).unwrap();
-        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let mode = md.permissions().mode() & 0o7777;
-        let what = if md.file_type().is_symlink() {
-            format!("link -> {}", fs::read_link(&p).unwrap().display())
-        } else if md.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-            format!("dir {mode:o} {}:{}", uid(&md), gid(&md))
-        } else {
-            let data = fs::read(&p).unwrap();
-            let h: String = Sha256::digest(&data)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            format!("file {mode:o} {}:{} {h}", uid(&md), gid(&md))
-        };
-        out.insert(format!("/{rel}"), what);
-    }
-    out
-}
-
-fn uid(md: &fs::Metadata) -> u32 {
-    std::os::unix::fs::MetadataExt::uid(md)
-}
-
-fn gid(md: &fs::Metadata) -> u32 {
-    std::os::unix::fs::MetadataExt::gid(md)
-}
-
-/// The paths whose entry differs between two listings (added, removed or changed).
-fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> BTreeSet<String> {
-    a.keys()
-        .chain(b.keys())
-        .filter(|k| a.get(*k) != b.get(*k))
-        .cloned()
-        .collect()
-}
-
-fn assert_same_tree(
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-    what: &str,
-) {
-    let diff = changed(before, after);
-    assert!(
-        diff.is_empty(),
-        "{what}: the tree differs at {:#?}",
-        diff.iter()
-            .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
-            .collect::<Vec<_>>()
-    );
 }
 
 /// The top-level `version` of a TOML text.
@@ -788,52 +728,6 @@ fn refusals_change_nothing() {
         &node.tree(),
         "uninstall of an empty config's install",
     );
-}
-
-/// The containerd release archive in `$SHARED_DIR/containerd`, unpacked under
-/// `$TARGET_DIR/containerd-<release>` exactly as `scripts/e2e-release.sh` does (same stamp, so
-/// either reuses the other's copy). None without the archive.
-fn shared_release(release: &str) -> Result<PathBuf, String> {
-    let root = repo_root();
-    let shared = std::env::var_os("SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared"));
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
-    let archive = shared.join(format!(
-        "containerd/containerd-{release}-linux-{arch}.tar.xz"
-    ));
-    let archive = match fs::canonicalize(&archive) {
-        Ok(a) => a,
-        Err(_) => return Err(format!("no archive {}", archive.display())),
-    };
-    let target = std::env::var_os("TARGET_DIR")
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join(format!("containerd-{release}"));
-    let md = fs::metadata(&archive).unwrap();
-    let mtime = std::os::unix::fs::MetadataExt::mtime(&md);
-    let want = format!("{} {mtime} {}", md.len(), archive.display());
-    let bin = dir.join("bin/containerd");
-    let stamp = fs::read_to_string(dir.join(".unpacked-from")).unwrap_or_default();
-    if !bin.exists() || stamp.trim_end() != want {
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("tar")
-            .arg("-xJf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "unpacking {}", archive.display());
-        fs::write(dir.join(".unpacked-from"), format!("{want}\n")).unwrap();
-    }
-    Ok(bin)
 }
 
 /// Steps (2)-(5) against containerd 2.3.4 from ../shared: its `config migrate` writes version
