@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::{
-    error::{Error, Result},
-    stdio::IoLimits,
-};
+use crate::error::{Error, Result};
 
 /// Where the shim looks when `PODSHIM_CONFIG` is not set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/podshim/shim.toml";
@@ -43,6 +40,8 @@ pub struct IoConfig {
     pub memory_bytes: usize,
     /// Per output stream, bytes spilled to the task's bundle after memory is full.
     pub spill_bytes: u64,
+    /// All the pod's spill files together (every stream of every container and exec).
+    pub spill_total_bytes: u64,
 }
 
 /// Pause-less pods: what CRI's runtime config gives a pause container that the shim must give
@@ -85,6 +84,7 @@ impl Default for IoConfig {
         Self {
             memory_bytes: 256 * 1024,
             spill_bytes: 64 * 1024 * 1024,
+            spill_total_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -122,13 +122,6 @@ impl Config {
             return Err("io.memory_bytes must be greater than 0".into());
         }
         Ok(config)
-    }
-
-    pub fn io_limits(&self) -> IoLimits {
-        IoLimits {
-            memory_bytes: self.io.memory_bytes,
-            spill_bytes: self.io.spill_bytes,
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::{
     events::Events,
     reaper::Exits,
     runtime::OciRuntime,
+    stdio::{IoLimits, SpillBudget},
 };
 
 enum Entry {
@@ -44,6 +45,8 @@ pub struct Pod {
     /// what `Pids` answers for the sandbox's id.
     sandbox_process: Mutex<Option<(String, u32)>>,
     oom: mpsc::UnboundedSender<String>,
+    /// What the pod's spill files hold together.
+    spill_budget: SpillBudget,
 }
 
 /// An id reserved for a Create in flight; dropping it without `commit` frees the id.
@@ -79,6 +82,7 @@ impl Pod {
         events: Events,
         exit: Arc<ExitSignal>,
     ) -> Pod {
+        let spill_total = config.io.spill_total_bytes;
         let (oom, mut oom_rx) = mpsc::unbounded_channel::<String>();
         let oom_events = events.clone();
         tokio::spawn(async move {
@@ -101,6 +105,16 @@ impl Pod {
             sandbox_held: AtomicBool::new(false),
             sandbox_process: Mutex::new(None),
             oom,
+            spill_budget: SpillBudget::new(spill_total),
+        }
+    }
+
+    /// The bounds of a new process's output while nobody reads it.
+    pub fn io_limits(&self) -> IoLimits {
+        IoLimits {
+            memory_bytes: self.config.io.memory_bytes,
+            spill_bytes: self.config.io.spill_bytes,
+            spill_budget: self.spill_budget.clone(),
         }
     }
 

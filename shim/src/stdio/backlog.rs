@@ -4,7 +4,8 @@
 //! Invariant: a byte read from the process is never dropped. When the spill file cannot take
 //! bytes (disk full, I/O error), they wait in `carry`, behind everything spilled, and `room()` is
 //! zero: the process is back-pressured until the spill takes them (`retry_spill`) or the FIFO's
-//! reader drains the backlog.
+//! reader drains the backlog. The pod's spill files together stay within its `SpillBudget`: a
+//! spill past it is refused the same way.
 
 use std::{
     collections::VecDeque,
@@ -15,6 +16,7 @@ use std::{
 
 use log::warn;
 
+use super::budget::SpillBudget;
 use crate::error::{Error, Result};
 
 pub struct Backlog {
@@ -29,6 +31,8 @@ pub struct Backlog {
 struct Spill {
     path: PathBuf,
     limit: u64,
+    /// Holds this file's size (`write`) while it exists.
+    budget: SpillBudget,
     file: Option<File>,
     /// Bytes before `read` were replayed; bytes in `read..write` wait.
     read: u64,
@@ -36,13 +40,19 @@ struct Spill {
 }
 
 impl Backlog {
-    pub fn new(mem_limit: usize, spill_path: PathBuf, spill_limit: u64) -> Backlog {
+    pub fn new(
+        mem_limit: usize,
+        spill_path: PathBuf,
+        spill_limit: u64,
+        budget: SpillBudget,
+    ) -> Backlog {
         Backlog {
             mem: VecDeque::new(),
             mem_limit,
             spill: Spill {
                 path: spill_path,
                 limit: spill_limit,
+                budget,
                 file: None,
                 read: 0,
                 write: 0,
@@ -168,9 +178,20 @@ impl Spill {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        file.write_all_at(data, self.write)
-            .map_err(Error::io(format!("write spill {}", self.path.display())))?;
-        self.write += data.len() as u64;
+        let n = data.len() as u64;
+        if !self.budget.take(n) {
+            return Err(Error::ResourceExhausted(format!(
+                "spill {}: the pod's spill files hold {} of their {} bytes",
+                self.path.display(),
+                self.budget.used(),
+                self.budget.limit()
+            )));
+        }
+        if let Err(e) = file.write_all_at(data, self.write) {
+            self.budget.give_back(n);
+            return Err(Error::io(format!("write spill {}", self.path.display()))(e));
+        }
+        self.write += n;
         Ok(())
     }
 
@@ -198,6 +219,7 @@ impl Spill {
                 warn!("remove spill {}: {e}", self.path.display());
             }
         }
+        self.budget.give_back(self.write);
         self.read = 0;
         self.write = 0;
     }
@@ -212,6 +234,10 @@ impl Drop for Spill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unbounded() -> SpillBudget {
+        SpillBudget::new(u64::MAX)
+    }
 
     fn drain_all(b: &mut Backlog) -> Vec<u8> {
         let mut out = Vec::new();
@@ -229,7 +255,7 @@ mod tests {
     fn spills_past_memory_and_replays_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.spill");
-        let mut b = Backlog::new(10, path.clone(), 100);
+        let mut b = Backlog::new(10, path.clone(), 100, unbounded());
         assert_eq!(b.room(), 110);
         b.push(b"0123456789abc");
         assert!(path.exists());
@@ -254,7 +280,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.spill");
-        let mut b = Backlog::new(1, path.clone(), 100);
+        let mut b = Backlog::new(1, path.clone(), 100, unbounded());
         b.push(b"secret");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "spill file mode {mode:o}");
@@ -263,7 +289,7 @@ mod tests {
     #[test]
     fn room_reaches_zero_at_both_bounds() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = Backlog::new(4, dir.path().join("s"), 4);
+        let mut b = Backlog::new(4, dir.path().join("s"), 4, unbounded());
         b.push(b"12345678");
         assert_eq!(b.room(), 0);
         assert_eq!(drain_all(&mut b), b"12345678");
@@ -274,7 +300,7 @@ mod tests {
     fn spill_file_removed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let mut b = Backlog::new(1, path.clone(), 10);
+        let mut b = Backlog::new(1, path.clone(), 10, unbounded());
         b.push(b"abc");
         assert!(path.exists());
         drop(b);
@@ -287,7 +313,7 @@ mod tests {
     fn refused_bytes_are_carried_in_order_never_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let spill_dir = dir.path().join("not-yet");
-        let mut b = Backlog::new(4, spill_dir.join("s"), 100);
+        let mut b = Backlog::new(4, spill_dir.join("s"), 100, unbounded());
         b.push(b"0123456789");
         assert!(b.is_carrying(), "the spill file could not be created");
         assert_eq!((b.len(), b.room()), (10, 0));
@@ -306,5 +332,27 @@ mod tests {
         assert_eq!(drain_all(&mut b), b"wxyz!?");
         assert!(!b.is_carrying());
         assert_eq!(b.room(), 104);
+    }
+
+    /// Two streams of one pod share its spill budget: the second's spill is refused while the
+    /// first's file holds the budget, its bytes wait in order (room 0), and they spill once the
+    /// first file is drained and removed.
+    #[test]
+    fn the_pods_spill_files_share_one_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = SpillBudget::new(10);
+        let mut a = Backlog::new(1, dir.path().join("a"), 100, budget.clone());
+        let mut b = Backlog::new(1, dir.path().join("b"), 100, budget.clone());
+        a.push(b"0123456789A");
+        assert_eq!(budget.used(), 10);
+        b.push(b"xyz");
+        assert!(b.is_carrying(), "b spilled past the pod's bound");
+        assert_eq!(b.room(), 0);
+        assert!(!b.retry_spill());
+        assert_eq!(drain_all(&mut a), b"0123456789A");
+        assert_eq!(budget.used(), 0, "a's file removed, its bytes given back");
+        assert!(b.retry_spill());
+        assert_eq!(drain_all(&mut b), b"xyz");
+        assert_eq!(budget.used(), 0);
     }
 }

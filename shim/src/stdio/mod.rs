@@ -7,6 +7,7 @@
 //! learns an exec's output is complete.
 
 mod backlog;
+mod budget;
 mod console;
 mod copy;
 mod fifo;
@@ -42,13 +43,17 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
+pub use budget::SpillBudget;
+
 /// Bounds of what the shim holds for a reader that is not reading (containerd restarting).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IoLimits {
     /// Bytes held in memory per output stream before spilling.
     pub memory_bytes: usize,
     /// Bytes held in the spill file per output stream; past this, the process is back-pressured.
     pub spill_bytes: u64,
+    /// What all the pod's spill files hold together (shared by every stream of the pod).
+    pub spill_budget: SpillBudget,
 }
 
 /// The ends the OCI runtime hands to the process as fds 0/1/2 (non-terminal processes only).
@@ -160,7 +165,12 @@ impl ProcessIo {
                 continue;
             };
             let spill = PathBuf::from(format!("{}-{}.spill", self.spill_base.display(), out.name));
-            let backlog = Backlog::new(self.limits.memory_bytes, spill, self.limits.spill_bytes);
+            let backlog = Backlog::new(
+                self.limits.memory_bytes,
+                spill,
+                self.limits.spill_bytes,
+                self.limits.spill_budget.clone(),
+            );
             let (tx, rx) = watch::channel(StreamState::default());
             self.states.push(rx);
             self.tasks

@@ -14,10 +14,13 @@ use nix::{sys::stat::Mode, unistd::mkfifo};
 
 use super::*;
 
-const LIMITS: IoLimits = IoLimits {
-    memory_bytes: 64 * 1024,
-    spill_bytes: 8 * 1024 * 1024,
-};
+fn limits() -> IoLimits {
+    IoLimits {
+        memory_bytes: 64 * 1024,
+        spill_bytes: 8 * 1024 * 1024,
+        spill_budget: SpillBudget::new(u64::MAX),
+    }
+}
 
 fn fifo(dir: &Path, name: &str) -> String {
     let p = dir.join(name);
@@ -77,7 +80,7 @@ fn fds_under(dir: &Path) -> Vec<PathBuf> {
 async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     io.start();
     let out = reader(p.stdout.clone());
     let err = reader(p.stderr.clone());
@@ -98,7 +101,7 @@ async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
 async fn process_never_blocks_while_containerd_is_away_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     io.start();
     // 4 MiB with nobody reading the FIFO: 64 KiB of pipe, 64 KiB of memory, the rest spilled.
     let data = pattern(4 * 1024 * 1024);
@@ -126,6 +129,7 @@ async fn past_both_bounds_the_process_is_back_pressured_not_dropped() {
     let small = IoLimits {
         memory_bytes: 4096,
         spill_bytes: 8192,
+        spill_budget: SpillBudget::new(u64::MAX),
     };
     let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", small).unwrap();
     io.start();
@@ -179,7 +183,7 @@ async fn a_full_disk_back_pressures_the_process_and_loses_nothing() {
     let filler = disk.path().join("filler");
     std::fs::write(&filler, vec![0u8; 384 * 1024]).unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, disk.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, disk.path(), "init", limits()).unwrap();
     io.start();
     let data = pattern(2 * 1024 * 1024);
     let w = process_writes(child.stdout.unwrap(), data.clone());
@@ -205,7 +209,7 @@ async fn a_full_disk_back_pressures_the_process_and_loses_nothing() {
 async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     io.start();
     let _held = child.stdout; // never closed during the test
     let start = std::time::Instant::now();
@@ -218,7 +222,7 @@ async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
 async fn empty_paths_set_nothing_up() {
     let dir = tempfile::tempdir().unwrap();
     let (mut io, child) =
-        ProcessIo::open(&StdioPaths::default(), dir.path(), "init", LIMITS).unwrap();
+        ProcessIo::open(&StdioPaths::default(), dir.path(), "init", limits()).unwrap();
     assert!(child.stdin.is_none() && child.stdout.is_none() && child.stderr.is_none());
     io.start();
     io.wait_output_closed(Duration::from_secs(1)).await;
@@ -234,7 +238,7 @@ async fn same_fifo_for_stdout_and_stderr() {
         stderr: path.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "x", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "x", limits()).unwrap();
     io.start();
     let out = reader(path);
     join(process_writes(child.stdout.unwrap(), b"a\n".to_vec())).await;
@@ -253,7 +257,7 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         stderr: dir.path().join("missing").display().to_string(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&p, dir.path(), "init", LIMITS)
+    let err = ProcessIo::open(&p, dir.path(), "init", limits())
         .err()
         .unwrap();
     assert!(
@@ -265,7 +269,7 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         stdout: "binary:///usr/bin/logger".into(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&uri, dir.path(), "init", LIMITS)
+    let err = ProcessIo::open(&uri, dir.path(), "init", limits())
         .err()
         .unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
@@ -279,7 +283,7 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
         stdin: stdin.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     io.start();
     // containerd writes and keeps its end open; CloseIO is what ends the input.
     let mut writer = std::fs::OpenOptions::new()
@@ -311,7 +315,7 @@ async fn stdin_eof_from_containerd_reaches_the_process() {
         stdin: stdin.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     io.start();
     // No writer yet: that is not end of input.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -343,7 +347,7 @@ async fn terminal_output_and_resize_through_the_console_socket() {
         terminal: true,
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", LIMITS).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
     assert!(
         child.stdout.is_none(),
         "a terminal process gets its pty from the runtime"

@@ -43,12 +43,8 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         stderr: req.stderr.clone(),
         terminal: req.terminal,
     };
-    let (mut io, child_stdio) = ProcessIo::open(
-        &stdio,
-        &launch::spill_dir(&bundle),
-        "init",
-        pod.config.io_limits(),
-    )?;
+    let (mut io, child_stdio) =
+        ProcessIo::open(&stdio, &launch::spill_dir(&bundle), "init", pod.io_limits())?;
     let console = match req.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,

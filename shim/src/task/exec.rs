@@ -68,7 +68,7 @@ pub(super) async fn start_exec(
         &process.stdio,
         &super::launch::spill_dir(&container.bundle),
         &spill_prefix,
-        pod.config.io_limits(),
+        pod.io_limits(),
     )?;
     let console = match process.stdio.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
