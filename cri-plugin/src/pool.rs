@@ -73,7 +73,8 @@ impl Pool {
                 // Recorded, started, but the daemon stopped before noting the pid.
                 if let Ok(pid) = launch::peer_pid(&shim.address) {
                     shim.pid = pid;
-                    self.store.put_pool(&shim)?;
+                    let r = shim.clone();
+                    self.store.off_thread(move |s| s.put_pool(&r)).await?;
                 }
             }
             if keep && launch::peer_pid(&shim.address).is_ok_and(|p| p == shim.pid) {
@@ -133,10 +134,12 @@ impl Pool {
         let planned = self
             .launcher
             .plan(&self.namespace, &format!("podshim-pool-{nanos}"));
-        self.store.put_pool(&planned)?;
+        let r = planned.clone();
+        self.store.off_thread(move |s| s.put_pool(&r)).await?;
         match self.launcher.start(planned.clone()).await {
             Ok(shim) => {
-                self.store.put_pool(&shim)?;
+                let r = shim.clone();
+                self.store.off_thread(move |s| s.put_pool(&r)).await?;
                 if self.closed.load(Ordering::Acquire) {
                     return self.discard(&shim).await;
                 }
@@ -163,7 +166,8 @@ impl Pool {
             }
         }
         self.launcher.remove_leftovers(shim)?;
-        self.store.remove_pool(&shim.id)
+        let id = shim.id.clone();
+        self.store.off_thread(move |s| s.remove_pool(&id)).await
     }
 
     /// Graceful stop: no more starts, every idle shim shut down and forgotten.

@@ -437,13 +437,16 @@ impl Sandboxes {
                 info!("sandbox {}: adopting pool shim {}", req.sandbox_id, shim.id);
                 record.shim = shim;
                 entry.set_record(record.clone());
-                self.store.adopt(&record)?;
+                let r = record.clone();
+                self.store.off_thread(move |s| s.adopt(&r)).await?;
             }
             None => {
-                self.store.put_sandbox(&record)?;
+                let r = record.clone();
+                self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
                 record.shim = self.launcher.start(record.shim.clone()).await?;
                 entry.set_record(record.clone());
-                self.store.put_sandbox(&record)?;
+                let r = record.clone();
+                self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
             }
         }
         let mut annotations = req.annotations;
@@ -467,7 +470,8 @@ impl Sandboxes {
         })
         .await?;
         record.state = State::Created;
-        self.store.put_sandbox(&record)?;
+        let r = record.clone();
+        self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
         entry.set_record(record);
         Ok(())
     }
@@ -492,7 +496,8 @@ impl Sandboxes {
         record.state = State::Started;
         record.pid = started.pid;
         record.created_at = started.created_at.unwrap_or(record.created_at);
-        self.store.put_sandbox(&record)?;
+        let r = record.clone();
+        self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
         entry.set_record(record.clone());
         Ok(Started {
             pid: started.pid,
@@ -533,7 +538,7 @@ impl Sandboxes {
                         self.launcher.delete(&shim, id).await;
                         return Ok(Exit {
                             status: DEAD_SHIM_EXIT,
-                            at: self.note_exit(&entry),
+                            at: self.note_exit(&entry).await,
                         });
                     }
                     tokio::time::sleep(WAIT_RETRY).await;
@@ -546,7 +551,7 @@ impl Sandboxes {
     /// When the sandbox of a dead shim was first found gone (noted once, durably, and only
     /// while the sandbox is there: a removed sandbox's record is not written back). Called with
     /// the lifecycle lock held.
-    fn note_exit(&self, entry: &Arc<Entry>) -> Timestamp {
+    async fn note_exit(&self, entry: &Arc<Entry>) -> Timestamp {
         let mut r = entry.record();
         if let Some(t) = r.exited_at {
             return t;
@@ -556,7 +561,8 @@ impl Sandboxes {
             return t;
         }
         r.exited_at = Some(t);
-        if let Err(e) = self.store.put_sandbox(&r) {
+        let saved = r.clone();
+        if let Err(e) = self.store.off_thread(move |s| s.put_sandbox(&saved)).await {
             warn!("sandbox {}: {e}", r.sandbox_id);
         }
         entry.set_record(r);
@@ -588,7 +594,7 @@ impl Sandboxes {
                 let exited_at = match gone {
                     true => {
                         let _lifecycle = entry.lifecycle.lock().await;
-                        Some(self.note_exit(&entry))
+                        Some(self.note_exit(&entry).await)
                     }
                     false => None,
                 };
@@ -692,7 +698,10 @@ impl Sandboxes {
             self.launcher.delete(shim, id).await;
         }
         self.launcher.remove_leftovers(shim)?;
-        self.store.remove_sandbox(&record.namespace, id)?;
+        let (namespace, sandbox_id) = (record.namespace.clone(), id.to_string());
+        self.store
+            .off_thread(move |s| s.remove_sandbox(&namespace, &sandbox_id))
+            .await?;
         info!("sandbox {id}: shim {} gone, record removed", shim.id);
         Ok(())
     }

@@ -17,7 +17,7 @@
 //!   one transaction)
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use log::warn;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -133,6 +133,18 @@ impl Store {
             }
         }
         r
+    }
+
+    /// Runs `f` on a blocking thread: a write's commit fsyncs, and the daemon's one runtime
+    /// thread serves every pod's requests meanwhile. Async callers write through here.
+    pub async fn off_thread<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| Err(Error::io("sandbox store write", std::io::Error::other(e))))
     }
 
     pub fn put_sandbox(&self, r: &SandboxRecord) -> Result<()> {
@@ -394,5 +406,34 @@ mod tests {
         .unwrap();
         let e = s.sandboxes().unwrap_err().to_string();
         assert!(e.contains("ns/bad"), "{e}");
+    }
+
+    /// A write waiting on its disk (a slow fsync, here a channel only the runtime thread can
+    /// release) leaves the daemon's one runtime thread free: it goes on, and releases it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_waiting_on_its_disk_leaves_the_runtime_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(dir.path()).unwrap());
+        let (release, disk) = std::sync::mpsc::channel::<&str>();
+        // Should the write hold the runtime thread, nothing else could release it: a watchdog
+        // does, and says so.
+        let watchdog = release.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            let _ = watchdog.send("watchdog");
+        });
+        let write = s.off_thread(move |s| {
+            let by = disk.recv().unwrap();
+            s.put_pool(&shim("p1")).map(|()| by)
+        });
+        tokio::pin!(write);
+        tokio::select! {
+            biased;
+            _ = &mut write => panic!("the write finished before its disk answered"),
+            _ = tokio::task::yield_now() => {}
+        }
+        release.send("runtime thread").unwrap();
+        assert_eq!(write.await.unwrap(), "runtime thread");
+        assert_eq!(s.pool().unwrap(), vec![shim("p1")]);
     }
 }
