@@ -7,6 +7,7 @@
 pub mod config;
 pub mod containerd;
 pub mod controller;
+pub mod crash;
 pub mod cri_info;
 pub mod error;
 pub mod launch;

@@ -19,6 +19,7 @@ use podshim_common::{
 
 use crate::config::Config;
 use crate::containerd::{Containerd, Known};
+use crate::crash;
 use crate::cri_info::CriInfo;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
@@ -443,6 +444,7 @@ impl Sandboxes {
             None => {
                 let r = record.clone();
                 self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
+                crash::at(crash::CREATE_RECORDED);
                 record.shim = self.launcher.start(record.shim.clone()).await?;
                 entry.set_record(record.clone());
                 let r = record.clone();
@@ -473,6 +475,7 @@ impl Sandboxes {
         let r = record.clone();
         self.store.off_thread(move |s| s.put_sandbox(&r)).await?;
         entry.set_record(record);
+        crash::at(crash::CREATE_ANSWERING);
         Ok(())
     }
 
@@ -493,6 +496,7 @@ impl Sandboxes {
         let started = self
             .call(entry, |s| async move { s.start(id).await })
             .await?;
+        crash::at(crash::START_STARTED);
         record.state = State::Started;
         record.pid = started.pid;
         record.created_at = started.created_at.unwrap_or(record.created_at);
@@ -697,6 +701,7 @@ impl Sandboxes {
             }
             self.launcher.delete(shim, id).await;
         }
+        crash::at(crash::TEARDOWN_SHIM_GONE);
         self.launcher.remove_leftovers(shim)?;
         let (namespace, sandbox_id) = (record.namespace.clone(), id.to_string());
         self.store

@@ -49,6 +49,8 @@ struct Daemon {
     dir: tempfile::TempDir,
     config: PathBuf,
     child: Option<Child>,
+    /// The crash point (`podshim_sandboxer::crash`) the next spawn is armed with.
+    crash: Option<&'static str>,
 }
 
 /// Every process whose command line names this test's directory: shims (their `-address`) and
@@ -86,16 +88,26 @@ impl Daemon {
 
     /// A daemon whose shims take `delay` more to `start` (a wrapper sleeps, then runs the shim).
     fn with_start_delay(pool: usize, delay: Option<Duration>) -> Daemon {
-        Daemon::build(pool, delay, None)
+        Daemon::build(pool, delay, None, None)
     }
 
     /// A daemon whose shims' sandbox holders take `delay` more to start: the shim, linked into
     /// the case's directory, finds a `podshim-holder` there that sleeps, then runs the holder.
     fn with_slow_holder(delay: Duration) -> Daemon {
-        Daemon::build(0, None, Some(delay))
+        Daemon::build(0, None, Some(delay), None)
     }
 
-    fn build(pool: usize, delay: Option<Duration>, holder_delay: Option<Duration>) -> Daemon {
+    /// A daemon armed with a crash point (`podshim_sandboxer::crash`).
+    fn with_crash_point(point: &'static str) -> Daemon {
+        Daemon::build(0, None, None, Some(point))
+    }
+
+    fn build(
+        pool: usize,
+        delay: Option<Duration>,
+        holder_delay: Option<Duration>,
+        crash: Option<&'static str>,
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pssb-")
             .tempdir_in("/tmp")
@@ -160,6 +172,7 @@ size = {pool}
             dir,
             config,
             child: None,
+            crash,
         };
         daemon.spawn();
         daemon
@@ -183,13 +196,35 @@ size = {pool}
             .append(true)
             .open(self.path().join("sandboxer.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_podshim-sandboxer"))
-            .env("PODSHIM_SANDBOXER_CONFIG", &self.config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podshim-sandboxer"));
+        cmd.env("PODSHIM_SANDBOXER_CONFIG", &self.config)
             .env("PODSHIM_CONFIG", self.path().join("shim.toml"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .stderr(log);
+        if let Some(point) = self.crash {
+            cmd.env(podshim_sandboxer::crash::ENV, point);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// The daemon killed itself at its crash point: reaped, and started again unarmed.
+    async fn restart_after_crash(&mut self) {
+        let mut c = self.child.take().unwrap();
+        for _ in 0..500 {
+            if let Some(st) = c.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    st.signal(),
+                    Some(9),
+                    "daemon exited with {st}\n{}",
+                    self.log()
+                );
+                self.crash = None;
+                self.spawn();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the daemon did not crash\n{}", self.log());
     }
 
     fn kill9(&mut self) {
@@ -1232,4 +1267,52 @@ fn cmdline(pid: i32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
+}
+
+/// podshim-sandboxer killed at each step of a pod's Create, Start and teardown
+/// (`podshim_sandboxer::crash`), then restarted as systemd does, and containerd doing what it
+/// does then: a RunPodSandbox that failed is dropped from containerd's store without a call (the
+/// daemon notices), a RemovePodSandbox that failed is retried. Nothing is left behind.
+#[tokio::test]
+async fn killed_at_every_step_of_a_pods_life_it_leaves_nothing() {
+    use podshim_sandboxer::crash;
+    bounded(async {
+        for point in crash::POINTS {
+            eprintln!("crash point {point}");
+            let mut d = Daemon::with_crash_point(point);
+            let containerd = FakeStore::serve(&d);
+            let mut c = d.client().await;
+            let id = d.id("crash");
+            match point {
+                crash::CREATE_RECORDED | crash::CREATE_ANSWERING => {
+                    assert!(create(&mut c, &id).await.is_err());
+                }
+                crash::START_STARTED => {
+                    create(&mut c, &id).await.unwrap();
+                    assert!(try_start(&mut c, &id).await.is_err());
+                }
+                _ => {
+                    create(&mut c, &id).await.unwrap();
+                    start(&mut c, &id).await;
+                    assert!(shutdown(&mut c, &id).await.is_err());
+                }
+            }
+            d.restart_after_crash().await;
+            let mut c = d.client().await;
+            match point {
+                crash::TEARDOWN_SHIM_GONE => shutdown(&mut c, &id).await.unwrap(),
+                _ => containerd.drop_sandbox(&id),
+            }
+            d.until("the sandbox gone", |d| {
+                d.shims().is_empty() && holders(&id).is_empty()
+            })
+            .await;
+            while status(&mut c, &id).await != Err(Code::NotFound) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            d.terminate();
+            d.assert_nothing_left();
+        }
+    })
+    .await
 }
