@@ -5,11 +5,10 @@
 //! already arrived when the server closes the connection right behind that response: the
 //! calling goroutine waits for the response and for the client's closing in one `select`, and
 //! takes either when both are ready. containerd forgives this for the task API's Shutdown, not
-//! for ShutdownSandbox: a pause-less pod's RemovePodSandbox failed that way now and then (twice
-//! in two benchmark runs tearing down 10 and 100 pods at once). So once its last task and its
-//! sandbox are gone, the shim stops accepting and waits for its callers to close their
-//! connections, which containerd does as soon as it has its answers; bounded, for a caller
-//! that keeps a connection open.
+//! for ShutdownSandbox, where it fails a pause-less pod's RemovePodSandbox. Invariant: once its
+//! last task and its sandbox are gone, the shim stops accepting and leaves only after its callers
+//! closed their connections (containerd does as soon as it has its answers), or after a bound,
+//! for a caller that keeps a connection open.
 
 use std::{
     io,
