@@ -118,6 +118,10 @@ pub struct Options {
     pub pause_image: Option<bool>,
     /// The CNI network names a plugin that does not exist: every pod's network setup fails.
     pub cni_plugin_missing: bool,
+    /// Run podshim's binaries from copies in `<temp dir>/bin` (the shim and holder, and the
+    /// daemons this run starts), as an operator's install keeps them in one directory, so that
+    /// [`Containerd::upgrade_binaries`] can replace them under running pods.
+    pub private_bins: bool,
 }
 
 impl Options {
@@ -141,6 +145,7 @@ impl Options {
             registry: false,
             pause_image: None,
             cni_plugin_missing: false,
+            private_bins: false,
         }
     }
 }
@@ -182,6 +187,8 @@ pub struct Containerd {
     /// podshim-sandboxer's config file and state dir (handler `podshim-sandboxer`).
     pub sandboxer_config: PathBuf,
     pub sandboxer_state: PathBuf,
+    /// The podshim-sandboxer binary each (re)start runs.
+    pub sandboxer_bin: PathBuf,
     sandboxer: Option<Child>,
     /// `psit<slot>`
     pub bridge: String,
@@ -378,12 +385,12 @@ impl Containerd {
         let release = containerd_release()?;
         let archives = tokio::task::spawn_blocking(images::ensure_archives).await??;
 
-        let shim_dir = shim_bin_dir(opts.shim_bin_dir.as_deref());
-        if is_podshim(&opts.handler) {
+        let built_dir = shim_bin_dir(opts.shim_bin_dir.as_deref());
+        if is_podshim(&opts.handler) || opts.private_bins {
             // The shim would run a pause-less pod without its holder binary too, only fatter:
             // tests insist on the pair as it ships.
             for name in ["containerd-shim-podshim-v1", podshim_holder::BINARY] {
-                let bin = shim_dir.join(name);
+                let bin = built_dir.join(name);
                 anyhow::ensure!(
                     bin.exists(),
                     "podshim binary not found at {} (build it: `cargo build -p podshim-shim`, or set PODSHIM_BIN_DIR)",
@@ -403,6 +410,25 @@ impl Containerd {
             dir.display()
         );
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+
+        // The run's own copies of the binaries (`Options::private_bins`).
+        let private = dir.join("bin");
+        let shim_dir = if opts.private_bins {
+            fs::create_dir_all(&private)?;
+            for name in ["containerd-shim-podshim-v1", podshim_holder::BINARY] {
+                copy_binary(&built_dir.join(name), &private.join(name))?;
+            }
+            private.clone()
+        } else {
+            built_dir.clone()
+        };
+        let sandboxer_bin = if opts.private_bins && opts.runs_sandboxer() {
+            let p = private.join("podshim-sandboxer");
+            copy_binary(&sandboxer_bin(&built_dir), &p)?;
+            p
+        } else {
+            sandboxer_bin(&shim_dir)
+        };
 
         // Bridge / subnet slot.
         fs::create_dir_all(SLOT_DIR)?;
@@ -507,7 +533,7 @@ impl Containerd {
         let sandboxer_config = dir.join("sandboxer.toml");
         let sandboxer_state = dir.join("sandboxer");
         if opts.runs_sandboxer() {
-            let bin = sandboxer_bin(&shim_dir);
+            let bin = &sandboxer_bin;
             anyhow::ensure!(
                 bin.exists(),
                 "podshim-sandboxer not found at {} (build it: `cargo build -p podshim-sandboxer`, or set PODSHIM_SANDBOXER_BIN)",
@@ -662,8 +688,16 @@ imports = [{imports}]
 
         let cri = Cri::placeholder();
         let snapshotter = if opts.snapshotter != SnapshotterUse::Off {
+            let bin = if opts.private_bins {
+                let p = private.join("podshim-snapshotter");
+                copy_binary(&podsnap::bin_path()?, &p)?;
+                p
+            } else {
+                podsnap::bin_path()?
+            };
             Some(
-                podsnap::Daemon::start(
+                podsnap::Daemon::start_bin(
+                    bin,
                     &dir.join("podsnap"),
                     &dir.join("podsnap.sock"),
                     opts.snapshotter_usage_refresh,
@@ -695,6 +729,7 @@ imports = [{imports}]
             shim_config_path,
             sandboxer_config,
             sandboxer_state,
+            sandboxer_bin,
             sandboxer: None,
             bridge,
             subnet_prefix,
@@ -762,7 +797,7 @@ imports = [{imports}]
             .create(true)
             .append(true)
             .open(self.dir.join("sandboxer.log"))?;
-        let child = Command::new(sandboxer_bin(&self.shim_dir))
+        let child = Command::new(&self.sandboxer_bin)
             .arg("--config")
             .arg(&self.sandboxer_config)
             .env("PATH", self.path_env())
@@ -809,6 +844,36 @@ imports = [{imports}]
         )?;
         self.opts.sandboxer_pool = size;
         self.spawn_sandboxer().await
+    }
+
+    /// Replaces every binary of the run's private bin dir (`Options::private_bins`) as a package
+    /// upgrade does: the new file is written beside the old one and renamed over it, so each
+    /// path names a new file (same bytes, new inode) while processes started from the old one
+    /// keep running it (their `/proc/<pid>/exe` reads `<path> (deleted)`). Whatever is started
+    /// from these paths from now on runs the new files. Returns each path with the identity of
+    /// its old and its new file. Restarting the daemons is the caller's step, as it is the
+    /// package's.
+    pub fn upgrade_binaries(&self) -> Result<Vec<(PathBuf, sys::FileId, sys::FileId)>> {
+        anyhow::ensure!(
+            self.opts.private_bins,
+            "this run has no private bin dir (Options::private_bins)"
+        );
+        let mut out = Vec::new();
+        let mut entries: Vec<PathBuf> = fs::read_dir(self.dir.join("bin"))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        for path in entries {
+            let old = sys::file_id(&path).with_context(|| format!("{}", path.display()))?;
+            let tmp = path.with_extension("podshim-new");
+            copy_binary(&path, &tmp)?;
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} over {}", tmp.display(), path.display()))?;
+            let new = sys::file_id(&path).with_context(|| format!("{}", path.display()))?;
+            anyhow::ensure!(old != new, "{} kept its inode", path.display());
+            out.push((path, old, new));
+        }
+        Ok(out)
     }
 
     /// `kill -9` of podshim-sandboxer: pods, their shims and idle pool shims keep running.
@@ -1459,6 +1524,15 @@ impl Drop for Containerd {
             eprintln!("podshim-e2e: Drop cleaned up: {found:#?}");
         }
     }
+}
+
+/// A copy of the executable `from` at `to` (a new file, mode kept), written out before it is
+/// used: a process must never exec a file still open for writing (ETXTBSY).
+fn copy_binary(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    File::open(to)?.sync_all()?;
+    Ok(())
 }
 
 /// The first `name` on PATH.

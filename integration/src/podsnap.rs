@@ -56,8 +56,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until its socket accepts connections.
     pub async fn start(root: &Path, sock: &Path, usage_refresh_secs: u64) -> Result<Daemon> {
+        Daemon::start_bin(bin_path()?, root, sock, usage_refresh_secs).await
+    }
+
+    /// [`Daemon::start`] from the binary at `bin` (every restart runs what is at that path then).
+    pub async fn start_bin(
+        bin: PathBuf,
+        root: &Path,
+        sock: &Path,
+        usage_refresh_secs: u64,
+    ) -> Result<Daemon> {
         let mut d = Daemon {
-            bin: bin_path()?,
+            bin,
             root: root.to_path_buf(),
             sock: sock.to_path_buf(),
             log_path: root.with_extension("log"),

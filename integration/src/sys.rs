@@ -322,6 +322,29 @@ pub fn route_exists(prefix: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A file's identity on this machine: (device, inode). Two files with the same bytes differ
+/// here, so it tells which copy of a binary a process runs.
+pub type FileId = (u64, u64);
+
+/// The identity of the file at `path` (symlinks followed).
+pub fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identity of the binary process `pid` runs: `/proc/<pid>/exe` followed, which reaches the
+/// file the process was started from even after it was replaced or removed on disk (its link
+/// then reads `<path> (deleted)`).
+pub fn exe_id(pid: i32) -> Option<FileId> {
+    file_id(Path::new(&format!("/proc/{pid}/exe")))
+}
+
+/// Whether the binary process `pid` runs is no longer at its path (replaced or removed).
+pub fn exe_deleted(pid: i32) -> Option<bool> {
+    let link = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(link.to_string_lossy().ends_with(" (deleted)"))
+}
+
 /// A `Key:   value kB` field of /proc/<pid>/status, in kB.
 pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -18,6 +18,7 @@ mod sandbox;
 mod sandboxer;
 mod snapshotter;
 mod streaming;
+mod upgrade;
 
 use std::ops::AsyncFnOnce;
 use std::time::Duration;
@@ -180,6 +181,11 @@ e2e!(
 e2e!(
     sandboxer::sandboxer_warm_pool[podshim_sandboxer],
     super::sandboxer::pool_of_two
+);
+// A package upgrade under running pods: binaries replaced on disk, daemons restarted.
+e2e!(
+    upgrade::upgrade_while_pods_run[podshim, podshim_pauseless, podshim_sandboxer],
+    super::upgrade::upgrade_opts
 );
 
 #[test]

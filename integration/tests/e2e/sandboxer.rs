@@ -16,7 +16,7 @@ pub fn pool_of_two(o: Options) -> Options {
 }
 
 /// Idle pool shims of this run (not yet adopted ones carry the same `-id`, so compare pids).
-fn pool_shims(c: &Containerd) -> Vec<i32> {
+pub fn pool_shims(c: &Containerd) -> Vec<i32> {
     c.all_shims()
         .into_iter()
         .filter(|p| {
@@ -27,7 +27,7 @@ fn pool_shims(c: &Containerd) -> Vec<i32> {
         .collect()
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
     for _ in 0..300 {
         if f() {
             return Ok(());
