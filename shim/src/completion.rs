@@ -8,10 +8,18 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    log_scope::{self, Ids},
+};
 
-/// Runs `op(owner)` in a task of its own and answers its result, if anyone still waits.
-pub async fn to_completion<S, T, F>(owner: &Arc<S>, op: impl FnOnce(Arc<S>) -> F) -> Result<T>
+/// Runs `op(owner)` in a task of its own, in the log scope of `ids`, and answers its result if
+/// anyone still waits.
+pub async fn to_completion<S, T, F>(
+    owner: &Arc<S>,
+    ids: Option<Ids>,
+    op: impl FnOnce(Arc<S>) -> F,
+) -> Result<T>
 where
     S: ?Sized,
     F: Future<Output = Result<T>> + Send + 'static,
@@ -19,9 +27,9 @@ where
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let work = op(owner.clone());
-    spawn_boxed(Box::pin(async move {
+    spawn_boxed(Box::pin(log_scope::scope(ids, async move {
         let _ = tx.send(work.await);
-    }));
+    })));
     rx.await
         .unwrap_or_else(|_| Err(Error::Other("request: the runtime went away".into())))
 }

@@ -63,7 +63,7 @@ mod tests {
 
         let k = kills.clone();
         let (entered_tx, entered) = tokio::sync::oneshot::channel();
-        let kill = tokio::spawn(async move {
+        let kill = crate::log_scope::spawn(async move {
             let _g = k.enter();
             let _ = entered_tx.send(());
             tokio::time::sleep(Duration::from_millis(300)).await;

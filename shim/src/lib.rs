@@ -14,6 +14,7 @@ mod events;
 mod group;
 mod info;
 mod kills;
+mod log_scope;
 mod pod;
 mod process;
 mod reaper;

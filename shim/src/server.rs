@@ -41,7 +41,8 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     }
     // Container processes are re-parented to the shim when the OCI runtime exits.
     nix::sys::prctl::set_child_subreaper(true).map_err(Error::sys("become child subreaper"))?;
-    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)?;
+    crate::log_scope::init(flags.debug, &flags.namespace, &flags.id)
+        .map_err(Error::io("open the shim log"))?;
     ignore_termination()?;
 
     let Some(listener) = listen(&socket)? else {

@@ -118,7 +118,7 @@ impl Holder {
             .ok_or_else(|| Error::Other(format!("sandbox holder reported no pid: {stderr}")))?;
         let exited = reaper().subscribe(pid as i32);
         let (tx, exit) = watch::channel(None);
-        tokio::spawn(async move {
+        crate::log_scope::spawn(async move {
             let e = exited.await.unwrap_or(Exit {
                 status: 255,
                 at: SystemTime::now(),

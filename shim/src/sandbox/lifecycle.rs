@@ -189,7 +189,7 @@ impl PodSandbox {
         let tx = self.exit_tx.clone();
         let id = self.id.clone();
         let pod = pod.clone();
-        tokio::spawn(async move {
+        crate::log_scope::spawn(async move {
             while exit.borrow_and_update().is_none() {
                 if exit.changed().await.is_err() {
                     return;
@@ -323,7 +323,7 @@ impl Sandboxes {
         self.pod.hold_for_sandbox(true);
         *current = Some(sandbox.clone());
         let deadline = Duration::from_secs(self.pod.config.sandbox.start_deadline_secs);
-        tokio::spawn(collect_if_abandoned(
+        crate::log_scope::spawn(collect_if_abandoned(
             sandbox,
             self.pod.clone(),
             self.current.clone(),

@@ -26,7 +26,9 @@ use containerd_shim_protos::{
     types::platform::Platform,
 };
 
-use crate::{completion::to_completion, error::Result, events::timestamp, pod::Pod};
+use crate::{
+    completion::to_completion, error::Result, events::timestamp, log_scope::Ids, pod::Pod,
+};
 
 use lifecycle::{CreateRequest, Sandboxes};
 use podshim_common::pod_api::{architecture, STATE_NOTREADY, STATE_READY};
@@ -74,20 +76,24 @@ impl Sandbox for SandboxService {
         req: CreateSandboxRequest,
     ) -> ttrpc::Result<CreateSandboxResponse> {
         edge(
-            to_completion(&self.sandboxes, |s| async move {
-                let (type_url, value) = req
-                    .options
-                    .as_ref()
-                    .map_or(("", &[][..]), |a| (a.type_url.as_str(), a.value.as_slice()));
-                s.create(CreateRequest {
-                    sandbox_id: &req.sandbox_id,
-                    bundle: Path::new(&req.bundle_path),
-                    options_type_url: type_url,
-                    options: value,
-                    netns_path: &req.netns_path,
-                    annotations: &req.annotations,
-                })
-            })
+            to_completion(
+                &self.sandboxes,
+                Ids::of(&req.sandbox_id, ""),
+                |s| async move {
+                    let (type_url, value) = req
+                        .options
+                        .as_ref()
+                        .map_or(("", &[][..]), |a| (a.type_url.as_str(), a.value.as_slice()));
+                    s.create(CreateRequest {
+                        sandbox_id: &req.sandbox_id,
+                        bundle: Path::new(&req.bundle_path),
+                        options_type_url: type_url,
+                        options: value,
+                        netns_path: &req.netns_path,
+                        annotations: &req.annotations,
+                    })
+                },
+            )
             .await,
         )?;
         Ok(CreateSandboxResponse::new())
@@ -99,9 +105,11 @@ impl Sandbox for SandboxService {
         req: StartSandboxRequest,
     ) -> ttrpc::Result<StartSandboxResponse> {
         let (sandbox, pid) = edge(
-            to_completion(&self.sandboxes, |s| async move {
-                s.start(&req.sandbox_id).await
-            })
+            to_completion(
+                &self.sandboxes,
+                Ids::of(&req.sandbox_id, ""),
+                |s| async move { s.start(&req.sandbox_id).await },
+            )
             .await,
         )?;
         let spec = spec::runtime_spec(&sandbox.view(), pid);
@@ -141,10 +149,14 @@ impl Sandbox for SandboxService {
     ) -> ttrpc::Result<StopSandboxResponse> {
         let sandbox = edge(self.sandboxes.get(&req.sandbox_id))?;
         edge(
-            to_completion(&sandbox, |sandbox| async move {
-                sandbox.stop().await;
-                Ok(())
-            })
+            to_completion(
+                &sandbox,
+                Ids::of(&req.sandbox_id, ""),
+                |sandbox| async move {
+                    sandbox.stop().await;
+                    Ok(())
+                },
+            )
             .await,
         )?;
         Ok(StopSandboxResponse::new())
@@ -207,9 +219,11 @@ impl Sandbox for SandboxService {
         req: ShutdownSandboxRequest,
     ) -> ttrpc::Result<ShutdownSandboxResponse> {
         edge(
-            to_completion(&self.sandboxes, |s| async move {
-                s.shutdown(&req.sandbox_id).await
-            })
+            to_completion(
+                &self.sandboxes,
+                Ids::of(&req.sandbox_id, ""),
+                |s| async move { s.shutdown(&req.sandbox_id).await },
+            )
             .await,
         )?;
         Ok(ShutdownSandboxResponse::new())

@@ -173,11 +173,12 @@ impl ProcessIo {
             );
             let (tx, rx) = watch::channel(StreamState::default());
             self.states.push(rx);
-            self.tasks
-                .push(tokio::spawn(copy_output(source, out.sink, backlog, tx)));
+            self.tasks.push(crate::log_scope::spawn(copy_output(
+                source, out.sink, backlog, tx,
+            )));
         }
         if let (Some(fifo), Some(target)) = (self.stdin_fifo.take(), self.stdin_target.take()) {
-            self.tasks.push(tokio::spawn(copy_input(
+            self.tasks.push(crate::log_scope::spawn(copy_input(
                 fifo,
                 target,
                 self.stdin_close.clone(),

@@ -21,7 +21,7 @@ pub fn watch_exit(
     process: Arc<Process>,
     exit: oneshot::Receiver<Exit>,
 ) {
-    tokio::spawn(async move {
+    crate::log_scope::spawn(async move {
         let Ok(exit) = exit.await else { return };
         process.set_reaped();
         let is_init = process.exec_id.is_empty();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::{api::*, Task, TtrpcContext, TtrpcResult};
 
-use crate::{completion::to_completion, pod::Pod};
+use crate::{completion::to_completion, log_scope::Ids, pod::Pod};
 
 pub use exit::watch_exit;
 
@@ -61,10 +61,9 @@ impl Task for TaskService {
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
         edge(
-            to_completion(
-                &self.pod,
-                |pod| async move { create::create(&pod, req).await },
-            )
+            to_completion(&self.pod, Ids::of(&req.id, ""), |pod| async move {
+                create::create(&pod, req).await
+            })
             .await,
         )
     }
@@ -72,6 +71,7 @@ impl Task for TaskService {
         edge(
             to_completion(
                 &self.pod,
+                Ids::of(&req.id, &req.exec_id),
                 |pod| async move { start::start(&pod, &req).await },
             )
             .await,
@@ -81,6 +81,7 @@ impl Task for TaskService {
         edge(
             to_completion(
                 &self.pod,
+                Ids::of(&req.id, &req.exec_id),
                 |pod| async move { delete::delete(&pod, &req).await },
             )
             .await,
@@ -91,16 +92,15 @@ impl Task for TaskService {
     }
     async fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
         done(
-            to_completion(
-                &self.pod,
-                |pod| async move { pause::pause(&pod, &req.id).await },
-            )
+            to_completion(&self.pod, Ids::of(&req.id, ""), |pod| async move {
+                pause::pause(&pod, &req.id).await
+            })
             .await,
         )
     }
     async fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         done(
-            to_completion(&self.pod, |pod| async move {
+            to_completion(&self.pod, Ids::of(&req.id, ""), |pod| async move {
                 pause::resume(&pod, &req.id).await
             })
             .await,
@@ -110,10 +110,24 @@ impl Task for TaskService {
         done(pause::checkpoint(&self.pod, &req.id))
     }
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        done(to_completion(&self.pod, |pod| async move { kill::kill(&pod, &req).await }).await)
+        done(
+            to_completion(
+                &self.pod,
+                Ids::of(&req.id, &req.exec_id),
+                |pod| async move { kill::kill(&pod, &req).await },
+            )
+            .await,
+        )
     }
     async fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        done(to_completion(&self.pod, |pod| async move { exec::exec(&pod, req).await }).await)
+        done(
+            to_completion(
+                &self.pod,
+                Ids::of(&req.id, &req.exec_id),
+                |pod| async move { exec::exec(&pod, req).await },
+            )
+            .await,
+        )
     }
     async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         done(stdio::resize_pty(&self.pod, &req).await)
@@ -122,6 +136,7 @@ impl Task for TaskService {
         done(
             to_completion(
                 &self.pod,
+                Ids::of(&req.id, &req.exec_id),
                 |pod| async move { stdio::close_io(&pod, &req).await },
             )
             .await,
@@ -129,10 +144,9 @@ impl Task for TaskService {
     }
     async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
         done(
-            to_completion(
-                &self.pod,
-                |pod| async move { stats::update(&pod, &req).await },
-            )
+            to_completion(&self.pod, Ids::of(&req.id, ""), |pod| async move {
+                stats::update(&pod, &req).await
+            })
             .await,
         )
     }
