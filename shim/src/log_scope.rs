@@ -112,9 +112,11 @@ mod tests {
 
     use super::*;
 
-    /// What the inner logger saw: each line's message and fields.
+    /// A line as the inner logger saw it: its message and fields.
+    type Line = (String, Vec<(String, String)>);
+
     #[derive(Default)]
-    struct Seen(Mutex<Vec<(String, Vec<(String, String)>)>>);
+    struct Seen(Mutex<Vec<Line>>);
 
     struct Fields(Vec<(String, String)>);
 
@@ -157,10 +159,11 @@ mod tests {
         let spawned = scope(Ids::of("c1", "e1"), async {
             line(&logger, "in the request");
             // A task the request leaves behind keeps its ids.
-            spawn(async { current() })
+            let task = spawn(async { current() });
+            Some(task)
         })
         .await;
-        assert_eq!(spawned.await.unwrap(), Ids::of("c1", "e1"));
+        assert_eq!(spawned.unwrap().await.unwrap(), Ids::of("c1", "e1"));
         scope(Ids::of("c2", ""), async { line(&logger, "init") }).await;
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         assert_eq!(
