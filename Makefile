@@ -51,9 +51,10 @@ TEST_CHAOS_SECS ?= 60
 test:
 	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory install-test || rc=1; \
 	 $(MAKE) --no-print-directory deb-test || rc=1; \
+	 $(MAKE) --no-print-directory deploy-test || rc=1; \
 	 $(MAKE) --no-print-directory e2e-matrix || rc=1; \
 	 $(MAKE) --no-print-directory chaos CHAOS_SECS=$(TEST_CHAOS_SECS) || rc=1; \
-	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, deb, e2e and chaos output above)" >&2; fi; exit $$rc
+	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, deb, deploy, e2e and chaos output above)" >&2; fi; exit $$rc
 
 unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \
@@ -100,6 +101,23 @@ deb-test:
 	@if command -v shellcheck >/dev/null 2>&1; then shellcheck $(DEB_SCRIPTS) && echo "shellcheck $(DEB_SCRIPTS): clean"; \
 	 else echo "SKIPPED: shellcheck $(DEB_SCRIPTS): shellcheck is not installed"; fi
 	SHARED_DIR=$(SHARED_DIR) TARGET_DIR=$(TARGET_DIR) $(CARGO) test -p podshim-integration --test deb -- --nocapture
+
+## deploy-image: $(TARGET_DIR)/deploy/podshim-node-installer.oci.tar, the node-installer image
+## config-snippets/deploy/podshim-deploy.yaml runs (README, "Cluster install (DaemonSet)"), built
+## offline like the test images: busybox, scripts/podshim-node-install, the static shim and holder,
+## the release daemons, podshim-install and its snippets
+.PHONY: deploy-image deploy-test
+deploy-image: build
+	$(CARGO) run -p podshim-integration --bin podshim-deploy-image -- --out $(TARGET_DIR)/deploy \
+		--bin-dir $(SHIM_DIR) --bin-dir $(TARGET_DIR)/release
+
+## deploy-test: the manifests checked against Kubernetes' API types (k8s-openapi), and the image
+## run under a private containerd on a scratch node root: install, SIGTERM, uninstall leaves it
+## byte-identical (integration/tests/deploy.rs); shellcheck of the entrypoint
+deploy-test: shim-release sandboxer-bin
+	@if command -v shellcheck >/dev/null 2>&1; then shellcheck scripts/podshim-node-install && echo "shellcheck scripts/podshim-node-install: clean"; \
+	 else echo "SKIPPED: shellcheck scripts/podshim-node-install: shellcheck is not installed"; fi
+	TARGET_DIR=$(TARGET_DIR) $(CARGO) test -p podshim-integration --test deploy -- --nocapture
 
 E2E_ENV = PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debug/podshim-snapshotter \
 	PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer TARGET_DIR=$(TARGET_DIR) \

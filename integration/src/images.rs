@@ -522,3 +522,152 @@ pub fn bench_archive(name: &str, layers: usize, files: usize) -> Result<PathBuf>
     write_atomic(&path, &data)?;
     Ok(path)
 }
+
+/// The node-installer image (`make deploy-image`, config-snippets/deploy/podshim-deploy.yaml): the
+/// name its archive carries and the DaemonSet names.
+pub const DEPLOY_IMAGE: &str = concat!(
+    "localhost/podshim-node-installer:",
+    env!("CARGO_PKG_VERSION")
+);
+/// Where the image keeps what it installs: `bin/` (the binaries), `sbin/podshim-install` and
+/// `config-snippets/` beside it, which is where the installer looks for its snippets.
+pub const DEPLOY_PAYLOAD: &str = "/opt/podshim";
+/// The binaries the image must carry, and those it carries when they are built (the daemons of
+/// `podshim-install install --with-sandboxer` / `--with-snapshotter`).
+pub const DEPLOY_BINS: [&str; 2] = ["containerd-shim-podshim-v1", "podshim-holder"];
+pub const DEPLOY_OPTIONAL_BINS: [&str; 2] = ["podshim-sandboxer", "podshim-snapshotter"];
+
+/// What [`deploy_archive`] wrote.
+#[derive(Debug, Clone)]
+pub struct DeployImage {
+    pub archive: PathBuf,
+    pub name: String,
+    /// Each binary put into the image, with the file it came from.
+    pub bins: Vec<(String, PathBuf)>,
+    /// The optional binaries no bin dir had.
+    pub missing: Vec<String>,
+}
+
+/// Builds the node-installer image as an OCI layout archive at `out` (one layer; nothing from the
+/// network): busybox (the entrypoint is POSIX sh), `/usr/bin/podshim-node-install` (the
+/// entrypoint, scripts/podshim-node-install), and under [`DEPLOY_PAYLOAD`] the shim and holder,
+/// the daemons where built, scripts/podshim-install and config-snippets/ (without deploy/, the
+/// cluster's side). Each binary is taken from the first of `bin_dirs` that has it.
+pub fn deploy_archive(bin_dirs: &[PathBuf], out: &Path) -> Result<DeployImage> {
+    let root = repo_root();
+    let busybox = fs::read(BUSYBOX_BIN).with_context(|| {
+        format!("reading {BUSYBOX_BIN} (install busybox-static: scripts/install-deps.sh)")
+    })?;
+    let payload = DEPLOY_PAYLOAD.trim_start_matches('/');
+    let mut files = base_tree();
+    files.extend(busybox_entries(busybox)?);
+    for d in [
+        "opt",
+        payload,
+        &format!("{payload}/bin"),
+        &format!("{payload}/sbin"),
+    ] {
+        files.push(dir(d));
+    }
+    let mut bins = Vec::new();
+    let mut missing = Vec::new();
+    for (name, required) in DEPLOY_BINS
+        .iter()
+        .map(|n| (*n, true))
+        .chain(DEPLOY_OPTIONAL_BINS.iter().map(|n| (*n, false)))
+    {
+        match bin_dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()) {
+            Some(p) => {
+                let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                files.push(Entry::File {
+                    path: format!("{payload}/bin/{name}"),
+                    mode: 0o755,
+                    data,
+                });
+                bins.push((name.to_string(), p));
+            }
+            None if required => bail!(
+                "{name} not found in {:?} (build it: make shim-release)",
+                bin_dirs
+            ),
+            None => missing.push(name.to_string()),
+        }
+    }
+    for (src, dst) in [
+        (
+            "scripts/podshim-install",
+            format!("{payload}/sbin/podshim-install"),
+        ),
+        (
+            "scripts/podshim-node-install",
+            "usr/bin/podshim-node-install".to_string(),
+        ),
+    ] {
+        let p = root.join(src);
+        files.push(Entry::File {
+            path: dst,
+            mode: 0o755,
+            data: fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+        });
+    }
+    let snippets = root.join("config-snippets");
+    let mut stack = vec![snippets.clone()];
+    let mut tree = Vec::new();
+    while let Some(d) = stack.pop() {
+        let rel = d.strip_prefix(&snippets)?.to_string_lossy().into_owned();
+        if rel == "deploy" {
+            continue;
+        }
+        let at = if rel.is_empty() {
+            format!("{payload}/config-snippets")
+        } else {
+            format!("{payload}/config-snippets/{rel}")
+        };
+        tree.push(dir(&at));
+        let mut entries: Vec<_> = fs::read_dir(&d)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(p);
+            } else {
+                tree.push(Entry::File {
+                    path: format!("{at}/{}", e.file_name().to_string_lossy()),
+                    mode: 0o644,
+                    data: fs::read(&p)?,
+                });
+            }
+        }
+    }
+    tree.sort_by(|a, b| entry_path(a).cmp(entry_path(b)));
+    files.extend(tree);
+    let cfg = json!({
+        "Env": [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOST_ROOT=/host",
+        ],
+        "Entrypoint": ["/usr/bin/podshim-node-install"],
+        "Cmd": ["wait"],
+        "WorkingDir": "/",
+        "Labels": {
+            "org.opencontainers.image.title": "podshim-node-installer",
+            "org.opencontainers.image.version": env!("CARGO_PKG_VERSION"),
+        },
+    });
+    if let Some(d) = out.parent() {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    write_atomic(out, &oci_archive(DEPLOY_IMAGE, &files, cfg)?)?;
+    Ok(DeployImage {
+        archive: out.to_path_buf(),
+        name: DEPLOY_IMAGE.to_string(),
+        bins,
+        missing,
+    })
+}
+
+fn entry_path(e: &Entry) -> &str {
+    match e {
+        Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
+    }
+}
