@@ -32,6 +32,11 @@ pub struct Launcher {
 }
 
 impl Launcher {
+    /// The shim binary new shims run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     pub fn new(cfg: &Config) -> Launcher {
         Launcher {
             binary: cfg.shim.binary.clone(),
@@ -176,6 +181,20 @@ pub fn socket_path(address: &str) -> &Path {
 
 /// The pid of the process serving `address` (SO_PEERCRED): the shim daemon is a grandchild that
 /// `start` left behind, its pid is printed nowhere.
+/// Whether process `pid` runs the shim binary as it is on disk now; false once an upgrade
+/// replaced the file (a new inode at the path). Unknown counts as current.
+pub fn runs_binary(pid: u32, binary: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    match (
+        std::fs::metadata(format!("/proc/{pid}/exe")).map(id),
+        std::fs::metadata(binary).map(id),
+    ) {
+        (Ok(running), Ok(installed)) => running == installed,
+        _ => true,
+    }
+}
+
 pub fn peer_pid(address: &str) -> std::io::Result<u32> {
     let s = UnixStream::connect(socket_path(address))?;
     let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)

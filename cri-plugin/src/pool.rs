@@ -55,8 +55,9 @@ impl Pool {
         self.idle().len()
     }
 
-    /// After a restart: idle shims that still answer stay (up to the pool's size, in its
-    /// namespace); the others are shut down or cleaned up after. A record that cannot be
+    /// After a restart: idle shims that still answer and run the shim binary installed now stay
+    /// (up to the pool's size, in its namespace); the others are shut down or cleaned up after,
+    /// so that no pod is handed a shim of a build an upgrade replaced. A record that cannot be
     /// decoded, or whose shim cannot be cleaned up after, is skipped and kept (as
     /// `Sandboxes::recover` does).
     pub async fn recover(&self) -> Result<()> {
@@ -77,7 +78,16 @@ impl Pool {
                     self.store.off_thread(move |s| s.put_pool(&r)).await?;
                 }
             }
-            if keep && launch::peer_pid(&shim.address).is_ok_and(|p| p == shim.pid) {
+            let answers = launch::peer_pid(&shim.address).is_ok_and(|p| p == shim.pid);
+            let current = launch::runs_binary(shim.pid, self.launcher.binary());
+            if answers && !current {
+                info!(
+                    "pool shim {} runs a replaced {}: shut down",
+                    shim.id,
+                    self.launcher.binary().display()
+                );
+            }
+            if keep && answers && current {
                 info!("pool shim {} (pid {}) kept", shim.id, shim.pid);
                 self.launcher.reattach(&shim);
                 self.idle().push_back(shim);
