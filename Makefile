@@ -4,6 +4,8 @@
 CARGO       ?= cargo
 # Where cargo puts binaries (respects CARGO_TARGET_DIR). The e2e suite runs the shim built here.
 TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+# The commit the daemons' --version names (empty outside a git checkout: "unknown").
+export PODSHIM_GIT_COMMIT ?= $(shell git -C $(CURDIR) rev-parse --short HEAD 2>/dev/null)
 # e2e tests are isolated (own containerd, bridge, subnet, cgroup each) and run in parallel
 # (verified stable at 4 threads on 2 cores); E2E_THREADS=1 for one at a time.
 # Filter with E2E_FILTER=::runc or E2E_FILTER=::podshim.

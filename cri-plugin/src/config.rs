@@ -19,6 +19,8 @@ pub struct Config {
     /// the daemon's restart clears): running pods are found again from it.
     pub state_dir: PathBuf,
     pub log_level: String,
+    /// `host:port` of the Prometheus endpoint (`GET /metrics`); empty: none.
+    pub metrics_address: String,
     pub shim: Shim,
     pub containerd: Containerd,
     pub pool: Pool,
@@ -61,6 +63,7 @@ impl Default for Config {
             address: "/run/podshim-sandboxer/sandboxer.sock".into(),
             state_dir: "/var/lib/podshim-sandboxer".into(),
             log_level: "info".into(),
+            metrics_address: String::new(),
             shim: Shim::default(),
             containerd: Containerd::default(),
             pool: Pool::default(),
@@ -141,6 +144,8 @@ impl Config {
                 return Err(format!("{key} must be an absolute path, not {p:?}"));
             }
         }
+        podshim_common::metrics::parse_address(&c.metrics_address)
+            .map_err(|e| format!("metrics_address: {e}"))?;
         if c.pool.size > 0 && !podshim_common::id::is_valid(&c.pool.namespace) {
             return Err(format!(
                 "pool.namespace {:?} is not a valid namespace",
@@ -173,6 +178,7 @@ mod tests {
 address = "/run/x/s.sock"
 state_dir = "/var/lib/x"
 log_level = "debug"
+metrics_address = "127.0.0.1:9490"
 [shim]
 binary = "/opt/bin/containerd-shim-podshim-v1"
 debug = true
@@ -190,6 +196,7 @@ namespace = "default"
         .unwrap();
         assert_eq!(c.address, Path::new("/run/x/s.sock"));
         assert_eq!(c.state_dir, Path::new("/var/lib/x"));
+        assert_eq!(c.metrics_address, "127.0.0.1:9490");
         assert!(c.shim.debug);
         assert_eq!(c.containerd.ttrpc_address(), Path::new("/tmp/c/t.sock"));
         assert_eq!(c.containerd.root, Path::new("/tmp/c/root"));
@@ -207,6 +214,9 @@ namespace = "default"
             .unwrap_err()
             .contains("state_dir"));
         assert!(Config::parse("[pool]\nsize = 1\nnamespace = \"a/b\"").is_err());
+        assert!(Config::parse("metrics_address = \"localhost\"")
+            .unwrap_err()
+            .contains("metrics_address"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gRPC edge: containerd's `containerd.services.sandbox.v1.Controller`, as its proxy
 //! plugin client (`core/sandbox/proxy`) calls it. Wire types are converted here and errors
-//! become `tonic::Status` here and only here.
+//! become `tonic::Status` here and only here; the server's `crate::metrics` layer counts every
+//! request by the method names below and the code of its answer.
 
 use std::sync::Arc;
 
@@ -25,6 +26,12 @@ pub mod generated {
 }
 
 pub use generated::controller_server::ControllerServer;
+
+/// The Controller API's methods, as the request path ends (the `method` label of the request
+/// metrics; any other path counts as `unknown`).
+pub const METHODS: &[&str] = &[
+    "Create", "Start", "Platform", "Stop", "Wait", "Status", "Shutdown", "Metrics", "Update",
+];
 
 /// The gRPC metadata containerd's namespaces travel in.
 const NAMESPACE_KEY: &str = "containerd-namespace";

@@ -4,6 +4,7 @@
 //! address, so every container of the pod goes straight to that shim.
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod config;
 pub mod containerd;
 pub mod controller;
@@ -11,6 +12,7 @@ pub mod crash;
 pub mod cri_info;
 pub mod error;
 pub mod launch;
+pub mod metrics;
 pub mod pool;
 pub mod sandboxes;
 pub mod shim;

@@ -6,8 +6,9 @@
 //! rely on; memory only caches it (records and shim connections), but for what CRI gave Create
 //! for the verbose status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,6 +120,8 @@ pub struct Sandboxes {
     containerd_root: PathBuf,
     containerd_state: PathBuf,
     entries: Mutex<HashMap<Key, Arc<Entry>>>,
+    /// Pool shims adopted by a sandbox (their store transaction committed) since the start.
+    adoptions: AtomicU64,
 }
 
 fn task_address(shim_address: &str) -> String {
@@ -135,6 +138,7 @@ impl Sandboxes {
             containerd_root: cfg.containerd.root.clone(),
             containerd_state: cfg.containerd.state.clone(),
             entries: Mutex::new(HashMap::new()),
+            adoptions: AtomicU64::new(0),
         }
     }
 
@@ -157,6 +161,28 @@ impl Sandboxes {
 
     pub fn count(&self) -> usize {
         self.entries().len()
+    }
+
+    /// How many sandboxes are in each state of their record: `creating`, `created`, `started`,
+    /// or `exited` once their shim was seen gone.
+    pub fn states(&self) -> BTreeMap<&'static str, usize> {
+        let mut n = BTreeMap::new();
+        for e in self.entries().values() {
+            let r = e.record();
+            let state = match (r.exited_at, r.state) {
+                (Some(_), _) => "exited",
+                (None, State::Creating) => "creating",
+                (None, State::Created) => "created",
+                (None, State::Started) => "started",
+            };
+            *n.entry(state).or_insert(0) += 1;
+        }
+        n
+    }
+
+    /// Pool shims adopted by a sandbox since the daemon started.
+    pub fn adoptions(&self) -> u64 {
+        self.adoptions.load(Ordering::Relaxed)
     }
 
     /// After a restart: sandboxes containerd knows are served again (their shims reconnected
@@ -440,6 +466,7 @@ impl Sandboxes {
                 entry.set_record(record.clone());
                 let r = record.clone();
                 self.store.off_thread(move |s| s.adopt(&r)).await?;
+                self.adoptions.fetch_add(1, Ordering::Relaxed);
             }
             None => {
                 let r = record.clone();

@@ -97,6 +97,12 @@ impl Daemon {
         Daemon::build(0, None, Some(delay), None)
     }
 
+    /// A daemon whose shim binary is its own file (a link in the case's directory), as an
+    /// install keeps it: an upgrade can replace it.
+    fn with_own_shim(pool: usize) -> Daemon {
+        Daemon::build(pool, None, Some(Duration::ZERO), None)
+    }
+
     /// A daemon armed with a crash point (`podshim_sandboxer::crash`).
     fn with_crash_point(point: &'static str) -> Daemon {
         Daemon::build(0, None, None, Some(point))
@@ -107,6 +113,23 @@ impl Daemon {
         delay: Option<Duration>,
         holder_delay: Option<Duration>,
         crash: Option<&'static str>,
+    ) -> Daemon {
+        Daemon::build_with(pool, delay, holder_delay, crash, "")
+    }
+
+    /// A daemon serving its metrics on a port of its choosing (logged as `metrics on ADDR`).
+    fn with_metrics(pool: usize) -> Daemon {
+        let top_level = "metrics_address = \"127.0.0.1:0\"\n";
+        Daemon::build_with(pool, None, None, None, top_level)
+    }
+
+    /// `top_level`: keys put first in the daemon's configuration.
+    fn build_with(
+        pool: usize,
+        delay: Option<Duration>,
+        holder_delay: Option<Duration>,
+        crash: Option<&'static str>,
+        top_level: &str,
     ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pssb-")
@@ -150,7 +173,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                r#"address = "{d}/sandboxer.sock"
+                r#"{top_level}address = "{d}/sandboxer.sock"
 state_dir = "{d}/state"
 log_level = "debug"
 [shim]
@@ -1313,6 +1336,252 @@ async fn killed_at_every_step_of_a_pods_life_it_leaves_nothing() {
             d.terminate();
             d.assert_nothing_left();
         }
+    })
+    .await
+}
+
+/// The shim binary upgraded (a new file renamed over the path) while the daemon was down with an
+/// idle pool shim: the restarted daemon shuts that shim of the old build down and starts one of
+/// the new, so no pod is handed the old build. (A SIGTERM stop already drains the pool.)
+#[tokio::test]
+async fn an_idle_shim_of_a_replaced_build_is_not_kept() {
+    use std::os::unix::fs::MetadataExt;
+    bounded(async {
+        let mut d = Daemon::with_own_shim(1);
+        d.client().await;
+        d.until("an idle pool shim", |d| d.pool_shims_ready() == 1)
+            .await;
+        let old = d.pool_shims()[0];
+        d.kill9();
+        let shim = d.path().join(SHIM);
+        let new = d.path().join(format!("{SHIM}.new"));
+        std::fs::copy(&shim, &new).unwrap();
+        std::fs::rename(&new, &shim).unwrap();
+        let installed = std::fs::metadata(&shim).unwrap().ino();
+        d.spawn();
+        d.client().await;
+        d.until("the old idle shim gone, a new one idle", |d| {
+            let idle = d.pool_shims();
+            idle.len() == 1 && idle[0] != old
+        })
+        .await;
+        let running = std::fs::metadata(format!("/proc/{}/exe", d.pool_shims()[0]))
+            .unwrap()
+            .ino();
+        assert_eq!(running, installed, "the new idle shim runs the new build");
+        assert!(d.log().contains("runs a replaced"), "{}", d.log());
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// The daemon killed while a pool shim starts: after the restart the pool is full again.
+#[tokio::test]
+async fn killed_while_a_pool_shim_starts_the_pool_refills() {
+    bounded(async {
+        let mut d = Daemon::with_start_delay(1, Some(Duration::from_secs(1)));
+        d.client().await;
+        d.until("a pool shim starting", |d| !d.pool_shims().is_empty())
+            .await;
+        d.kill9();
+        d.spawn();
+        d.client().await;
+        d.until("a pool shim ready after the restart", |d| {
+            d.pool_shims_ready() >= 1
+        })
+        .await;
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// `GET /metrics` over plain TCP: the answer's head and its body.
+async fn scrape(addr: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: podshim\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// Requests are counted by method and code as containerd would see them answered, and what is
+/// state (sandboxes, the pool, the store) is read at the scrape.
+#[tokio::test]
+async fn metrics_count_requests_and_show_the_pods() {
+    bounded(async {
+        let mut d = Daemon::with_metrics(1);
+        let mut c = d.client().await;
+        d.until("metrics served", |d| d.log().contains("metrics on "))
+            .await;
+        let log = d.log();
+        let addr = log
+            .lines()
+            .find_map(|l| l.split_once("metrics on ").map(|(_, a)| a.trim()))
+            .unwrap()
+            .to_string();
+        d.until("a pool shim ready", |d| d.pool_shims_ready() == 1)
+            .await;
+        let id = d.id("metrics");
+        create(&mut c, &id).await.unwrap();
+        assert_eq!(create(&mut c, "../x").await, Err(Code::InvalidArgument));
+        start(&mut c, &id).await;
+        status(&mut c, &id).await.unwrap();
+        assert_eq!(status(&mut c, "nope").await, Err(Code::NotFound));
+        // The pool refilled behind the adoption.
+        d.until("the pool refilled", |d| d.pool_shims_ready() == 2)
+            .await;
+
+        let (head, body) = scrape(&addr).await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"),
+            "{head}"
+        );
+        let m = podshim_common::metrics::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in\n{body}"));
+        let requests = |method: &str, code: &str| {
+            get(&format!(
+                "podshim_sandboxer_requests_total{{method=\"{method}\",code=\"{code}\"}}"
+            ))
+        };
+        assert_eq!(requests("Create", "OK"), 1.0);
+        assert_eq!(requests("Create", "InvalidArgument"), 1.0);
+        assert_eq!(requests("Start", "OK"), 1.0);
+        assert_eq!(requests("Status", "OK"), 1.0);
+        assert_eq!(requests("Status", "NotFound"), 1.0);
+        let total: f64 = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("podshim_sandboxer_requests_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(total, 5.0, "{body}");
+        assert_eq!(
+            get("podshim_sandboxer_request_seconds_count{method=\"Create\"}"),
+            2.0
+        );
+        assert_eq!(
+            get("podshim_sandboxer_request_seconds_bucket{method=\"Status\",le=\"+Inf\"}"),
+            2.0
+        );
+        assert_eq!(get("podshim_sandboxer_sandboxes{state=\"started\"}"), 1.0);
+        assert_eq!(get("podshim_sandboxer_pool_idle"), 1.0);
+        assert_eq!(get("podshim_sandboxer_pool_adoptions_total"), 1.0);
+        assert!(get("podshim_sandboxer_store_bytes") > 0.0);
+
+        stop(&mut c, &id).await.unwrap();
+        shutdown(&mut c, &id).await.unwrap();
+        let (_, body) = scrape(&addr).await;
+        let m = podshim_common::metrics::parse(&body).unwrap();
+        assert!(
+            !m.keys()
+                .any(|k| k.starts_with("podshim_sandboxer_sandboxes{")),
+            "{body}"
+        );
+        assert_eq!(
+            m["podshim_sandboxer_requests_total{method=\"Shutdown\",code=\"OK\"}"],
+            1.0
+        );
+        d.terminate();
+        d.assert_nothing_left();
+    })
+    .await
+}
+
+/// `podshim-sandboxer check` on this case's configuration: exit code and what it printed.
+fn check(d: &Daemon) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_podshim-sandboxer"))
+        .arg("check")
+        .arg("--config")
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `check` reports what a restart would find, beside a live daemon or without one: records
+/// without shims, shims without records, bundles without records; and changes nothing.
+#[tokio::test]
+async fn check_reports_what_a_restart_would_find() {
+    bounded(async {
+        let mut d = Daemon::new(1);
+        let mut c = d.client().await;
+        d.until("a pool shim ready", |d| d.pool_shims_ready() == 1)
+            .await;
+        let id = d.id("check");
+        create(&mut c, &id).await.unwrap();
+        start(&mut c, &id).await;
+        d.until("the pool refilled", |d| d.pool_shims_ready() == 2)
+            .await;
+        // Beside the running daemon, which holds the store open.
+        let (code, out) = check(&d);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("nothing to report"), "{out}");
+
+        d.kill9();
+        let stray = d.path().join("state/bundles").join(NS).join("stray");
+        std::fs::create_dir_all(&stray).unwrap();
+        let store = Store::open(&d.path().join("state")).unwrap();
+        let record = store
+            .sandboxes()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.sandbox_id == id)
+            .unwrap();
+        store.remove_sandbox(NS, &id).unwrap();
+        drop(store);
+        let (code, out) = check(&d);
+        assert_eq!(code, 1, "{out}");
+        let bundle = record.shim.bundle.display().to_string();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("shim pid ") && l.contains(&bundle)),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&format!("bundle {bundle}: no record names it").as_str()),
+            "{out}"
+        );
+        assert!(
+            lines.contains(&format!("bundle {}: no record names it", stray.display()).as_str()),
+            "{out}"
+        );
+
+        // The record back, its shim killed.
+        Store::open(&d.path().join("state"))
+            .unwrap()
+            .put_sandbox(&record)
+            .unwrap();
+        std::fs::remove_dir(&stray).unwrap();
+        // (Adopted from the pool: its command line names the pool id, not the sandbox.)
+        assert!(d.shims().iter().any(|p| p.0 == record.shim.pid as i32));
+        kill9(record.shim.pid as i32);
+        d.until("the pod's shim gone", |d| {
+            !d.shims().iter().any(|p| p.0 == record.shim.pid as i32)
+        })
+        .await;
+        let (code, out) = check(&d);
+        assert_eq!(code, 1, "{out}");
+        assert_eq!(
+            out,
+            format!(
+                "sandbox {NS}/{id}: recorded, its shim (pid {}, {}) is not running\n",
+                record.shim.pid, record.shim.address
+            )
+        );
+        // Nothing was changed: the restarted daemon finds the same (and cleans the pod up).
+        d.spawn();
+        let mut c = d.client().await;
+        assert_eq!(status(&mut c, &id).await.unwrap().state, "SANDBOX_NOTREADY");
     })
     .await
 }

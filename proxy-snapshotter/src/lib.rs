@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod filter;
+pub mod metrics;
 pub mod service;
 pub mod snapshotter;
 pub mod store;

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level LEVEL]
+//!                     [--metrics-address HOST:PORT]
+//! podshim-snapshotter -v|--version
 //! ```
 #![deny(unsafe_code)]
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use podshim_snapshotter::metrics::Metrics;
 use podshim_snapshotter::service::Service;
 use podshim_snapshotter::{Config, Snapshotter};
 
@@ -23,10 +26,18 @@ struct Args {
     address: PathBuf,
     usage_refresh: Duration,
     log_level: log::LevelFilter,
+    /// The Prometheus endpoint (`GET /metrics`); none when empty.
+    metrics_address: String,
+}
+
+/// `podshim-snapshotter <version> (<commit>)`: the commit is what `PODSHIM_GIT_COMMIT` held
+/// when this was built.
+fn version() -> String {
+    podshim_common::version::version("podshim-snapshotter")
 }
 
 fn usage() -> &'static str {
-    "usage: podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level error|warn|info|debug]"
+    "usage: podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level error|warn|info|debug] [--metrics-address HOST:PORT] | -v|--version"
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -35,6 +46,7 @@ fn parse_args() -> anyhow::Result<Args> {
         address: DEFAULT_ADDRESS.into(),
         usage_refresh: Duration::from_secs(60),
         log_level: log::LevelFilter::Info,
+        metrics_address: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,8 +67,17 @@ fn parse_args() -> anyhow::Result<Args> {
                 a.usage_refresh = Duration::from_secs(value()?.parse().context("--usage-refresh")?)
             }
             "--log-level" => a.log_level = value()?.parse().context("--log-level")?,
+            "--metrics-address" => {
+                a.metrics_address = value()?;
+                podshim_common::metrics::parse_address(&a.metrics_address)
+                    .map_err(|e| anyhow::anyhow!("--metrics-address: {e}"))?;
+            }
             "-h" | "--help" => {
                 println!("{}", usage());
+                std::process::exit(0);
+            }
+            "-v" | "--version" => {
+                println!("{}", version());
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}\n{}", usage()),
@@ -70,6 +91,15 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     podshim_common::logger::init("podshim-snapshotter", args.log_level);
 
+    // Before anything is touched: an address asked for but unusable stops the start.
+    let metrics_listener = match args.metrics_address.as_str() {
+        "" => None,
+        a => Some(
+            podshim_common::metrics::bind(a)
+                .await
+                .with_context(|| format!("bind --metrics-address {a}"))?,
+        ),
+    };
     let mut cfg = Config::new(&args.root);
     cfg.usage_refresh = args.usage_refresh;
     if let Ok(v) = std::env::var(CRASH_ENV) {
@@ -79,6 +109,12 @@ async fn main() -> anyhow::Result<()> {
     let snap = tokio::task::spawn_blocking(move || Snapshotter::open(cfg))
         .await?
         .with_context(|| format!("open snapshotter root {}", args.root.display()))?;
+    let snap = Arc::new(snap);
+    let metrics = Metrics::new(snap.clone());
+    if let Some(listener) = metrics_listener {
+        log::info!("metrics on {}", listener.local_addr()?);
+        tokio::spawn(podshim_common::metrics::serve(listener, metrics.registry()));
+    }
     let listener = podshim_common::socket::bind_root_only(&args.address)?;
     log::info!(
         "serving {} (root {})",
@@ -97,7 +133,8 @@ async fn main() -> anyhow::Result<()> {
         log::info!("shutting down");
     };
     tonic::transport::Server::builder()
-        .add_service(Service::new(Arc::new(snap)).into_server())
+        .layer(metrics.grpc())
+        .add_service(Service::new(snap).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,

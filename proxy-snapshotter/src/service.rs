@@ -1,6 +1,7 @@
 //! The gRPC edge: `containerd.services.snapshots.v1.Snapshots` over the core [`Snapshotter`].
 //! Blocking work (redb, fsync, directory walks) runs on tokio's blocking pool, and core errors
-//! become `tonic::Status` here and only here.
+//! become `tonic::Status` here and only here; the server's `crate::metrics` layer counts every
+//! request by the method names below and the code of its answer.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -25,6 +26,12 @@ pub mod generated {
 }
 
 pub use generated::snapshots_server::SnapshotsServer;
+
+/// The Snapshots API's methods, as the request path ends (the `method` label of the request
+/// metrics; any other path counts as `unknown`).
+pub const METHODS: &[&str] = &[
+    "Prepare", "View", "Mounts", "Commit", "Remove", "Stat", "Update", "List", "Usage", "Cleanup",
+];
 
 /// `google.protobuf.Empty` as prost maps it (named so build.rs can refer to it).
 pub type Empty = ();

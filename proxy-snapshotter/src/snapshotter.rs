@@ -41,6 +41,9 @@ use crate::filter::Filter;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
 use crate::usage::{disk_usage, UsageTracker};
 
+/// The metadata store, in the root.
+pub const STORE_FILE: &str = "metadata.redb";
+
 /// A mount as containerd's `types.Mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
@@ -128,7 +131,7 @@ impl Snapshotter {
                 mkdir_mode(d, mode)?;
             }
         }
-        let store = Store::open(&root.join("metadata.redb"))?;
+        let store = Store::open(&root.join(STORE_FILE))?;
         let mut overlay_options = Vec::new();
         // As containerd: disable the overlay index when the kernel has the parameter, so
         // lowerdirs can be mounted by several overlays and remounted after a restart.
@@ -512,8 +515,27 @@ impl Snapshotter {
         Ok(problems)
     }
 
-    /// Number of usage walks done (tests, benchmark).
+    /// Number of usage walks done (tests, benchmark, metrics).
     pub fn usage_walks(&self) -> u64 {
         self.usage.walks()
+    }
+
+    /// Age of the oldest cached usage figure of an active snapshot (see `UsageTracker::oldest`).
+    pub fn usage_lag(&self) -> Duration {
+        self.usage.oldest()
+    }
+
+    /// How many snapshots of each kind the store holds (a read of every record).
+    pub fn kinds(&self) -> Result<BTreeMap<&'static str, usize>> {
+        let mut n = BTreeMap::new();
+        for (_, r) in self.store.all()? {
+            *n.entry(r.kind.as_str()).or_insert(0) += 1;
+        }
+        Ok(n)
+    }
+
+    /// The metadata store's file.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join(STORE_FILE)
     }
 }

@@ -223,6 +223,18 @@ impl UsageTracker {
             .remove(&id);
     }
 
+    /// Age of the oldest cached usage figure (zero when none is cached): how stale a Usage
+    /// answer can be right now. A figure is refreshed only when asked for once it is older than
+    /// the refresh interval, so one nobody asks for keeps ageing.
+    pub fn oldest(&self) -> Duration {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .values()
+            .map(|e| e.at.elapsed())
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Number of directory walks done so far (for tests and the benchmark).
     pub fn walks(&self) -> u64 {
         self.walks.load(std::sync::atomic::Ordering::Relaxed)
@@ -344,5 +356,17 @@ mod tests {
         }
         assert_eq!(got, u);
         t.forget(7);
+    }
+
+    #[test]
+    fn oldest_is_the_age_of_the_stalest_figure() {
+        let t = UsageTracker::new(Duration::from_secs(3600));
+        assert_eq!(t.oldest(), Duration::ZERO);
+        t.seed(1, Usage::default());
+        std::thread::sleep(Duration::from_millis(30));
+        t.seed(2, Usage::default());
+        assert!(t.oldest() >= Duration::from_millis(30));
+        t.forget(1);
+        assert!(t.oldest() < Duration::from_millis(30));
     }
 }
