@@ -70,7 +70,7 @@ install-test:
 	 else echo "SKIPPED: shellcheck scripts/podshim-install: shellcheck is not installed"; fi
 	SHARED_DIR=$(SHARED_DIR) TARGET_DIR=$(TARGET_DIR) $(CARGO) test -p podshim-integration --test install -- --nocapture
 
-## install / uninstall: scripts/podshim-install on this node (as root; README, "Installing into an
+## install / uninstall: scripts/podshim-install on this node (as root; README, "Install", "Installing into an
 ## existing containerd 2.x"): the shim and holder into $(DESTDIR)$(PREFIX)/bin, the drop-ins, the
 ## main config's conversion and imports, a manifest that uninstall undoes exactly.
 ## INSTALL_ARGS="--with-sandboxer --with-snapshotter --restart --verify"; UNINSTALL_ARGS="--force".
