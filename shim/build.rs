@@ -49,5 +49,28 @@ fn cold_text() {
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("cold-text.ld");
     std::fs::write(&path, script).unwrap();
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", path.display());
+    cold_rodata();
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// The read-only data only that cold code reads (the symbolizer's tables, libunwind's CFI
+/// parser, the float parsers' power tables: no shim parses a float), after `.eh_frame`, which
+/// nothing reads either under `panic = "abort"`: `.rodata` is resident whole, 64 KiB window by
+/// window, and is one window shorter without them.
+fn cold_rodata() {
+    const SECTIONS: [&str; 6] = [
+        ".rodata.*5gimli*",
+        ".rodata.*14rustc_demangle*",
+        ".rodata.*11miniz_oxide*",
+        ".rodata.*dec2flt*",
+        ".rodata._ZN9libunwind*",
+        ".rodata._ZN10serde_json2de5POW10*",
+    ];
+    let patterns: String = SECTIONS.iter().map(|s| format!("    *({s})\n")).collect();
+    let script = format!(
+        "SECTIONS\n{{\n  .rodata.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .eh_frame;\n"
+    );
+    let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("cold-rodata.ld");
+    std::fs::write(&path, script).unwrap();
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", path.display());
 }
