@@ -1582,6 +1582,9 @@ async fn check_reports_what_a_restart_would_find() {
         d.spawn();
         let mut c = d.client().await;
         assert_eq!(status(&mut c, &id).await.unwrap().state, "SANDBOX_NOTREADY");
+        shutdown(&mut c, &id).await.unwrap();
+        d.terminate();
+        d.assert_nothing_left();
     })
     .await
 }
