@@ -439,6 +439,13 @@ fn grpc_code(headers: &http::HeaderMap) -> &'static str {
     }
 }
 
+/// A daemon's metrics as its `main` wires them: the registry [`serve`] renders, and the layer
+/// its tonic server counts requests with.
+pub struct DaemonMetrics {
+    pub registry: Arc<Registry>,
+    pub grpc: GrpcLayer,
+}
+
 /// A tower layer for a tonic server: counts every request in `requests{method,code}` and
 /// times it in `seconds{method}`. `method` is the last segment of the request path when it is
 /// one of `methods`, else `unknown` (the label's values stay bounded whatever clients send).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use podshim_sandboxer::controller::Controller;
 use podshim_sandboxer::launch::Launcher;
-use podshim_sandboxer::metrics::Metrics;
+use podshim_sandboxer::metrics;
 use podshim_sandboxer::pool::Pool;
 use podshim_sandboxer::sandboxes::Sandboxes;
 use podshim_sandboxer::store::{self, Store};
@@ -122,14 +122,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let pool_task = tokio::spawn(pool.clone().run());
     tokio::spawn(sandboxes.clone().sweep());
 
-    let metrics = Metrics::new(
+    let metrics = metrics::new(
         sandboxes.clone(),
         pool.clone(),
         cfg.state_dir.join(store::FILE_NAME),
     );
     if let Some(listener) = metrics_listener {
         log::info!("metrics on {}", listener.local_addr()?);
-        tokio::spawn(podshim_common::metrics::serve(listener, metrics.registry()));
+        tokio::spawn(podshim_common::metrics::serve(
+            listener,
+            metrics.registry.clone(),
+        ));
     }
 
     let listener = podshim_common::socket::bind_root_only(&cfg.address)?;
@@ -156,7 +159,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         log::info!("shutting down");
     };
     let server = tonic::transport::Server::builder()
-        .layer(metrics.grpc())
+        .layer(metrics.grpc.clone())
         .add_service(Controller::new(sandboxes).into_server())
         .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
     // Not a graceful drain: containerd keeps a Wait open per pod for the pod's whole life; it

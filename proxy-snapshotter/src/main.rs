@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use podshim_snapshotter::metrics::Metrics;
+use podshim_snapshotter::metrics;
 use podshim_snapshotter::service::Service;
 use podshim_snapshotter::{Config, Snapshotter};
 
@@ -110,10 +110,13 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("open snapshotter root {}", args.root.display()))?;
     let snap = Arc::new(snap);
-    let metrics = Metrics::new(snap.clone());
+    let metrics = metrics::new(snap.clone());
     if let Some(listener) = metrics_listener {
         log::info!("metrics on {}", listener.local_addr()?);
-        tokio::spawn(podshim_common::metrics::serve(listener, metrics.registry()));
+        tokio::spawn(podshim_common::metrics::serve(
+            listener,
+            metrics.registry.clone(),
+        ));
     }
     let listener = podshim_common::socket::bind_root_only(&args.address)?;
     log::info!(
@@ -133,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
         log::info!("shutting down");
     };
     tonic::transport::Server::builder()
-        .layer(metrics.grpc())
+        .layer(metrics.grpc.clone())
         .add_service(Service::new(snap).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
