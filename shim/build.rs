@@ -13,8 +13,9 @@ fn main() {
     }
 }
 
-/// std's backtrace symbolizer, which a shim runs only to print a panic's backtrace, in one run
-/// after .text rather than strewn among hot std functions: the kernel maps a file's text 64 KiB
+/// std's backtrace symbolizer, which a shim runs only to print a panic's backtrace (and the
+/// `start` and `delete` actions, which other processes run), in one run after .text rather than
+/// strewn among hot functions: the kernel maps a file's text 64 KiB
 /// around each fault (fault-around), so a window holding one hot function is resident whole, and
 /// only a cold run as long as a window stays out of every shim's RSS.
 ///
@@ -43,6 +44,12 @@ fn cold_text() {
                 ));
             }
         }
+    }
+    // Code only the short-lived `start` and `delete` processes run, never a pod's shim.
+    for other_process in ["10start_shim", "11delete_shim"] {
+        patterns.push_str(&format!(
+            "    *(.text._ZN*podshim_shim..service..Service*{other_process}*)\n"
+        ));
     }
     let script =
         format!("SECTIONS\n{{\n  .text.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .text;\n");
