@@ -115,15 +115,11 @@ fn shim_processes(bundles: &Path) -> Vec<(u32, PathBuf)> {
         if !cwd.starts_with(bundles) {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X']));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         let shim = args.iter().any(|a| *a == b"-socket")
             && !args.iter().any(|a| *a == b"-podshim-sandbox-holder");
-        if shim && !zombie {
+        if shim && launch::is_live(pid) {
             v.push((pid, cwd));
         }
     }

@@ -211,18 +211,20 @@ pub fn is_running(shim: &ShimRecord) -> bool {
 /// `/proc/<pid>` is the recorded shim, not a zombie and not a process that reused the pid: the
 /// daemon's command line carries its `-socket` address.
 fn process_runs(shim: &ShimRecord) -> bool {
-    if shim.pid == 0 {
-        return false;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", shim.pid)).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.trim_start().chars().next());
-    if matches!(state, None | Some('Z') | Some('X')) {
+    if shim.pid == 0 || !is_live(shim.pid) {
         return false;
     }
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", shim.pid)).unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains(&shim.address)
+}
+
+/// `/proc/<pid>` exists and is neither a zombie nor dead.
+pub fn is_live(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
 }
 
 /// Waits up to `bound` for the shim to be gone.
