@@ -1,6 +1,5 @@
 //! `podshim-sandboxer check`: what the next start would find, without changing it. The store is
-//! read from a private copy (redb locks the file the daemon holds open; a copy taken during a
-//! commit reads as the last whole commit), so the check runs beside a live daemon or without one.
+//! read from a private copy ([`ReadCopy`]), so the check runs beside a live daemon or without one.
 //!
 //! Reported: records (sandbox or pool) whose shim is not running, unless the sandbox is already
 //! recorded as exited; shim processes serving from a bundle of this state dir that no record
@@ -8,8 +7,9 @@
 //! too.
 
 use std::collections::HashSet;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use podshim_common::store::ReadCopy;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -20,9 +20,11 @@ use crate::store::{self, ShimRecord, Store};
 pub fn check(cfg: &Config) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut shims: Vec<(String, ShimRecord, bool)> = Vec::new();
-    let copy = StoreCopy::take(&cfg.state_dir)?;
-    if let Some(dir) = &copy.0 {
-        let s = Store::open(dir)?;
+    let src = cfg.state_dir.join(store::FILE_NAME);
+    let copy = ReadCopy::take(&src, "podshim-sandboxer-check")
+        .map_err(|e| Error::io(format!("copy {}", src.display()), e))?;
+    if let Some(copy) = &copy {
+        let s = Store::open(copy.dir())?;
         for r in s.each_sandbox()? {
             match r {
                 Ok(r) => shims.push((
@@ -65,37 +67,6 @@ pub fn check(cfg: &Config) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
-}
-
-/// A copy of the store in a private temporary directory, removed on drop; `None` without a store.
-struct StoreCopy(Option<PathBuf>);
-
-impl StoreCopy {
-    fn take(state_dir: &Path) -> Result<StoreCopy> {
-        let src = state_dir.join(store::FILE_NAME);
-        if !src.exists() {
-            return Ok(StoreCopy(None));
-        }
-        let dir =
-            std::env::temp_dir().join(format!("podshim-sandboxer-check-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let copy = StoreCopy(Some(dir.clone()));
-        std::fs::copy(&src, dir.join(store::FILE_NAME))
-            .map_err(|e| Error::io(format!("copy {}", src.display()), e))?;
-        Ok(copy)
-    }
-}
-
-impl Drop for StoreCopy {
-    fn drop(&mut self) {
-        if let Some(d) = &self.0 {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
 
 /// Shim daemons (their command line carries `-socket`; namespace holders excluded) whose

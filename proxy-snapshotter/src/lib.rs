@@ -4,8 +4,10 @@
 //! (gRPC service `containerd.services.snapshots.v1.Snapshots`).
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod error;
 pub mod filter;
+pub mod layout;
 pub mod metrics;
 pub mod service;
 pub mod snapshotter;

@@ -3,6 +3,7 @@
 //! ```text
 //! podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level LEVEL]
 //!                     [--metrics-address HOST:PORT]
+//! podshim-snapshotter check [--root DIR]   (what a start would find: exit 0 nothing, 1 found, 2 failed)
 //! podshim-snapshotter -v|--version
 //! ```
 #![deny(unsafe_code)]
@@ -37,7 +38,30 @@ fn version() -> String {
 }
 
 fn usage() -> &'static str {
-    "usage: podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level error|warn|info|debug] [--metrics-address HOST:PORT] | -v|--version"
+    "usage: podshim-snapshotter [--root DIR] [--address SOCK] [--usage-refresh SECS] [--log-level error|warn|info|debug] [--metrics-address HOST:PORT] | check [--root DIR] | -v|--version"
+}
+
+/// `check [--root DIR]`: prints what a start would find; exit 2 when the check itself failed,
+/// 1 when it found something.
+fn check(args: &[String]) -> anyhow::Result<()> {
+    let root: PathBuf = match args {
+        [] => DEFAULT_ROOT.into(),
+        [flag, dir] if flag == "--root" => dir.into(),
+        [arg] if arg.starts_with("--root=") => arg["--root=".len()..].into(),
+        _ => bail!("{}", usage()),
+    };
+    let problems = podshim_snapshotter::check::check(&root).unwrap_or_else(|e| {
+        eprintln!("podshim-snapshotter check {}: {e}", root.display());
+        std::process::exit(2)
+    });
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("{}: nothing to report", root.display());
+        return Ok(());
+    }
+    std::process::exit(1)
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -88,6 +112,10 @@ fn parse_args() -> anyhow::Result<Args> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("check") {
+        return check(&argv[1..]);
+    }
     let args = parse_args()?;
     podshim_common::logger::init("podshim-snapshotter", args.log_level);
 

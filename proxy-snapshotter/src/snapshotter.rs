@@ -1,12 +1,7 @@
 //! The overlayfs snapshotter: containerd's `plugins/snapshots/overlay` semantics on top of the
 //! redb [`Store`], with directory operations ordered around the metadata transaction.
 //!
-//! Layout under the root:
-//! * `metadata.redb`         — the store
-//! * `snapshots/<id>/fs`     — the snapshot's directory (overlay upperdir / lowerdir)
-//! * `snapshots/<id>/work`   — overlay workdir (active snapshots only)
-//! * `tmp/new-<id>`          — a snapshot directory being built
-//! * `trash/`                — directories being deleted
+//! Layout under the root: [`Layout`].
 //!
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
@@ -38,11 +33,11 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::filter::Filter;
+use crate::layout::Layout;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
 use crate::usage::{disk_usage, UsageTracker};
 
-/// The metadata store, in the root.
-pub const STORE_FILE: &str = "metadata.redb";
+pub use crate::layout::STORE_FILE;
 
 /// A mount as containerd's `types.Mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,10 +71,7 @@ impl Config {
 }
 
 pub struct Snapshotter {
-    root: PathBuf,
-    snapshots: PathBuf,
-    tmp: PathBuf,
-    trash: PathBuf,
+    layout: Layout,
     store: Store,
     usage: UsageTracker,
     overlay_options: Vec<String>,
@@ -123,15 +115,17 @@ impl Snapshotter {
         let root = root
             .canonicalize()
             .ctx(|| format!("resolve {}", root.display()))?;
-        let snapshots = root.join("snapshots");
-        let tmp = root.join("tmp");
-        let trash = root.join("trash");
-        for (d, mode) in [(&snapshots, 0o711), (&tmp, 0o700), (&trash, 0o700)] {
+        let layout = Layout::of(&root);
+        for (d, mode) in [
+            (&layout.snapshots, 0o711),
+            (&layout.tmp, 0o700),
+            (&layout.trash, 0o700),
+        ] {
             if !d.is_dir() {
                 mkdir_mode(d, mode)?;
             }
         }
-        let store = Store::open(&root.join(STORE_FILE))?;
+        let store = Store::open(&layout.store())?;
         let mut overlay_options = Vec::new();
         // As containerd: disable the overlay index when the kernel has the parameter, so
         // lowerdirs can be mounted by several overlays and remounted after a restart.
@@ -139,10 +133,7 @@ impl Snapshotter {
             overlay_options.push("index=off".to_string());
         }
         let s = Snapshotter {
-            root,
-            snapshots,
-            tmp,
-            trash,
+            layout,
             store,
             usage: UsageTracker::new(cfg.usage_refresh),
             overlay_options,
@@ -157,7 +148,7 @@ impl Snapshotter {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.layout.root
     }
 
     fn crash(&self, point: &str) {
@@ -169,15 +160,15 @@ impl Snapshotter {
     }
 
     fn dir(&self, id: u64) -> PathBuf {
-        self.snapshots.join(id.to_string())
+        self.layout.dir(id)
     }
 
     fn upper(&self, id: u64) -> PathBuf {
-        self.dir(id).join("fs")
+        self.layout.upper(id)
     }
 
     fn work(&self, id: u64) -> PathBuf {
-        self.dir(id).join("work")
+        self.layout.work(id)
     }
 
     pub fn stat(&self, key: &str) -> Result<Info> {
@@ -246,7 +237,7 @@ impl Snapshotter {
         validate_labels(&labels)?;
         let tx = self.store.write()?;
         let r = tx.create(kind, key, parent, labels)?;
-        let td = self.tmp.join(format!("new-{}", r.id));
+        let td = self.layout.new_dir(r.id);
         let dir = self.dir(r.id);
         let res = (|| {
             // Leftovers with this id can only be garbage: the id is not referenced yet.
@@ -307,7 +298,7 @@ impl Snapshotter {
             if fs::symlink_metadata(&dir).is_ok() {
                 continue;
             }
-            let td = self.tmp.join(format!("new-{}", r.id));
+            let td = self.layout.new_dir(r.id);
             if td.is_dir() {
                 log::warn!(
                     "{key:?} (id {}): redoing the rename of {} lost in a crash",
@@ -333,7 +324,7 @@ impl Snapshotter {
             repaired = true;
         }
         if repaired {
-            fsync_dir(&self.snapshots)?;
+            fsync_dir(&self.layout.snapshots)?;
         }
         Ok(())
     }
@@ -406,19 +397,15 @@ impl Snapshotter {
             // Holding the write transaction: no Prepare is between mkdir and commit.
             let tx = self.store.write()?;
             let ids: HashSet<u64> = tx.ids()?.into_keys().collect();
-            for e in fs::read_dir(&self.snapshots).ctx(|| "read snapshots dir".into())? {
+            for e in fs::read_dir(&self.layout.snapshots).ctx(|| "read snapshots dir".into())? {
                 let e = e.ctx(|| "read snapshots dir".into())?;
-                let keep = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|id| ids.contains(&id));
+                let keep = Layout::id_of(&e.file_name()).is_some_and(|id| ids.contains(&id));
                 if !keep {
                     log::info!("cleanup: removing unreferenced {}", e.path().display());
                     self.trash_dir(&e.path())?;
                 }
             }
-            for e in fs::read_dir(&self.tmp).ctx(|| "read tmp dir".into())? {
+            for e in fs::read_dir(&self.layout.tmp).ctx(|| "read tmp dir".into())? {
                 let e = e.ctx(|| "read tmp dir".into())?;
                 self.trash_dir(&e.path())?;
             }
@@ -431,17 +418,21 @@ impl Snapshotter {
         if fs::symlink_metadata(p).is_err() {
             return Ok(());
         }
-        let parent = p.parent().unwrap_or(&self.root);
-        let prefix = if parent == self.tmp { "tmp-" } else { "" };
+        let parent = p.parent().unwrap_or(&self.layout.root);
+        let prefix = if parent == self.layout.tmp {
+            "tmp-"
+        } else {
+            ""
+        };
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let target = self.trash.join(format!("{prefix}{name}"));
+        let target = self.layout.trash.join(format!("{prefix}{name}"));
         remove_any(&target).ctx(|| format!("remove {}", target.display()))?;
         fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))?;
         fsync_dir(parent)
     }
 
     fn empty_trash(&self) -> Result<()> {
-        for e in fs::read_dir(&self.trash).ctx(|| "read trash dir".into())? {
+        for e in fs::read_dir(&self.layout.trash).ctx(|| "read trash dir".into())? {
             let e = e.ctx(|| "read trash dir".into())?;
             remove_any(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
         }
@@ -482,37 +473,9 @@ impl Snapshotter {
         }]
     }
 
-    /// Consistency of metadata and directories (used by tests and `--check`): an empty list
-    /// means every referenced id has its directories and nothing unreferenced is left.
+    /// What a start would find in this root (see [`crate::check`]); empty when in order.
     pub fn check(&self) -> Result<Vec<String>> {
-        let mut problems = self.store.check()?;
-        let all = self.store.all()?;
-        let ids: HashSet<u64> = all.iter().map(|(_, r)| r.id).collect();
-        for (k, r) in &all {
-            if !self.upper(r.id).is_dir() {
-                problems.push(format!("{k:?} (id {}): missing fs dir", r.id));
-            }
-            if r.kind == Kind::Active && !self.work(r.id).is_dir() {
-                problems.push(format!("{k:?} (id {}): missing work dir", r.id));
-            }
-        }
-        for e in fs::read_dir(&self.snapshots).ctx(|| "read snapshots".into())? {
-            let e = e.ctx(|| "read snapshots".into())?;
-            let ok = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|id| ids.contains(&id));
-            if !ok {
-                problems.push(format!("unreferenced {}", e.path().display()));
-            }
-        }
-        for d in [&self.tmp, &self.trash] {
-            if fs::read_dir(d).ctx(|| "read".into())?.next().is_some() {
-                problems.push(format!("{} not empty", d.display()));
-            }
-        }
-        Ok(problems)
+        crate::check::problems(Some(&self.store), &self.layout)
     }
 
     /// Number of usage walks done (tests, benchmark, metrics).
@@ -536,6 +499,6 @@ impl Snapshotter {
 
     /// The metadata store's file.
     pub fn store_path(&self) -> PathBuf {
-        self.root.join(STORE_FILE)
+        self.layout.store()
     }
 }
