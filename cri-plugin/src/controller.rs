@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use containerd_client::services::v1::sandbox as api;
 use containerd_client::types::{Metric as ApiMetric, Platform};
+use podshim_common::logger;
 use tonic::{Request, Response, Status};
 
 use crate::cri_info::{self, CriInfo};
@@ -104,29 +105,33 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerCreateResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        log::debug!("create {} in {namespace}", r.sandbox_id);
-        let sandbox_id = r.sandbox_id.clone();
-        let cri = r
-            .sandbox
-            .as_ref()
-            .and_then(|s| s.extensions.get(cri_info::EXTENSION))
-            .and_then(|a| CriInfo::from_extension(&a.value));
-        self.sandboxes
-            .create(CreateRequest {
-                namespace,
-                sandbox_id: r.sandbox_id,
-                // Forwarded as is: the shim reads runtime.v1.PodSandboxConfig from it.
-                options: r.options.map(|a| RawAny {
-                    type_url: a.type_url,
-                    value: a.value,
-                }),
-                netns_path: r.netns_path,
-                annotations: r.annotations,
-                cri,
-            })
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerCreateResponse { sandbox_id }))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            log::debug!("create in {namespace}");
+            let sandbox_id = r.sandbox_id.clone();
+            let cri = r
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.extensions.get(cri_info::EXTENSION))
+                .and_then(|a| CriInfo::from_extension(&a.value));
+            self.sandboxes
+                .create(CreateRequest {
+                    namespace,
+                    sandbox_id: r.sandbox_id,
+                    // Forwarded as is: the shim reads runtime.v1.PodSandboxConfig from it.
+                    options: r.options.map(|a| RawAny {
+                        type_url: a.type_url,
+                        value: a.value,
+                    }),
+                    netns_path: r.netns_path,
+                    annotations: r.annotations,
+                    cri,
+                })
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerCreateResponse { sandbox_id }))
+        })
+        .await
     }
 
     async fn start(
@@ -135,12 +140,16 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<wire::ControllerStartResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        let s = self
-            .sandboxes
-            .start(&namespace, &r.sandbox_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(start_response(r.sandbox_id, s)))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            let s = self
+                .sandboxes
+                .start(&namespace, &r.sandbox_id)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(start_response(r.sandbox_id, s)))
+        })
+        .await
     }
 
     /// Answered here, not by the shim: CRI asks for every sandbox on every stats poll.
@@ -150,19 +159,23 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerPlatformResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        if !self.sandboxes.exists(&namespace, &r.sandbox_id) {
-            return Err(to_status(Error::NotFound(format!(
-                "sandbox {} not found",
-                r.sandbox_id
-            ))));
-        }
-        Ok(Response::new(api::ControllerPlatformResponse {
-            platform: Some(Platform {
-                os: "linux".into(),
-                architecture: podshim_common::pod_api::architecture().into(),
-                ..Default::default()
-            }),
-        }))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            if !self.sandboxes.exists(&namespace, &r.sandbox_id) {
+                return Err(to_status(Error::NotFound(format!(
+                    "sandbox {} not found",
+                    r.sandbox_id
+                ))));
+            }
+            Ok(Response::new(api::ControllerPlatformResponse {
+                platform: Some(Platform {
+                    os: "linux".into(),
+                    architecture: podshim_common::pod_api::architecture().into(),
+                    ..Default::default()
+                }),
+            }))
+        })
+        .await
     }
 
     async fn stop(
@@ -171,11 +184,15 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerStopResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        self.sandboxes
-            .stop(&namespace, &r.sandbox_id, r.timeout_secs)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerStopResponse {}))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            self.sandboxes
+                .stop(&namespace, &r.sandbox_id, r.timeout_secs)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerStopResponse {}))
+        })
+        .await
     }
 
     async fn wait(
@@ -184,15 +201,19 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerWaitResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        let e = self
-            .sandboxes
-            .wait(&namespace, &r.sandbox_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerWaitResponse {
-            exit_status: e.status,
-            exited_at: Some(ts(e.at)),
-        }))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            let e = self
+                .sandboxes
+                .wait(&namespace, &r.sandbox_id)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerWaitResponse {
+                exit_status: e.status,
+                exited_at: Some(ts(e.at)),
+            }))
+        })
+        .await
     }
 
     async fn status(
@@ -201,22 +222,26 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerStatusResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        let s = self
-            .sandboxes
-            .status(&namespace, &r.sandbox_id, r.verbose)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerStatusResponse {
-            sandbox_id: s.sandbox_id,
-            pid: s.pid,
-            state: s.state,
-            info: s.info,
-            created_at: s.created_at.map(ts),
-            exited_at: s.exited_at.map(ts),
-            extra: None,
-            address: s.address,
-            version: s.version,
-        }))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            let s = self
+                .sandboxes
+                .status(&namespace, &r.sandbox_id, r.verbose)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerStatusResponse {
+                sandbox_id: s.sandbox_id,
+                pid: s.pid,
+                state: s.state,
+                info: s.info,
+                created_at: s.created_at.map(ts),
+                exited_at: s.exited_at.map(ts),
+                extra: None,
+                address: s.address,
+                version: s.version,
+            }))
+        })
+        .await
     }
 
     async fn shutdown(
@@ -225,11 +250,15 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerShutdownResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        self.sandboxes
-            .shutdown(&namespace, &r.sandbox_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerShutdownResponse {}))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            self.sandboxes
+                .shutdown(&namespace, &r.sandbox_id)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerShutdownResponse {}))
+        })
+        .await
     }
 
     async fn metrics(
@@ -238,18 +267,22 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerMetricsResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        let m = self
-            .sandboxes
-            .metrics(&namespace, &r.sandbox_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(api::ControllerMetricsResponse {
-            metrics: Some(ApiMetric {
-                timestamp: m.timestamp.map(ts),
-                id: m.id,
-                data: m.data.map(any),
-            }),
-        }))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            let m = self
+                .sandboxes
+                .metrics(&namespace, &r.sandbox_id)
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(api::ControllerMetricsResponse {
+                metrics: Some(ApiMetric {
+                    timestamp: m.timestamp.map(ts),
+                    id: m.id,
+                    data: m.data.map(any),
+                }),
+            }))
+        })
+        .await
     }
 
     /// An in-place pod resize (containerd 2.3: CRI records the pod's new resources in the
@@ -262,14 +295,18 @@ impl generated::controller_server::Controller for Controller {
     ) -> Result<Response<api::ControllerUpdateResponse>, Status> {
         let namespace = namespace(&req)?;
         let r = req.into_inner();
-        log::debug!("update {} (fields {:?})", r.sandbox_id, r.fields);
-        if let Some(resources) = updated_resources(&r) {
-            self.sandboxes
-                .update(&namespace, &r.sandbox_id, resources)
-                .await
-                .map_err(to_status)?;
-        }
-        Ok(Response::new(api::ControllerUpdateResponse {}))
+        let subject = format!("sandbox {}", r.sandbox_id);
+        logger::scope(subject, async move {
+            log::debug!("update (fields {:?})", r.fields);
+            if let Some(resources) = updated_resources(&r) {
+                self.sandboxes
+                    .update(&namespace, &r.sandbox_id, resources)
+                    .await
+                    .map_err(to_status)?;
+            }
+            Ok(Response::new(api::ControllerUpdateResponse {}))
+        })
+        .await
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 use podshim_common::{
-    id,
+    id, logger,
     pod_api::{ANNOTATION_CONTAINERD_ROOT, ANNOTATION_CONTAINERD_STATE, STATE_NOTREADY},
 };
 
@@ -41,6 +41,11 @@ const WAIT_RETRY: Duration = Duration::from_millis(500);
 const UNSTARTED_POLL: Duration = Duration::from_secs(1);
 /// How often every started sandbox is looked for in containerd's store.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// What a sandbox's log lines are about (see `podshim_common::logger`).
+fn subject(key: &Key) -> String {
+    format!("sandbox {}", key.1)
+}
 
 type Key = (String, String);
 
@@ -205,29 +210,7 @@ impl Sandboxes {
                 }
             };
             let key = (r.namespace.clone(), r.sandbox_id.clone());
-            let entry = Entry::new(r.clone(), None);
-            if r.state == State::Creating {
-                info!(
-                    "sandbox {}: its Create never answered, tearing down",
-                    r.sandbox_id
-                );
-                if let Err(e) = self.teardown(&entry).await {
-                    warn!(
-                        "sandbox {}/{}: not torn down, its record kept: {e}",
-                        r.namespace, r.sandbox_id
-                    );
-                }
-                continue;
-            }
-            info!(
-                "sandbox {} (namespace {}) recovered, shim {}",
-                r.sandbox_id, r.namespace, r.shim.address
-            );
-            self.launcher.reattach(&r.shim);
-            self.entries().insert(key.clone(), entry.clone());
-            if r.state == State::Created {
-                self.watch_unstarted(key, entry);
-            }
+            logger::scope(subject(&key), self.recover_one(key, r)).await;
         }
         self.pool.recover().await?;
         self.remove_unrecorded_bundles()
@@ -288,6 +271,30 @@ impl Sandboxes {
             .is_some_and(|e| Arc::ptr_eq(e, entry))
     }
 
+    /// [`recover`](Self::recover) of one readable record.
+    async fn recover_one(self: &Arc<Self>, key: Key, r: SandboxRecord) {
+        let entry = Entry::new(r.clone(), None);
+        if r.state == State::Creating {
+            info!("its Create never answered, tearing down");
+            if let Err(e) = self.teardown(&entry).await {
+                warn!(
+                    "not torn down (namespace {}), its record kept: {e}",
+                    r.namespace
+                );
+            }
+            return;
+        }
+        info!(
+            "recovered (namespace {}), shim {}",
+            r.namespace, r.shim.address
+        );
+        self.launcher.reattach(&r.shim);
+        self.entries().insert(key.clone(), entry.clone());
+        if r.state == State::Created {
+            self.watch_unstarted(key, entry);
+        }
+    }
+
     /// Runs a Create or Start of `entry` to its end under its lifecycle lock, even when
     /// containerd hangs up meanwhile (its deadline passed). CRI calls nothing after a failed
     /// Create or Start, so whatever failed, or succeeded for nobody, is undone here: the
@@ -307,7 +314,7 @@ impl Sandboxes {
         let this = self.clone();
         let id = key.1.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        tokio::spawn(logger::scope(subject(&key), async move {
             let _lifecycle = entry.lifecycle.lock().await;
             // A Shutdown got here first.
             if !this.is_current(&key, &entry) {
@@ -316,17 +323,14 @@ impl Sandboxes {
             }
             let r = work(this.clone(), entry.clone()).await;
             if let Err(e) = &r {
-                warn!("sandbox {}: {op} failed, undoing it: {e}", key.1);
+                warn!("{op} failed, undoing it: {e}");
                 this.undo(&key, &entry).await;
             }
             if let Err(Ok(_)) = tx.send(r) {
-                warn!(
-                    "sandbox {}: containerd gave up on its {op}, undoing it",
-                    key.1
-                );
+                warn!("containerd gave up on its {op}, undoing it");
                 this.undo(&key, &entry).await;
             }
-        });
+        }));
         rx.await.unwrap_or_else(|_| {
             Err(Error::Unavailable(format!(
                 "{op} of sandbox {id} was interrupted"
@@ -340,7 +344,7 @@ impl Sandboxes {
             return;
         }
         if let Err(e) = self.teardown(entry).await {
-            warn!("sandbox {}: tearing down: {e}", key.1);
+            warn!("tearing down: {e}");
         }
         self.entries().remove(key);
     }
@@ -352,7 +356,7 @@ impl Sandboxes {
     /// and forgotten without waiting for a call.
     fn watch_unstarted(self: &Arc<Self>, key: Key, entry: Arc<Entry>) {
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(logger::scope(subject(&key), async move {
             let unstarted = |this: &Sandboxes| {
                 this.is_current(&key, &entry) && entry.record().state == State::Created
             };
@@ -370,12 +374,12 @@ impl Sandboxes {
                 };
                 let _lifecycle = entry.lifecycle.lock().await;
                 if unstarted(&this) {
-                    info!("sandbox {}: {why}: tearing it down", key.1);
+                    info!("{why}: tearing it down");
                     this.undo(&key, &entry).await;
                 }
                 return;
             }
-        });
+        }));
     }
 
     /// Started sandboxes containerd no longer has are torn down: nobody would stop them (CRI
@@ -392,22 +396,20 @@ impl Sandboxes {
                 .map(|(k, e)| (k.clone(), e.clone()))
                 .collect();
             for (key, entry) in started {
-                match self.containerd.knows(&key.0, &key.1).await {
-                    Known::Yes => {}
-                    Known::Unsure(e) => {
-                        log::debug!("sandbox {}: containerd not asked: {e}", key.1);
-                    }
-                    Known::No => {
-                        let _lifecycle = entry.lifecycle.lock().await;
-                        if self.is_current(&key, &entry) {
-                            info!(
-                                "sandbox {}: containerd no longer has it: tearing it down",
-                                key.1
-                            );
-                            self.undo(&key, &entry).await;
+                logger::scope(subject(&key), async {
+                    match self.containerd.knows(&key.0, &key.1).await {
+                        Known::Yes => {}
+                        Known::Unsure(e) => log::debug!("containerd not asked: {e}"),
+                        Known::No => {
+                            let _lifecycle = entry.lifecycle.lock().await;
+                            if self.is_current(&key, &entry) {
+                                info!("containerd no longer has it: tearing it down");
+                                self.undo(&key, &entry).await;
+                            }
                         }
                     }
-                }
+                })
+                .await;
             }
         }
     }
@@ -461,7 +463,7 @@ impl Sandboxes {
     ) -> Result<()> {
         match self.pool.take(&req.namespace).await {
             Some(shim) => {
-                info!("sandbox {}: adopting pool shim {}", req.sandbox_id, shim.id);
+                info!("adopting pool shim {}", shim.id);
                 record.shim = shim;
                 entry.set_record(record.clone());
                 let r = record.clone();
@@ -594,7 +596,7 @@ impl Sandboxes {
         r.exited_at = Some(t);
         let saved = r.clone();
         if let Err(e) = self.store.off_thread(move |s| s.put_sandbox(&saved)).await {
-            warn!("sandbox {}: {e}", r.sandbox_id);
+            warn!("recording its exit: {e}");
         }
         entry.set_record(r);
         t
@@ -662,7 +664,7 @@ impl Sandboxes {
         {
             Err(e) if !(e.is_not_found() || e.is_unreachable()) => {
                 if e.code() != tonic::Code::FailedPrecondition {
-                    warn!("sandbox {id}: {e}");
+                    warn!("metrics: {e}");
                 }
                 Err(Error::Unavailable(e.to_string()))
             }
@@ -716,7 +718,7 @@ impl Sandboxes {
             Ok(()) => launch::wait_gone(shim, SHUTDOWN_WAIT).await,
             Err(e) => {
                 if !e.is_unreachable() {
-                    warn!("sandbox {id}: {e}");
+                    warn!("shutdown: {e}");
                 }
                 false
             }
@@ -734,7 +736,7 @@ impl Sandboxes {
         self.store
             .off_thread(move |s| s.remove_sandbox(&namespace, &sandbox_id))
             .await?;
-        info!("sandbox {id}: shim {} gone, record removed", shim.id);
+        info!("shim {} gone, record removed", shim.id);
         Ok(())
     }
 }

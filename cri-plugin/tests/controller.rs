@@ -612,6 +612,14 @@ async fn pod_lifecycle_through_its_shim() {
         assert!(!files.exists());
         d.terminate();
         d.assert_nothing_left();
+        // The daemon's own lines about this pod name it, once, as their subject.
+        let log = d.log();
+        let about = format!("podshim-sandboxer DEBUG sandbox {id}: create in ");
+        assert!(log.contains(&about), "{log}");
+        assert!(
+            !log.contains(&format!("sandbox {id}: sandbox {id}")),
+            "{log}"
+        );
     })
     .await
 }
@@ -775,6 +783,10 @@ async fn failed_start_leaves_nothing() {
         assert_eq!(holders(&id), Vec::<i32>::new());
         d.terminate();
         d.assert_nothing_left();
+        // The failure, logged where the Start ran to its end (a task of its own), names the pod.
+        let log = d.log();
+        let about = format!("podshim-sandboxer WARN sandbox {id}: start failed, undoing it: ");
+        assert!(log.contains(&about), "{log}");
     })
     .await
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use containerd_client::services::v1::snapshots as api;
 use containerd_client::types::Mount as ApiMount;
+use podshim_common::logger;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -108,16 +109,24 @@ impl Service {
         SnapshotsServer::new(self)
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T, Status>
+    /// Runs `f` on the blocking pool, as work about `subject` (`None`: the whole snapshotter);
+    /// its error is mapped, and logged, inside that scope.
+    async fn run<T, F>(&self, subject: Option<&str>, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&Snapshotter) -> crate::error::Result<T> + Send + 'static,
     {
         let s = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&s))
-            .await
+        let work = move || f(&s).map_err(to_status);
+        let task = match subject {
+            Some(key) => {
+                let subject = format!("snapshot {key:?}");
+                tokio::task::spawn_blocking(move || logger::sync_scope(subject, work))
+            }
+            None => tokio::task::spawn_blocking(work),
+        };
+        task.await
             .map_err(|e| Status::internal(format!("snapshotter task failed: {e}")))?
-            .map_err(to_status)
     }
 }
 
@@ -130,9 +139,12 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::PrepareSnapshotRequest>,
     ) -> Result<Response<api::PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
-        log::debug!("prepare key={:?} parent={:?}", r.key, r.parent);
+        let key = r.key.clone();
         let m = self
-            .run(move |s| s.prepare(&r.key, &r.parent, labels(r.labels)))
+            .run(Some(&key), move |s| {
+                log::debug!("prepare, parent {:?}", r.parent);
+                s.prepare(&r.key, &r.parent, labels(r.labels))
+            })
             .await?;
         Ok(Response::new(api::PrepareSnapshotResponse {
             mounts: mounts_to_api(m),
@@ -144,9 +156,12 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::ViewSnapshotRequest>,
     ) -> Result<Response<api::ViewSnapshotResponse>, Status> {
         let r = req.into_inner();
-        log::debug!("view key={:?} parent={:?}", r.key, r.parent);
+        let key = r.key.clone();
         let m = self
-            .run(move |s| s.view(&r.key, &r.parent, labels(r.labels)))
+            .run(Some(&key), move |s| {
+                log::debug!("view, parent {:?}", r.parent);
+                s.view(&r.key, &r.parent, labels(r.labels))
+            })
             .await?;
         Ok(Response::new(api::ViewSnapshotResponse {
             mounts: mounts_to_api(m),
@@ -158,7 +173,8 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::MountsRequest>,
     ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
-        let m = self.run(move |s| s.mounts(&r.key)).await?;
+        let key = r.key.clone();
+        let m = self.run(Some(&key), move |s| s.mounts(&r.key)).await?;
         Ok(Response::new(api::MountsResponse {
             mounts: mounts_to_api(m),
         }))
@@ -169,9 +185,12 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        log::debug!("commit key={:?} name={:?}", r.key, r.name);
-        self.run(move |s| s.commit(&r.name, &r.key, labels(r.labels)))
-            .await?;
+        let key = r.key.clone();
+        self.run(Some(&key), move |s| {
+            log::debug!("commit as {:?}", r.name);
+            s.commit(&r.name, &r.key, labels(r.labels))
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
@@ -180,8 +199,12 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::RemoveSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        log::debug!("remove key={:?}", r.key);
-        self.run(move |s| s.remove(&r.key)).await?;
+        let key = r.key.clone();
+        self.run(Some(&key), move |s| {
+            log::debug!("remove");
+            s.remove(&r.key)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
@@ -190,7 +213,8 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::StatSnapshotRequest>,
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let i = self.run(move |s| s.stat(&r.key)).await?;
+        let key = r.key.clone();
+        let i = self.run(Some(&key), move |s| s.stat(&r.key)).await?;
         Ok(Response::new(api::StatSnapshotResponse {
             info: Some(info_to_api(i)),
         }))
@@ -213,7 +237,10 @@ impl generated::snapshots_server::Snapshots for Service {
             created: Timestamp { secs: 0, nanos: 0 },
             updated: Timestamp { secs: 0, nanos: 0 },
         };
-        let out = self.run(move |s| s.update(&info, &paths)).await?;
+        let key = info.name.clone();
+        let out = self
+            .run(Some(&key), move |s| s.update(&info, &paths))
+            .await?;
         Ok(Response::new(api::UpdateSnapshotResponse {
             info: Some(info_to_api(out)),
         }))
@@ -226,7 +253,7 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         let r = req.into_inner();
-        let infos = self.run(move |s| s.list(&r.filters)).await?;
+        let infos = self.run(None, move |s| s.list(&r.filters)).await?;
         let mut batches = Vec::new();
         let mut it = infos.into_iter().map(info_to_api).peekable();
         while it.peek().is_some() {
@@ -242,7 +269,8 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::UsageRequest>,
     ) -> Result<Response<api::UsageResponse>, Status> {
         let r = req.into_inner();
-        let u = self.run(move |s| s.usage(&r.key)).await?;
+        let key = r.key.clone();
+        let u = self.run(Some(&key), move |s| s.usage(&r.key)).await?;
         Ok(Response::new(api::UsageResponse {
             size: u.size,
             inodes: u.inodes,
@@ -250,7 +278,7 @@ impl generated::snapshots_server::Snapshots for Service {
     }
 
     async fn cleanup(&self, _req: Request<api::CleanupRequest>) -> Result<Response<()>, Status> {
-        self.run(|s| s.cleanup()).await?;
+        self.run(None, |s| s.cleanup()).await?;
         Ok(Response::new(()))
     }
 }
