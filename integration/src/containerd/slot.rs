@@ -1,0 +1,60 @@
+//! A run's bridge and pod subnet: slot `n` is bridge `psit<n>` and subnet `10.88.<n>.0/24`, held
+//! by a lock file for the run's life so that parallel runs never share one.
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+
+use super::open_lock;
+use crate::sys;
+
+/// Where the per-run lock files for bridge/subnet slots live.
+const SLOT_DIR: &str = "/run/podshim-e2e";
+/// Pod subnets are 10.88.<slot>.0/24 on a bridge `psit<slot>`; nothing is routed beyond the bridge.
+const SUBNET_BASE: &str = "10.88";
+
+pub(super) struct Slot {
+    /// `psit<slot>`
+    pub bridge: String,
+    /// `10.88.<slot>`
+    pub subnet_prefix: String,
+    /// The CNI network's name (`podshim-e2e-<slot>`); also the prefix of libcni's cache files.
+    pub network_name: String,
+    /// Held while the run lives.
+    pub lock: File,
+}
+
+impl Slot {
+    /// Takes a free slot and records its bridge and network name in `dir` (for a later run that
+    /// cleans up after this one, should it die).
+    pub fn take(dir: &Path) -> Result<Slot> {
+        fs::create_dir_all(SLOT_DIR)?;
+        let start = (std::process::id() as usize).wrapping_mul(7) % 250;
+        for i in 0..250usize {
+            let s = (start + i) % 250 + 1;
+            let lock = open_lock(&Path::new(SLOT_DIR).join(format!("slot-{s}.lock")))?;
+            if !sys::flock_nb(&lock) {
+                continue;
+            }
+            let bridge = format!("psit{s}");
+            if sys::link_exists(&bridge) {
+                // Left by a run that died: we hold its slot lock now.
+                let _ = sys::link_delete(&bridge);
+            }
+            if sys::route_exists(&format!("{SUBNET_BASE}.{s}.0/24")) {
+                continue;
+            }
+            let network_name = format!("podshim-e2e-{s}");
+            fs::write(dir.join("bridge"), &bridge)?;
+            fs::write(dir.join("network-name"), &network_name)?;
+            return Ok(Slot {
+                bridge,
+                subnet_prefix: format!("{SUBNET_BASE}.{s}"),
+                network_name,
+                lock,
+            });
+        }
+        Err(anyhow!("no free bridge/subnet slot in {SLOT_DIR}"))
+    }
+}
