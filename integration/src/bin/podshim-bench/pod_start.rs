@@ -1,0 +1,103 @@
+//! RunPodSandbox and first container start, one pod at a time and in parallel.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use podshim_integration::Containerd;
+
+use crate::args::Args;
+use crate::pods::*;
+use crate::results::*;
+
+pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) -> Result<()> {
+    for i in 0..a.pods {
+        for h in &a.handlers {
+            let s = start_pod(c, h, format!("ser-{h}-{i}"), 1).await?;
+            r.rec(
+                "pod start",
+                "RunPodSandbox (serial)",
+                "ms",
+                h,
+                ms(s.run_pod),
+            );
+            r.rec(
+                "pod start",
+                "RunPodSandbox→Create→Start→running (serial)",
+                "ms",
+                h,
+                ms(s.total),
+            );
+            let t = Instant::now();
+            c.remove_pod(&s.pod).await?;
+            r.rec(
+                "pod start",
+                "StopPodSandbox+RemovePodSandbox (serial)",
+                "ms",
+                h,
+                ms(t.elapsed()),
+            );
+        }
+        if (i + 1) % 10 == 0 || i + 1 == a.pods {
+            progress(&format!(
+                "serial pod start: {}/{} pods per handler",
+                i + 1,
+                a.pods
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn pod_start_parallel(c: &Containerd, a: &Args, r: &mut Results) -> Result<()> {
+    let rounds = a.pods.div_ceil(a.parallel);
+    let p = a.parallel;
+    for round in 0..rounds {
+        for h in &a.handlers {
+            let t = Instant::now();
+            let futs = (0..p).map(|j| start_pod(c, h, format!("par-{h}-{round}-{j}"), 1));
+            let res = futures_util::future::join_all(futs).await;
+            let wall = t.elapsed();
+            let mut pods = Vec::new();
+            let mut err = None;
+            for s in res {
+                match s {
+                    Ok(s) => {
+                        r.rec(
+                            "pod start",
+                            &format!("RunPodSandbox ({p} parallel)"),
+                            "ms",
+                            h,
+                            ms(s.run_pod),
+                        );
+                        r.rec(
+                            "pod start",
+                            &format!("RunPodSandbox→Create→Start→running ({p} parallel)"),
+                            "ms",
+                            h,
+                            ms(s.total),
+                        );
+                        pods.push(s.pod);
+                    }
+                    Err(e) => err = Some(e),
+                }
+            }
+            r.rec(
+                "pod start",
+                &format!("wall time for {p} pods started in parallel"),
+                "ms",
+                h,
+                ms(wall),
+            );
+            let rm = futures_util::future::join_all(pods.iter().map(|pod| c.remove_pod(pod))).await;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            rm.into_iter().collect::<Result<Vec<()>>>()?;
+        }
+        progress(&format!(
+            "parallel pod start: round {}/{rounds} ({p} pods per handler per round)",
+            round + 1
+        ));
+    }
+    Ok(())
+}
