@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod cri;
 pub mod fstree;
 pub mod images;
+pub mod layout;
 pub mod logs;
 pub mod pod;
 pub mod podsnap;
