@@ -1,6 +1,6 @@
 //! Snapshotter figures for `make bench`: containerd's built-in `overlayfs` against
 //! podshim-snapshotter (`podsnap`), both driven through containerd's snapshots gRPC API on one
-//! private containerd (so both pay containerd's metadata layer; podsnap also pays the proxy
+//! private containerd (so both pay containerd's metadata layer; podshim-snapshotter also pays the proxy
 //! gRPC hop), samples interleaved (A B, then B A) so machine noise shifts both alike. Nothing
 //! here asserts a figure.
 //!
@@ -10,7 +10,7 @@
 //!   already in the store (so the figure is unpack: walking differ + Prepare/Commit per layer,
 //!   plus ctr's start and a scan of the archive, the same for both).
 //! * Usage: of an active snapshot holding `usage_files` files. overlayfs walks the upper dir on
-//!   every call; podsnap answers from its cache (refreshed in the background every
+//!   every call; podshim-snapshotter answers from its cache (refreshed in the background every
 //!   `--usage-refresh` s; the daemon runs with the refresh the harness gives it), after its cache
 //!   has caught up with the files.
 
@@ -26,7 +26,7 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::types::Mount;
 
-use crate::podsnap::{labels, Snapshots, SNAPSHOTTER};
+use crate::snapshotter::{labels, Snapshots, SNAPSHOTTER};
 use crate::{images, Containerd};
 
 pub const BUILTIN: &str = "overlayfs";
@@ -258,9 +258,9 @@ fn write_files(dir: &Path, n: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs every figure on `c`, whose config must register podsnap (any `SnapshotterUse` but `Off`).
+/// Runs every figure on `c`, whose config must register podshim-snapshotter (any `SnapshotterUse` but `Off`).
 pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Result<Report> {
-    c.podsnap()?;
+    c.snapshotter_daemon()?;
     let api: BTreeMap<&str, Api> = [BUILTIN, SNAPSHOTTER]
         .into_iter()
         .map(|n| {
@@ -367,16 +367,18 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
             .await?
             .with_context(|| format!("{name}: writing {n} files"))?;
     }
-    // podsnap's cache catches up within its refresh interval (plus one walk).
+    // podshim-snapshotter's cache catches up within its refresh interval (plus one walk).
     let deadline = Instant::now() + Duration::from_secs(120);
-    let refresh = c.podsnap()?.usage_refresh_secs;
+    let refresh = c.snapshotter_daemon()?.usage_refresh_secs;
     loop {
         let (_, inodes) = api[SNAPSHOTTER].usage(&key).await?;
         if inodes as usize >= n {
             break;
         }
         if Instant::now() > deadline {
-            bail!("podsnap Usage still reports {inodes} inodes for {n} files after 120 s");
+            bail!(
+                "podshim-snapshotter Usage still reports {inodes} inodes for {n} files after 120 s"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -396,7 +398,7 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
         a.remove(&base).await?;
     }
     r.notes.push(format!(
-        "podsnap ran with --usage-refresh {refresh} s: its Usage of an active snapshot is a cached value at most that old (plus one walk), refreshed by a background walk; overlayfs walks the upper dir on every call"
+        "podshim-snapshotter ran with --usage-refresh {refresh} s: its Usage of an active snapshot is a cached value at most that old (plus one walk), refreshed by a background walk; overlayfs walks the upper dir on every call"
     ));
     r.notes.push("Unpack = wall time of `ctr images import --local --snapshotter S` with the content already in the store (includes ctr start-up and an archive scan, the same for both).".into());
     Ok(r)
@@ -436,10 +438,10 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// The figures as a Markdown table: medians, sample counts, podsnap/overlayfs ratio.
+/// The figures as a Markdown table: medians, sample counts, podshim-snapshotter/overlayfs ratio.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    s.push_str("| figure | unit | n | overlayfs (built-in) | podsnap | podsnap/overlayfs |\n");
+    s.push_str("| figure | unit | n | overlayfs (built-in) | podshim-snapshotter | podshim-snapshotter/overlayfs |\n");
     s.push_str("|---|---|---:|---:|---:|---:|\n");
     for f in &r.figures {
         let n = f.samples.values().map(Vec::len).max().unwrap_or(0);

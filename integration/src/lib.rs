@@ -14,9 +14,9 @@ pub mod images;
 pub mod layout;
 pub mod logs;
 pub mod pod;
-pub mod podsnap;
 pub mod registry;
 pub mod release;
+pub mod snapshotter;
 pub mod streaming;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{Containerd, Options, SnapshotterUse};
-use crate::{images, podsnap, sys};
+use crate::{images, snapshotter, sys};
 
 /// The binaries one run starts.
 pub(super) struct Bins {
@@ -37,7 +37,7 @@ impl Bins {
         }
         let snapshotter = match opts.snapshotter {
             SnapshotterUse::Off => None,
-            _ => Some(podsnap::bin_path()?),
+            _ => Some(snapshotter::bin_path()?),
         };
         if !opts.private_bins {
             return Ok(Bins {

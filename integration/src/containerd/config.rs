@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::bins::{which, Bins};
 use super::slot::Slot;
 use super::{Options, SnapshotterUse};
-use crate::{images, podsnap};
+use crate::{images, snapshotter};
 
 /// Where each file and socket of a run lives under its temp dir.
 pub(super) struct Paths {
@@ -218,7 +218,7 @@ fn write_containerd(
         .collect::<Vec<_>>()
         .join(", ");
     let cri_snapshotter = if opts.snapshotter == SnapshotterUse::CriDefault {
-        podsnap::SNAPSHOTTER
+        snapshotter::SNAPSHOTTER
     } else {
         "overlayfs"
     };

@@ -32,9 +32,9 @@ use slot::Slot;
 
 use crate::cri::Cri;
 use crate::images;
-use crate::podsnap;
 use crate::registry::Registry;
 use crate::release::{containerd_release, Release};
+use crate::snapshotter;
 use crate::sys;
 
 /// Temp dirs are `/tmp/psit-XXXXXX` (short: unix socket paths are limited to 108 bytes).
@@ -69,7 +69,7 @@ pub struct Containerd {
     pub stream_port: u16,
     pub cri: Cri,
     /// podshim-snapshotter, when `opts.snapshotter` is not `Off`.
-    pub snapshotter: Option<podsnap::Daemon>,
+    pub snapshotter: Option<snapshotter::Daemon>,
     /// The loopback registry, when `opts.registry`.
     pub registry: Option<Registry>,
     /// containerd's registry `config_path` (hosts.toml per registry host).
@@ -121,7 +121,7 @@ impl Containerd {
 
         let snapshotter = match &bins.snapshotter {
             Some(bin) => Some(
-                podsnap::Daemon::start_bin(
+                snapshotter::Daemon::start_bin(
                     bin.clone(),
                     &dir.join("podsnap"),
                     &dir.join("podsnap.sock"),

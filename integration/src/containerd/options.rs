@@ -38,7 +38,7 @@ pub enum SnapshotterUse {
     /// The snippet's optional lines enabled: the `podshim` runtime's snapshotter, PullImage for
     /// podshim pods (`runtime_platforms`) and the transfer service's `unpack_config`.
     PodshimPods,
-    /// `PodshimPods`, and podsnap is also CRI's default snapshotter: containerd 2.1 collects
+    /// `PodshimPods`, and podshim-snapshotter is also CRI's default snapshotter: containerd 2.1 collects
     /// writable-layer usage (ContainerStats) and ImageFsInfo for its default snapshotter only.
     CriDefault,
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use containerd_client::services::v1::snapshots::Kind;
 use k8s_cri::v1::{ContainerConfig, ImageSpec};
 use podshim_integration::images::{self, LAYERED_EXPECT};
-use podshim_integration::podsnap::Daemon;
+use podshim_integration::snapshotter::Daemon;
 use podshim_integration::{sh, Containerd, Options, Pod, SnapshotterUse};
 
 /// How long removals may take to reach the snapshotter: containerd's metadata store forgets a
@@ -115,16 +115,16 @@ where
     }
 }
 
-/// podsnap's snapshots once containerd's garbage collector has run (`collect_garbage` says why
+/// podshim-snapshotter's snapshots once containerd's garbage collector has run (`collect_garbage` says why
 /// the tests ask for the collection rather than wait for one).
-async fn podsnap_keys_after_gc(c: &Containerd) -> Result<Vec<(String, i32)>> {
+async fn snapshotter_keys_after_gc(c: &Containerd) -> Result<Vec<(String, i32)>> {
     c.collect_garbage().await?;
-    podsnap_keys(c).await
+    snapshotter_keys(c).await
 }
 
-async fn podsnap_keys(c: &Containerd) -> Result<Vec<(String, i32)>> {
+async fn snapshotter_keys(c: &Containerd) -> Result<Vec<(String, i32)>> {
     let mut v: Vec<(String, i32)> = c
-        .podsnap()?
+        .snapshotter_daemon()?
         .client()?
         .list()
         .await?
@@ -148,8 +148,8 @@ fn dirs_match_list(d: &Daemon, keys: &[(String, i32)]) -> Result<()> {
 }
 
 /// PullImage for a podshim pod unpacks a three-layer image (whiteouts, opaque directory) from a
-/// loopback registry into podsnap, not overlayfs; a podshim container on it sees exactly the
-/// merged tree; its writes land in its upper dir in podsnap's root; the snapshotter restarts
+/// loopback registry into podshim-snapshotter, not overlayfs; a podshim container on it sees exactly the
+/// merged tree; its writes land in its upper dir in podshim-snapshotter's root; the snapshotter restarts
 /// under the running pod (the container keeps reading and writing, containerd reconnects and a
 /// new container starts); RemoveContainer and RemoveImage remove the snapshots and directories.
 pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
@@ -170,34 +170,34 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
     let pod = c.run_pod("snap").await?;
     let overlay = c.snapshots("overlayfs", "k8s.io")?;
     let overlay_before = overlay.list().await?.len();
-    let before = podsnap_keys(c).await?;
+    let before = snapshotter_keys(c).await?;
 
     let image_ref = c
         .cri
         .pull_image(&reference, &pod.config, &c.opts.handler)
         .await?;
-    let after = podsnap_keys(c).await?;
+    let after = snapshotter_keys(c).await?;
     let new_committed: Vec<&(String, i32)> = after
         .iter()
         .filter(|k| !before.contains(k) && k.1 == Kind::Committed as i32)
         .collect();
     ensure!(
         new_committed.len() == 3,
-        "PullImage {reference} ({image_ref}) should have committed its 3 layers in podsnap; new: {new_committed:?}, all: {after:?}"
+        "PullImage {reference} ({image_ref}) should have committed its 3 layers in podshim-snapshotter; new: {new_committed:?}, all: {after:?}"
     );
-    eprintln!("pulled {reference} into podsnap: {new_committed:?}");
+    eprintln!("pulled {reference} into podshim-snapshotter: {new_committed:?}");
     let overlay_after = overlay.list().await?.len();
     ensure!(
         overlay_after == overlay_before,
         "PullImage also unpacked into overlayfs ({overlay_before} -> {overlay_after} snapshots)"
     );
-    // The layers' contents are in podsnap's directories: layer 1's file and layer 2's whiteout
+    // The layers' contents are in podshim-snapshotter's directories: layer 1's file and layer 2's whiteout
     // (overlay form: a 0/0 character device) and opaque marker (xattr on the directory).
     ensure!(
-        dirs_holding(c.podsnap()?, "data/keep").len() == 1,
-        "layer 1 (data/keep) not found in exactly one podsnap snapshot dir"
+        dirs_holding(c.snapshotter_daemon()?, "data/keep").len() == 1,
+        "layer 1 (data/keep) not found in exactly one podshim-snapshotter snapshot dir"
     );
-    let wh: Vec<PathBuf> = dirs_holding(c.podsnap()?, "data/gone");
+    let wh: Vec<PathBuf> = dirs_holding(c.snapshotter_daemon()?, "data/gone");
     ensure!(
         wh.len() == 2,
         "data/gone: want the file (layer 1) and its whiteout (layer 2), got {wh:?}"
@@ -211,7 +211,7 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
     let id = c.run_container(&pod, cfg).await?;
     check_layered(c, &id).await?;
 
-    // Writes and deletions land in the container's upper dir in podsnap's root.
+    // Writes and deletions land in the container's upper dir in podshim-snapshotter's root.
     let n: u64 = 3_000_000;
     exec_ok(
         c,
@@ -219,10 +219,10 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
         &format!("head -c {n} /dev/zero > /data/written; rm /data/keep; echo hi > /newfile; sync"),
     )
     .await?;
-    let uppers = dirs_holding(c.podsnap()?, "data/written");
+    let uppers = dirs_holding(c.snapshotter_daemon()?, "data/written");
     ensure!(
         uppers.len() == 1,
-        "data/written in podsnap dirs: {uppers:?}"
+        "data/written in podshim-snapshotter dirs: {uppers:?}"
     );
     let upper = uppers[0].join("fs");
     let len = std::fs::metadata(upper.join("data/written"))?.len();
@@ -247,10 +247,10 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
     );
 
     // Restart the snapshotter under the running pod.
-    let pid_before = c.podsnap()?.pid();
-    c.podsnap_mut()?.restart().await?;
+    let pid_before = c.snapshotter_daemon()?.pid();
+    c.snapshotter_daemon_mut()?.restart().await?;
     ensure!(
-        c.podsnap()?.pid() != pid_before,
+        c.snapshotter_daemon()?.pid() != pid_before,
         "snapshotter pid unchanged"
     );
     let out = exec_ok(
@@ -273,7 +273,7 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
         .await
         .context("CreateContainer after the snapshotter restarted")?;
     check_layered(c, &id2).await?;
-    let keys = podsnap_keys(c).await?;
+    let keys = snapshotter_keys(c).await?;
     let active: Vec<&(String, i32)> = keys
         .iter()
         .filter(|k| k.1 == Kind::Active as i32 && (k.0.ends_with(&id) || k.0.ends_with(&id2)))
@@ -290,14 +290,14 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
     }
     eventually(
         GC_WITHIN,
-        "container snapshots removed from podsnap",
+        "container snapshots removed from podshim-snapshotter",
         || async {
-            let keys = podsnap_keys_after_gc(c).await?;
+            let keys = snapshotter_keys_after_gc(c).await?;
             let left = keys
                 .iter()
                 .filter(|k| k.0.ends_with(&id) || k.0.ends_with(&id2))
                 .count();
-            let dirs = dirs_holding(c.podsnap()?, "data/written").len();
+            let dirs = dirs_holding(c.snapshotter_daemon()?, "data/written").len();
             Ok((
                 left == 0 && dirs == 0,
                 format!("{left} snapshots, {dirs} dirs with the write"),
@@ -308,32 +308,40 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
 
     // RemoveImage frees the layers (the pause image's stay: the pod still runs).
     c.cri.remove_image(&image_ref).await?;
-    eventually(GC_WITHIN, "image layers removed from podsnap", || async {
-        let keys = podsnap_keys_after_gc(c).await?;
-        let dirs = dirs_holding(c.podsnap()?, "data").len();
-        Ok((
-            keys == before && dirs == 0,
-            format!("keys {keys:?} (before pull {before:?}), {dirs} dirs with data/"),
-        ))
-    })
+    eventually(
+        GC_WITHIN,
+        "image layers removed from podshim-snapshotter",
+        || async {
+            let keys = snapshotter_keys_after_gc(c).await?;
+            let dirs = dirs_holding(c.snapshotter_daemon()?, "data").len();
+            Ok((
+                keys == before && dirs == 0,
+                format!("keys {keys:?} (before pull {before:?}), {dirs} dirs with data/"),
+            ))
+        },
+    )
     .await?;
-    dirs_match_list(c.podsnap()?, &podsnap_keys(c).await?)?;
+    dirs_match_list(c.snapshotter_daemon()?, &snapshotter_keys(c).await?)?;
     remove_pod_and_check(c, &pod).await
 }
 
 async fn remove_pod_and_check(c: &Containerd, pod: &Pod) -> Result<()> {
     c.remove_pod(pod).await?;
     // The pause container's snapshot goes too; only the image layers remain.
-    eventually(GC_WITHIN, "no active snapshot left in podsnap", || async {
-        let keys = podsnap_keys_after_gc(c).await?;
-        let active = keys
-            .iter()
-            .filter(|k| k.1 != Kind::Committed as i32)
-            .count();
-        Ok((active == 0, format!("{keys:?}")))
-    })
+    eventually(
+        GC_WITHIN,
+        "no active snapshot left in podshim-snapshotter",
+        || async {
+            let keys = snapshotter_keys_after_gc(c).await?;
+            let active = keys
+                .iter()
+                .filter(|k| k.1 != Kind::Committed as i32)
+                .count();
+            Ok((active == 0, format!("{keys:?}")))
+        },
+    )
     .await?;
-    dirs_match_list(c.podsnap()?, &podsnap_keys(c).await?)
+    dirs_match_list(c.snapshotter_daemon()?, &snapshotter_keys(c).await?)
 }
 
 fn is_whiteout(p: &Path) -> bool {
@@ -342,20 +350,20 @@ fn is_whiteout(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// With podsnap as CRI's snapshotter: ContainerStats' writable layer shows what the container
-/// wrote (within 256 KiB: directories copied up and inode blocks), on podsnap's root, and goes
-/// with the container; ImageFsInfo reports podsnap's root.
+/// With podshim-snapshotter as CRI's snapshotter: ContainerStats' writable layer shows what the container
+/// wrote (within 256 KiB: directories copied up and inode blocks), on podshim-snapshotter's root, and goes
+/// with the container; ImageFsInfo reports podshim-snapshotter's root.
 pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
-    let root = c.podsnap()?.root.clone();
+    let root = c.snapshotter_daemon()?.root.clone();
     let pod = c.run_pod("snapstats").await?;
     let id = c
         .run_container(&pod, sh("writer", "exec sleep 1000"))
         .await?;
-    let keys = podsnap_keys(c).await?;
+    let keys = snapshotter_keys(c).await?;
     ensure!(
         keys.iter()
             .any(|k| k.1 == Kind::Active as i32 && k.0.ends_with(&id)),
-        "the container's snapshot is not in podsnap: {keys:?}"
+        "the container's snapshot is not in podshim-snapshotter: {keys:?}"
     );
     let n: u64 = 4_000_000;
     const TOLERANCE: u64 = 256 * 1024;
@@ -410,7 +418,7 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
     let used = first.used_bytes.as_ref().map(|v| v.value).unwrap_or(0);
     ensure!(
         mp == root.to_string_lossy(),
-        "ImageFsInfo mountpoint {mp:?}, want podsnap's root {}: {fs:?}",
+        "ImageFsInfo mountpoint {mp:?}, want podshim-snapshotter's root {}: {fs:?}",
         root.display()
     );
     // The busybox layer alone is over 1 MB, and the container wrote 4 MB.
@@ -423,11 +431,11 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
     c.cri.remove_container(&id).await?;
     eventually(
         GC_WITHIN,
-        "the writable layer removed from podsnap",
+        "the writable layer removed from podshim-snapshotter",
         || async {
-            let keys = podsnap_keys_after_gc(c).await?;
+            let keys = snapshotter_keys_after_gc(c).await?;
             let left = keys.iter().filter(|k| k.0.ends_with(&id)).count();
-            let dirs = dirs_holding(c.podsnap()?, "tmp/blob").len();
+            let dirs = dirs_holding(c.snapshotter_daemon()?, "tmp/blob").len();
             Ok((
                 left == 0 && dirs == 0,
                 format!("{left} snapshots, {dirs} dirs with tmp/blob"),

@@ -128,18 +128,18 @@ async fn pod_ready(c: &Containerd, id: &str) -> Result<()> {
     Err(last.unwrap()).context(format!("PodSandboxStatus {id}"))
 }
 
-/// podsnap snapshot directories whose upper dir holds `rel`.
-fn podsnap_dirs_holding(c: &Containerd, rel: &str) -> Result<Vec<PathBuf>> {
-    Ok(c.podsnap()?
+/// podshim-snapshotter snapshot directories whose upper dir holds `rel`.
+fn snapshotter_dirs_holding(c: &Containerd, rel: &str) -> Result<Vec<PathBuf>> {
+    Ok(c.snapshotter_daemon()?
         .snapshot_dirs()
         .into_iter()
         .filter(|d| d.join("fs").join(rel).symlink_metadata().is_ok())
         .collect())
 }
 
-/// A file written in the container lands in a podsnap snapshot (the `podshim` runtime's
+/// A file written in the container lands in a podshim-snapshotter snapshot (the `podshim` runtime's
 /// snapshotter in this run; the other handlers' runtimes keep overlayfs).
-async fn writes_to_podsnap(c: &Containerd, ctr: &str, file: &str) -> Result<()> {
+async fn writes_to_snapshotter(c: &Containerd, ctr: &str, file: &str) -> Result<()> {
     if c.opts.handler != HANDLER_PODSHIM {
         return Ok(());
     }
@@ -148,10 +148,10 @@ async fn writes_to_podsnap(c: &Containerd, ctr: &str, file: &str) -> Result<()> 
         .exec_sync(ctr, &["sh", "-c", &format!("echo x > /{file}")], 10)
         .await?;
     ensure!(r.exit_code == 0, "writing /{file}: {r:?}");
-    let dirs = podsnap_dirs_holding(c, file)?;
+    let dirs = snapshotter_dirs_holding(c, file)?;
     ensure!(
         dirs.len() == 1,
-        "/{file} written in container {ctr} is in {} podsnap snapshots, want 1: {dirs:?}",
+        "/{file} written in container {ctr} is in {} podshim-snapshotter snapshots, want 1: {dirs:?}",
         dirs.len()
     );
     Ok(())
@@ -192,7 +192,7 @@ pub async fn upgrade_while_pods_run(c: &mut Containerd) -> Result<()> {
     } else {
         None
     };
-    writes_to_podsnap(c, &w1, "upgrade-p1-before").await?;
+    writes_to_snapshotter(c, &w1, "upgrade-p1-before").await?;
     // podshim-sandboxer's warm pool: one idle shim of build A beside P1's.
     let idle_a = if c.opts.runs_sandboxer() {
         until("an idle pool shim beside P1's", || {
@@ -244,7 +244,7 @@ pub async fn upgrade_while_pods_run(c: &mut Containerd) -> Result<()> {
         c.stop_sandboxer().await?;
         c.spawn_sandboxer().await?;
     }
-    c.podsnap_mut()?.restart().await?;
+    c.snapshotter_daemon_mut()?.restart().await?;
     for (name, old_pid) in &daemons_a {
         let pid = match *name {
             SANDBOXER => c.sandboxer_pid(),
@@ -284,7 +284,7 @@ pub async fn upgrade_while_pods_run(c: &mut Containerd) -> Result<()> {
         .await
         .context("P1's log after the upgrade")?;
     exec_echo(c, &w1, "p1-after").await?;
-    writes_to_podsnap(c, &w1, "upgrade-p1-after").await?;
+    writes_to_snapshotter(c, &w1, "upgrade-p1-after").await?;
     let w1b = c.run_container(&p1, sh("late", "exec sleep 1000")).await?;
     ensure!(
         shim_of(&p1, &w1b)? == shim1,
@@ -325,7 +325,7 @@ pub async fn upgrade_while_pods_run(c: &mut Containerd) -> Result<()> {
     }
     wait_line(&log2, 5, Duration::from_secs(10)).await?;
     exec_echo(c, &w2, "p2").await?;
-    writes_to_podsnap(c, &w2, "upgrade-p2").await?;
+    writes_to_snapshotter(c, &w2, "upgrade-p2").await?;
     if c.opts.runs_sandboxer() {
         // The pool refills from build B only.
         until("an idle pool shim of build B", || {

@@ -271,13 +271,13 @@ impl crate::Containerd {
     }
 
     /// The run's podshim-snapshotter (an error if `opts.snapshotter` is `Off`).
-    pub fn podsnap(&self) -> Result<&Daemon> {
+    pub fn snapshotter_daemon(&self) -> Result<&Daemon> {
         self.snapshotter
             .as_ref()
             .context("this run has no podshim-snapshotter (Options::snapshotter is Off)")
     }
 
-    pub fn podsnap_mut(&mut self) -> Result<&mut Daemon> {
+    pub fn snapshotter_daemon_mut(&mut self) -> Result<&mut Daemon> {
         self.snapshotter
             .as_mut()
             .context("this run has no podshim-snapshotter (Options::snapshotter is Off)")
