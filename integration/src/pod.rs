@@ -1,13 +1,14 @@
 //! Pod and container helpers shaped like kubelet's requests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use k8s_cri::v1::*;
 
-use crate::containerd::Containerd;
+use crate::containerd::{is_pauseless, Containerd};
 use crate::images::BUSYBOX_IMAGE;
+use crate::sys;
 
 /// A pod created through CRI by this harness.
 #[derive(Debug, Clone)]
@@ -110,6 +111,92 @@ fn find_netns(v: &serde_json::Value, out: &mut Option<PathBuf>) {
 }
 
 impl Containerd {
+    /// The pid CRI uses for the pod's namespaces: the pause container's init, or the pod shim's
+    /// namespace holder.
+    pub fn sandbox_pid(&self, pod: &Pod) -> Result<i32> {
+        if is_pauseless(&self.opts.handler) {
+            let holders = sys::sandbox_holders(&pod.id);
+            anyhow::ensure!(
+                holders.len() == 1,
+                "{} namespace holders for pod {}: {holders:?}",
+                holders.len(),
+                pod.id
+            );
+            Ok(holders[0])
+        } else {
+            pod.container_init_pid(&pod.id)
+        }
+    }
+
+    /// What is left of a removed pod and its containers: shims, mounts, bundles, CRI dirs,
+    /// netns, shim socket, processes in the pod cgroup.
+    pub fn pod_leftovers(&self, pod: &Pod, containers: &[String]) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut ids: Vec<&str> = vec![pod.id.as_str()];
+        ids.extend(containers.iter().map(|s| s.as_str()));
+        for p in self.all_shims() {
+            if let Some(id) = p.arg_after("-id") {
+                if ids.contains(&id) {
+                    v.push(format!("shim process {} ({})", p.pid, p.cmdline_str()));
+                }
+            }
+        }
+        for m in sys::mounts_under(&self.dir) {
+            let s = m.to_string_lossy();
+            if ids.iter().any(|id| s.contains(id)) {
+                v.push(format!("mount {s}"));
+            }
+            if let Some(ns) = &pod.netns {
+                if m == *ns {
+                    v.push(format!("netns mount {s}"));
+                }
+            }
+        }
+        for pid in sys::sandbox_holders(&pod.id) {
+            v.push(format!("namespace holder process {pid} of pod {}", pod.id));
+        }
+        let sb = self.sandbox_bundle_dir("k8s.io", &pod.id);
+        if sb.exists() {
+            v.push(format!("sandbox bundle dir {}", sb.display()));
+        }
+        for id in &ids {
+            let b = self.bundle_dir("k8s.io", id);
+            if b.exists() {
+                v.push(format!("bundle dir {}", b.display()));
+            }
+            for base in [&self.root, &self.state] {
+                for kind in ["sandboxes", "containers"] {
+                    let d = base.join("io.containerd.grpc.v1.cri").join(kind).join(id);
+                    if d.exists() {
+                        v.push(format!("CRI dir {}", d.display()));
+                    }
+                }
+            }
+        }
+        if let Some(ns) = &pod.netns {
+            if ns.exists() {
+                v.push(format!("netns file {}", ns.display()));
+            }
+        }
+        let sockp = self.shim_socket_path("k8s.io", &pod.id);
+        if sockp.exists() {
+            v.push(format!("shim socket {}", sockp.display()));
+        }
+        // A Go shim started with -debug (containerd at debug level) opens a second socket.
+        let debug = self.shim_socket_path("k8s.io", &format!("{}/debug", pod.id));
+        if debug.exists() {
+            v.push(format!("shim socket {}", debug.display()));
+        }
+        let pids: BTreeSet<i32> = sys::cgroup_pids(&pod.cgroup_parent);
+        if !pids.is_empty() {
+            v.push(format!(
+                "processes {pids:?} in pod cgroup {}",
+                pod.cgroup_parent
+            ));
+        }
+        v
+    }
+
     /// A PodSandboxConfig as kubelet would send it, with a unique cgroup parent under this run.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
         let n = self.seq();

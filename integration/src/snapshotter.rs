@@ -8,10 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{Info, ListSnapshotsRequest};
-use containerd_client::services::v1::{CreateRequest, DeleteRequest};
 use tokio::net::UnixStream;
 use tonic::transport::Channel;
 
@@ -216,7 +214,7 @@ impl Snapshots {
 }
 
 /// A request carrying containerd's namespace header (none for an empty namespace).
-fn in_namespace<T>(namespace: &str, msg: T) -> tonic::Request<T> {
+pub(crate) fn in_namespace<T>(namespace: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if !namespace.is_empty() {
         if let Ok(v) = namespace.parse() {
@@ -231,55 +229,4 @@ pub fn labels(kv: &[(&str, &str)]) -> HashMap<String, String> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-impl crate::Containerd {
-    /// Runs a garbage collection of containerd's metadata store and waits for it, including the
-    /// removal of unreferenced snapshots from every snapshotter, as `ctr leases delete --sync`
-    /// does: a throwaway lease deleted synchronously.
-    ///
-    /// Why tests need this: containerd's GC scheduler drops a deletion that commits while a
-    /// collection is finishing (its event is older than the collection's end), so the removed
-    /// snapshot waits for the next collection. On a node that comes with the next deletion; in a
-    /// test that has finished, it never comes.
-    pub async fn collect_garbage(&self) -> Result<()> {
-        let mut leases = LeasesClient::new(crate::cri::unix_channel(
-            self.sock.clone(),
-            Duration::from_secs(60),
-        )?);
-        let id = format!("podshim-e2e-gc-{}", self.seq());
-        leases
-            .create(in_namespace(
-                "default",
-                CreateRequest {
-                    id: id.clone(),
-                    labels: HashMap::new(),
-                },
-            ))
-            .await
-            .context("leases Create")?;
-        leases
-            .delete(in_namespace("default", DeleteRequest { id, sync: true }))
-            .await
-            .context("leases Delete (sync)")?;
-        Ok(())
-    }
-
-    /// containerd's snapshots service for `snapshotter` in `namespace`.
-    pub fn snapshots(&self, snapshotter: &str, namespace: &str) -> Result<Snapshots> {
-        Snapshots::connect(&self.sock, snapshotter, namespace)
-    }
-
-    /// The run's podshim-snapshotter (an error if `opts.snapshotter` is `Off`).
-    pub fn snapshotter_daemon(&self) -> Result<&Daemon> {
-        self.snapshotter
-            .as_ref()
-            .context("this run has no podshim-snapshotter (Options::snapshotter is Off)")
-    }
-
-    pub fn snapshotter_daemon_mut(&mut self) -> Result<&mut Daemon> {
-        self.snapshotter
-            .as_mut()
-            .context("this run has no podshim-snapshotter (Options::snapshotter is Off)")
-    }
 }

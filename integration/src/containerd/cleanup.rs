@@ -1,7 +1,6 @@
 //! What a run leaves and how it goes: the leftovers a case must not leave, and the forced
 //! cleanup that runs whatever happened (at Drop, and for runs whose process died).
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -206,75 +205,6 @@ impl Containerd {
                     v.push(format!("bundle {}", e.path().display()));
                 }
             }
-        }
-        v
-    }
-
-    /// What is left of a removed pod and its containers: shims, mounts, bundles, CRI dirs,
-    /// netns, shim socket, processes in the pod cgroup.
-    pub fn pod_leftovers(&self, pod: &crate::Pod, containers: &[String]) -> Vec<String> {
-        let mut v = Vec::new();
-        let mut ids: Vec<&str> = vec![pod.id.as_str()];
-        ids.extend(containers.iter().map(|s| s.as_str()));
-        for p in self.all_shims() {
-            if let Some(id) = p.arg_after("-id") {
-                if ids.contains(&id) {
-                    v.push(format!("shim process {} ({})", p.pid, p.cmdline_str()));
-                }
-            }
-        }
-        for m in sys::mounts_under(&self.dir) {
-            let s = m.to_string_lossy();
-            if ids.iter().any(|id| s.contains(id)) {
-                v.push(format!("mount {s}"));
-            }
-            if let Some(ns) = &pod.netns {
-                if m == *ns {
-                    v.push(format!("netns mount {s}"));
-                }
-            }
-        }
-        for pid in sys::sandbox_holders(&pod.id) {
-            v.push(format!("namespace holder process {pid} of pod {}", pod.id));
-        }
-        let sb = self.sandbox_bundle_dir("k8s.io", &pod.id);
-        if sb.exists() {
-            v.push(format!("sandbox bundle dir {}", sb.display()));
-        }
-        for id in &ids {
-            let b = self.bundle_dir("k8s.io", id);
-            if b.exists() {
-                v.push(format!("bundle dir {}", b.display()));
-            }
-            for base in [&self.root, &self.state] {
-                for kind in ["sandboxes", "containers"] {
-                    let d = base.join("io.containerd.grpc.v1.cri").join(kind).join(id);
-                    if d.exists() {
-                        v.push(format!("CRI dir {}", d.display()));
-                    }
-                }
-            }
-        }
-        if let Some(ns) = &pod.netns {
-            if ns.exists() {
-                v.push(format!("netns file {}", ns.display()));
-            }
-        }
-        let sockp = self.shim_socket_path("k8s.io", &pod.id);
-        if sockp.exists() {
-            v.push(format!("shim socket {}", sockp.display()));
-        }
-        // A Go shim started with -debug (containerd at debug level) opens a second socket.
-        let debug = self.shim_socket_path("k8s.io", &format!("{}/debug", pod.id));
-        if debug.exists() {
-            v.push(format!("shim socket {}", debug.display()));
-        }
-        let pids: BTreeSet<i32> = sys::cgroup_pids(&pod.cgroup_parent);
-        if !pids.is_empty() {
-            v.push(format!(
-                "processes {pids:?} in pod cgroup {}",
-                pod.cgroup_parent
-            ));
         }
         v
     }

@@ -11,6 +11,7 @@ mod log_file;
 mod options;
 mod sandboxer;
 mod slot;
+mod snapshots;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -551,23 +552,6 @@ impl Containerd {
                 .join(pod_id)
         } else {
             self.bundle_dir(ns, pod_id)
-        }
-    }
-
-    /// The pid CRI uses for the pod's namespaces: the pause container's init, or the pod shim's
-    /// namespace holder.
-    pub fn sandbox_pid(&self, pod: &crate::Pod) -> Result<i32> {
-        if is_pauseless(&self.opts.handler) {
-            let holders = sys::sandbox_holders(&pod.id);
-            anyhow::ensure!(
-                holders.len() == 1,
-                "{} namespace holders for pod {}: {holders:?}",
-                holders.len(),
-                pod.id
-            );
-            Ok(holders[0])
-        } else {
-            pod.container_init_pid(&pod.id)
         }
     }
 
