@@ -95,6 +95,27 @@ fn open_lock(path: &Path) -> Result<File> {
         .with_context(|| format!("opening lock file {}", path.display()))
 }
 
+/// A fresh `/tmp/psit-XXXXXX` for one run, and its owner lock, held. The directory gets its
+/// name only once the lock is held (made as `.new-psit-XXXXXX`, locked, renamed): a directory
+/// named `psit-*` with its lock free is a dead run's, which `reap_stale_runs` removes.
+fn new_run_dir() -> Result<(PathBuf, File)> {
+    let unnamed = tempfile::Builder::new()
+        .prefix(&format!(".new-{TMP_PREFIX}"))
+        .tempdir_in("/tmp")?
+        .keep();
+    let owner_lock = open_lock(&unnamed.join("owner.lock"))?;
+    anyhow::ensure!(
+        sys::flock_nb(&owner_lock),
+        "cannot lock {}",
+        unnamed.display()
+    );
+    let name = unnamed.file_name().unwrap().to_string_lossy();
+    let dir = unnamed.with_file_name(name.trim_start_matches(".new-"));
+    fs::rename(&unnamed, &dir)
+        .with_context(|| format!("renaming {} to {}", unnamed.display(), dir.display()))?;
+    Ok((dir, owner_lock))
+}
+
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(l.local_addr()?.port())
@@ -106,12 +127,7 @@ impl Containerd {
         cleanup::reap_stale_runs();
         let release = containerd_release()?;
         let archives = tokio::task::spawn_blocking(images::ensure_archives).await??;
-        let dir = tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
-            .tempdir_in("/tmp")?
-            .keep();
-        let owner_lock = open_lock(&dir.join("owner.lock"))?;
-        anyhow::ensure!(sys::flock_nb(&owner_lock), "cannot lock {}", dir.display());
+        let (dir, owner_lock) = new_run_dir()?;
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
 
         let bins = Bins::resolve(&opts, &dir)?;
@@ -592,5 +608,48 @@ impl Drop for Containerd {
         if !found.is_empty() {
             eprintln!("podshim-e2e: Drop cleaned up: {found:#?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Runs start in parallel (the e2e suite, the release matrix), each reaping dead runs'
+    /// directories first: a directory just made must never look like a dead run's.
+    #[test]
+    fn a_new_run_dir_is_never_taken_for_a_dead_runs() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reaper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    cleanup::reap_stale_runs();
+                }
+            })
+        };
+        let mut failures = Vec::new();
+        for _ in 0..300 {
+            match new_run_dir() {
+                Ok((dir, lock)) => {
+                    if !dir.join("owner.lock").exists() {
+                        failures.push(format!("{} reaped while its run held it", dir.display()));
+                    }
+                    drop(lock);
+                    let _ = fs::remove_dir_all(&dir);
+                }
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        reaper.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of 300: {failures:?}",
+            failures.len()
+        );
     }
 }
