@@ -49,6 +49,28 @@ pub fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
+/// Moves up to `len` bytes from pipe `from` into pipe `to` inside the kernel (splice(2),
+/// non-blocking): `Ok(0)` at end of file, `WouldBlock` when `from` is empty or `to` is full,
+/// `InvalidInput` when `from` cannot be spliced (a pty).
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are live and borrowed for the call; null offsets are what pipes
+    // take, and the kernel touches no memory of ours.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Bytes in a pipe's buffer not yet read (FIONREAD).
 pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

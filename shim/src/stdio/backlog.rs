@@ -26,6 +26,8 @@ pub struct Backlog {
     /// Bytes the spill file refused; at most one read's worth (the caller reads at most
     /// `room()` bytes, and `room()` is zero while this holds any).
     carry: Vec<u8>,
+    /// Every byte ever pushed.
+    taken: u64,
 }
 
 struct Spill {
@@ -58,7 +60,13 @@ impl Backlog {
                 write: 0,
             },
             carry: Vec::new(),
+            taken: 0,
         }
+    }
+
+    /// How many bytes have passed through the backlog (not straight to the FIFO).
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     pub fn len(&self) -> u64 {
@@ -95,6 +103,7 @@ impl Backlog {
     /// Appends `data`, which must fit in `room()`. Bytes the spill file refuses are carried.
     pub fn push(&mut self, mut data: &[u8]) {
         debug_assert!(data.len() as u64 <= self.room());
+        self.taken += data.len() as u64;
         if self.spill.waiting() == 0 && !self.is_carrying() {
             let n = data
                 .len()

@@ -1,11 +1,19 @@
-//! The copy loops: process output → containerd's FIFO (never stalling the process while the
-//! backlog has room), and containerd's stdin FIFO → process.
+//! The copy loops: process output → containerd's FIFO, and containerd's stdin FIFO → process.
+//!
+//! Output moves from the process's pipe into the FIFO inside the kernel (`splice`), without
+//! passing through the shim, while containerd reads. When the FIFO is full the bytes wait in the
+//! process's own pipe, as behind containerd's runc shim; once the FIFO has taken nothing for
+//! `READER_AWAY` its reader is gone (containerd restarting) and the shim reads the process's
+//! output into the bounded backlog, so the process runs on. Invariant: bytes reach the FIFO in
+//! the order the process wrote them: nothing is spliced while the backlog holds bytes, and the
+//! backlog is only filled from the process's pipe, behind what the FIFO already has.
 
 use std::{
     cell::RefCell,
     io,
     os::fd::{AsFd, OwnedFd},
     sync::Arc,
+    time::Duration,
 };
 
 use log::warn;
@@ -13,6 +21,7 @@ use nix::errno::Errno;
 use tokio::{
     io::unix::AsyncFd,
     sync::{watch, Notify},
+    time::Instant,
 };
 
 use super::{backlog::Backlog, fifo::FifoSink};
@@ -25,10 +34,15 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
 }
 
+/// How long a full FIFO may take nothing before its reader counts as gone. containerd reads every
+/// FIFO continuously while it runs; a slower reader is waited for, as runc's shim does.
+pub const READER_AWAY: Duration = Duration::from_secs(1);
+/// At most this much per splice (a pipe moves whole buffers; the FIFO takes what fits).
+const SPLICE_MAX: usize = 1 << 20;
 /// How often an ended stream checks whether containerd read the FIFO's last bytes.
-const FIFO_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+const FIFO_DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How often bytes the spill file refused (disk full) are offered to it again.
-const SPILL_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+const SPILL_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StreamState {
@@ -38,12 +52,36 @@ pub struct StreamState {
     pub pending: u64,
     /// Everything was handed to the FIFO and the FIFO's write end is closed.
     pub done: bool,
+    /// Once done: how many bytes went through the backlog rather than straight to the FIFO.
+    pub backlogged: u64,
+}
+
+/// What one pass from the process's side did.
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    /// Bytes moved (into the FIFO, or the backlog).
+    Moved,
+    /// The process side reached end of file.
+    Eof,
+    /// The FIFO is full and bytes wait in the process's pipe.
+    FifoFull,
+}
+
+/// One output stream's copy: the process's side, containerd's FIFO, and what waits between.
+struct Stream<'a> {
+    source: &'a OwnedFd,
+    sink: &'a OwnedFd,
+    backlog: Backlog,
+    /// False once the source refused a splice (a pty): every byte is read and written.
+    splice: bool,
+    /// Since when the FIFO is full while bytes wait in the process's pipe.
+    held: Option<Instant>,
 }
 
 pub async fn copy_output(
     source: Arc<AsyncFd<OwnedFd>>,
     sink: FifoSink,
-    mut backlog: Backlog,
+    backlog: Backlog,
     state: watch::Sender<StreamState>,
 ) {
     let FifoSink { writer, keeper } = sink;
@@ -54,10 +92,18 @@ pub async fn copy_output(
             return;
         }
     };
+    let mut s = Stream {
+        source: source.get_ref(),
+        sink: sink_fd.get_ref(),
+        backlog,
+        splice: true,
+        held: None,
+    };
     let mut eof = false;
     loop {
-        let can_read = !eof && backlog.room() > 0;
-        let must_write = !backlog.is_empty();
+        let away = s.held.is_some_and(|t| t.elapsed() >= READER_AWAY);
+        let can_read = !eof && s.backlog.room() > 0 && (s.held.is_none() || away);
+        let must_write = !s.backlog.is_empty() || s.held.is_some();
         if !can_read && !must_write {
             break;
         }
@@ -65,23 +111,30 @@ pub async fn copy_output(
             biased;
             ready = sink_fd.writable(), if must_write => {
                 let Ok(mut guard) = ready else { break };
-                match flush(sink_fd.get_ref(), &mut backlog) {
-                    Ok(()) => {}
+                match s.unblock() {
+                    Ok(Pumped::Eof) => eof = true,
+                    Ok(Pumped::FifoFull) => guard.clear_ready(),
+                    Ok(Pumped::Moved) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => {
-                        warn!("write FIFO: {e}; dropping {} bytes", backlog.len());
-                        backlog.consume(backlog.len() as usize);
+                        warn!("write FIFO: {e}; dropping {} bytes", s.backlog.len());
+                        s.backlog.consume(s.backlog.len() as usize);
                     }
                 }
             }
-            _ = tokio::time::sleep(SPILL_RETRY), if backlog.is_carrying() => {
-                backlog.retry_spill();
+            _ = tokio::time::sleep_until(s.held.map_or_else(Instant::now, |t| t + READER_AWAY)),
+                if s.held.is_some() && !away => {}
+            _ = tokio::time::sleep(SPILL_RETRY), if s.backlog.is_carrying() => {
+                s.backlog.retry_spill();
             }
             ready = source.readable(), if can_read => {
                 let Ok(mut guard) = ready else { break };
-                match pump(source.get_ref(), sink_fd.get_ref(), &mut backlog) {
-                    Ok(0) => eof = true,
-                    Ok(_) => {}
+                match s.pump(away) {
+                    Ok(Pumped::Eof) => eof = true,
+                    Ok(Pumped::Moved) => {}
+                    Ok(Pumped::FifoFull) => {
+                        s.held.get_or_insert_with(Instant::now);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => {
                         warn!("read process output: {e}");
@@ -92,8 +145,8 @@ pub async fn copy_output(
         }
         let now = StreamState {
             eof,
-            pending: backlog.len(),
-            done: false,
+            pending: s.backlog.len(),
+            ..StreamState::default()
         };
         // Waiters care about transitions, not every byte count.
         if now.eof != state.borrow().eof || (now.pending == 0) != (state.borrow().pending == 0) {
@@ -105,13 +158,71 @@ pub async fn copy_output(
     while crate::sys::unread_bytes(keeper.as_fd()).unwrap_or(0) > 0 {
         tokio::time::sleep(FIFO_DRAIN_POLL).await;
     }
+    let backlogged = s.backlog.taken();
+    drop(s);
     drop(sink_fd);
     drop(keeper);
     state.send_replace(StreamState {
         eof: true,
         pending: 0,
         done: true,
+        backlogged,
     });
+}
+
+impl Stream<'_> {
+    /// Once from the process's side: spliced into the FIFO while nothing waits before it and
+    /// its reader is there (`away` false), else read, written while nothing waits, and the
+    /// rest put in the backlog.
+    fn pump(&mut self, away: bool) -> io::Result<Pumped> {
+        if self.backlog.is_empty() && !away && self.splice {
+            match self.splice() {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.splice = false,
+                r => return r,
+            }
+        }
+        match pump(self.source, self.sink, &mut self.backlog)? {
+            0 => Ok(Pumped::Eof),
+            _ => Ok(Pumped::Moved),
+        }
+    }
+
+    /// The FIFO has room: the backlog goes first, then what waits in the process's pipe.
+    fn unblock(&mut self) -> io::Result<Pumped> {
+        if !self.backlog.is_empty() {
+            flush(self.sink, &mut self.backlog)?;
+            self.held = None;
+            return Ok(Pumped::Moved);
+        }
+        match self.splice() {
+            Ok(Pumped::FifoFull) => Ok(Pumped::FifoFull),
+            // Nothing waited after all: the FIFO's readiness stays as it is.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.held = None;
+                Ok(Pumped::Moved)
+            }
+            r => {
+                self.held = None;
+                r
+            }
+        }
+    }
+
+    /// Process pipe → FIFO in the kernel. A refusal with bytes still in the pipe means the FIFO
+    /// is full; without, the pipe is empty (`WouldBlock`).
+    fn splice(&mut self) -> io::Result<Pumped> {
+        match crate::sys::splice(self.source.as_fd(), self.sink.as_fd(), SPLICE_MAX) {
+            Ok(0) => Ok(Pumped::Eof),
+            Ok(_) => Ok(Pumped::Moved),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match crate::sys::unread_bytes(self.source.as_fd()) {
+                    Ok(n) if n > 0 => Ok(Pumped::FifoFull),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Reads once from the process; the bytes go straight to the FIFO when nothing waits before

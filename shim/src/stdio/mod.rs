@@ -226,6 +226,12 @@ impl ProcessIo {
         let _ = tokio::time::timeout(timeout, all).await;
     }
 
+    /// The state of each output stream, in the order `start` began copying them.
+    #[cfg(test)]
+    pub fn stream_states(&self) -> Vec<StreamState> {
+        self.states.iter().map(|rx| *rx.borrow()).collect()
+    }
+
     /// Stops copying and closes everything; spill files are removed with their backlogs.
     pub async fn shutdown(self) {
         self.stdin_close.notify_one();

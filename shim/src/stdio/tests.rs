@@ -1,5 +1,6 @@
-//! Real FIFOs and pipes: the process never blocks while the backlog has room, and containerd
-//! receives every byte in order whenever it reads.
+//! Real FIFOs and pipes: while containerd reads, output moves in the kernel; once it stops
+//! reading the process runs on into the backlog while it has room; containerd receives every
+//! byte in order whenever it reads.
 
 use std::{
     fs::File,
@@ -51,6 +52,37 @@ fn reader(path: String) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
+/// containerd's side, slower than the process: reads `chunk` bytes, sleeps `pause`, and so on
+/// to EOF; after `stop_after` bytes it signals `stopped` and reads nothing for `stop`.
+fn slow_reader(
+    path: String,
+    chunk: usize,
+    pause: Duration,
+    stop_after: usize,
+    stop: Duration,
+    stopped: std::sync::mpsc::Sender<()>,
+) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut f = File::open(path).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        let mut stopped_once = false;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if !stopped_once && out.len() >= stop_after {
+                stopped_once = true;
+                let _ = stopped.send(());
+                thread::sleep(stop);
+            }
+            thread::sleep(pause);
+        }
+    })
+}
+
 /// The process: writes `data` into its stdout on a thread, then exits (closes the pipe).
 fn process_writes(fd: OwnedFd, data: Vec<u8>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
@@ -98,7 +130,7 @@ async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn process_never_blocks_while_containerd_is_away_and_nothing_is_lost() {
+async fn the_process_runs_on_while_containerd_is_away_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
     let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
@@ -109,7 +141,7 @@ async fn process_never_blocks_while_containerd_is_away_and_nothing_is_lost() {
     drop(child.stderr);
     tokio::time::timeout(Duration::from_secs(20), join(w))
         .await
-        .expect("the process must not block while the backlog has room");
+        .expect("past READER_AWAY the process must not block while the backlog has room");
     let spill = dir.path().join("init-stdout.spill");
     assert!(spill.exists(), "bytes past the memory bound are spilled");
     // containerd comes back.
@@ -119,6 +151,82 @@ async fn process_never_blocks_while_containerd_is_away_and_nothing_is_lost() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "every byte, in order");
     assert!(!spill.exists(), "spill file removed once replayed");
+    io.shutdown().await;
+}
+
+/// A reader slower than the process keeps the FIFO full; the bytes wait in the process's pipe
+/// and move into the FIFO in the kernel as it reads: none passes through the shim's backlog.
+#[tokio::test(flavor = "current_thread")]
+async fn while_containerd_reads_output_moves_in_the_kernel_not_through_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    io.start();
+    let data = pattern(2 * 1024 * 1024);
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let out = slow_reader(
+        p.stdout.clone(),
+        16 * 1024,
+        Duration::from_millis(1),
+        usize::MAX,
+        Duration::ZERO,
+        tx,
+    );
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    drop(child.stderr);
+    join(w).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let got = join(out).await;
+    io.drain(Duration::from_secs(10)).await;
+    assert!(got == data, "every byte, in order");
+    let s = io.stream_states()[0];
+    assert!(s.done, "{s:?}");
+    assert_eq!(
+        s.backlogged, 0,
+        "bytes went through the shim while containerd read"
+    );
+    io.shutdown().await;
+}
+
+/// containerd stops reading in the middle of a stream for longer than `READER_AWAY`: the
+/// process runs on into the backlog, and once containerd reads again it gets the spliced bytes,
+/// the backlog and the rest, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reader_that_stops_gets_the_backlog_in_order_once_it_reads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    io.start();
+    let data = pattern(4 * 1024 * 1024);
+    let (tx, stopped) = std::sync::mpsc::channel();
+    let stop = super::copy::READER_AWAY * 4;
+    let out = slow_reader(
+        p.stdout.clone(),
+        64 * 1024,
+        Duration::ZERO,
+        512 * 1024,
+        stop,
+        tx,
+    );
+    let w = process_writes(child.stdout.unwrap(), data.clone());
+    drop(child.stderr);
+    tokio::task::spawn_blocking(move || stopped.recv().unwrap())
+        .await
+        .unwrap();
+    // 3.5 MiB more than the pipes hold: the process finishes only through the backlog.
+    tokio::time::sleep(super::copy::READER_AWAY * 3).await;
+    assert!(
+        w.is_finished(),
+        "the process waited for a reader that was gone"
+    );
+    join(w).await;
+    let got = join(out).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    io.drain(Duration::from_secs(10)).await;
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "every byte, in order");
+    let s = io.stream_states()[0];
+    assert!(s.done && s.backlogged > 0, "{s:?}");
     io.shutdown().await;
 }
 
