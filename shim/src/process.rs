@@ -240,6 +240,12 @@ impl Process {
         })
     }
 
+    /// Whether the kernel reaped it (its exit may not be reported yet: Stopped comes once its
+    /// output was handed over).
+    pub fn is_reaped(&self) -> bool {
+        self.state().reaped
+    }
+
     /// The kernel has reaped the process: from now on its pid names no process of ours.
     pub fn set_reaped(&self) {
         self.state().reaped = true;

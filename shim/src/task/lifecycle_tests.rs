@@ -564,6 +564,33 @@ async fn a_stopped_container_answers_pids_until_deleted() {
     refused(pids("c1").await, Code::NOT_FOUND, "c1");
 }
 
+/// An init reaped while its output is still being handed over (containerd away, or slow to
+/// read) is not Stopped yet, and runc's `ps` lists nothing: containerd, back, must still get
+/// its pid, or it takes the shim for a leaked one and deletes the task with its exit.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reaped_init_not_yet_stopped_answers_pids_with_its_pid() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let pid = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    let init = &h.pod.container("c1").unwrap().init;
+    init.set_reaped();
+    assert_eq!(init.status(), crate::process::ProcessStatus::Running);
+    let req = PidsRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let got: Vec<u32> = h
+        .svc
+        .pids(&ctx(), req)
+        .await
+        .unwrap()
+        .processes
+        .iter()
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(got, [pid]);
+}
+
 /// ttrpc drops a request's handler when containerd's connection goes (containerd killed or
 /// restarted): an operation under way still completes, so that the container it concerns is
 /// neither forgotten half-made nor stuck in Starting. containerd, back, finds it as it is.
