@@ -39,6 +39,8 @@ thread_local! {
 pub const READER_AWAY: Duration = Duration::from_secs(1);
 /// At most this much per splice (a pipe moves whole buffers; the FIFO takes what fits).
 const SPLICE_MAX: usize = 1 << 20;
+/// Splices of one stream per wake-up before the pod's other streams get their turn.
+const SPLICES_PER_WAKE: usize = 16;
 /// How often an ended stream checks whether containerd read the FIFO's last bytes.
 const FIFO_DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How often bytes the spill file refused (disk full) are offered to it again.
@@ -132,9 +134,8 @@ pub async fn copy_output(
                 match s.pump(away) {
                     Ok(Pumped::Eof) => eof = true,
                     Ok(Pumped::Moved) => {}
-                    Ok(Pumped::FifoFull) => {
-                        s.held.get_or_insert_with(Instant::now);
-                    }
+                    // `held` is set: the FIFO's writability is awaited next.
+                    Ok(Pumped::FifoFull) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => {
                         warn!("read process output: {e}");
@@ -176,7 +177,7 @@ impl Stream<'_> {
     /// rest put in the backlog.
     fn pump(&mut self, away: bool) -> io::Result<Pumped> {
         if self.backlog.is_empty() && !away && self.splice {
-            match self.splice() {
+            match self.splice_all() {
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => self.splice = false,
                 r => return r,
             }
@@ -194,9 +195,9 @@ impl Stream<'_> {
             self.held = None;
             return Ok(Pumped::Moved);
         }
-        match self.splice() {
+        match self.splice_all() {
             Ok(Pumped::FifoFull) => Ok(Pumped::FifoFull),
-            // Nothing waited after all: the FIFO's readiness stays as it is.
+            // Nothing waits any more: the FIFO's readiness stays as it is.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.held = None;
                 Ok(Pumped::Moved)
@@ -206,6 +207,26 @@ impl Stream<'_> {
                 r
             }
         }
+    }
+
+    /// Splices until the FIFO is full (`FifoFull`, `held` from now if anything moved), the
+    /// process's pipe is empty (`WouldBlock`) or at end of file, or `SPLICES_PER_WAKE` moved
+    /// bytes (`Moved`: the other streams of the pod get their turn).
+    fn splice_all(&mut self) -> io::Result<Pumped> {
+        let mut moved = false;
+        for _ in 0..SPLICES_PER_WAKE {
+            match self.splice() {
+                Ok(Pumped::Moved) => moved = true,
+                Ok(Pumped::FifoFull) => {
+                    if moved || self.held.is_none() {
+                        self.held = Some(Instant::now());
+                    }
+                    return Ok(Pumped::FifoFull);
+                }
+                other => return other,
+            }
+        }
+        Ok(Pumped::Moved)
     }
 
     /// Process pipe → FIFO in the kernel. A refusal with bytes still in the pipe means the FIFO
