@@ -229,21 +229,37 @@ impl Stream<'_> {
         Ok(Pumped::Moved)
     }
 
-    /// Process pipe → FIFO in the kernel. A refusal with bytes still in the pipe means the FIFO
-    /// is full; without, the pipe is empty (`WouldBlock`).
+    /// Process pipe → FIFO in the kernel. A refusal is told apart by the FIFO's own state, read
+    /// after it: full (`FifoFull`: its reader freeing room will wake us), or with room while the
+    /// process's pipe is empty (`WouldBlock`: the process's next write will). Both hold at the
+    /// moment they are answered, so neither the process writing nor containerd reading in
+    /// between loses a wake-up; bytes that came meanwhile are tried again (`Moved`).
     fn splice(&mut self) -> io::Result<Pumped> {
         match crate::sys::splice(self.source.as_fd(), self.sink.as_fd(), SPLICE_MAX) {
             Ok(0) => Ok(Pumped::Eof),
             Ok(_) => Ok(Pumped::Moved),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if fifo_full(self.sink)? {
+                    return Ok(Pumped::FifoFull);
+                }
                 match crate::sys::unread_bytes(self.source.as_fd()) {
-                    Ok(n) if n > 0 => Ok(Pumped::FifoFull),
+                    Ok(n) if n > 0 => Ok(Pumped::Moved),
                     _ => Err(e),
                 }
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether the FIFO has no room for another buffer (poll reports it not writable).
+fn fifo_full(sink: &OwnedFd) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(sink.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    Ok(!fds[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLOUT)))
 }
 
 /// Reads once from the process; the bytes go straight to the FIFO when nothing waits before

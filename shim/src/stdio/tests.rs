@@ -506,3 +506,49 @@ async fn terminal_output_and_resize_through_the_console_socket() {
     assert!(!sock.exists(), "the console socket is removed with it");
     io.shutdown().await;
 }
+
+/// A process writing as fast as it can, a reader reading as fast as it can: every refused
+/// splice is told apart (FIFO full, or process pipe empty) without losing the wake-up that ends
+/// it, so the reader never waits the `READER_AWAY` that a lost wake-up costs (it did, once a
+/// second, when an empty pipe written to right after the refusal was taken for a full FIFO).
+#[tokio::test(flavor = "current_thread")]
+async fn a_fast_writer_and_reader_never_wait_for_a_lost_wake_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    io.start();
+    let out = thread::spawn({
+        let path = p.stdout.clone();
+        move || {
+            let mut f = File::open(path).unwrap();
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut last = std::time::Instant::now();
+            let mut longest = Duration::ZERO;
+            while f.read(&mut buf).unwrap() > 0 {
+                longest = longest.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            longest
+        }
+    });
+    let fd = child.stdout.unwrap();
+    let w = thread::spawn(move || {
+        let mut f = File::from(fd);
+        let chunk = vec![b'x'; 4096];
+        let t = std::time::Instant::now();
+        while t.elapsed() < super::copy::READER_AWAY * 2 {
+            f.write_all(&chunk).unwrap();
+        }
+    });
+    drop(child.stderr);
+    join(w).await;
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let longest = join(out).await;
+    io.drain(Duration::from_secs(10)).await;
+    assert!(
+        longest < super::copy::READER_AWAY / 2,
+        "the reader waited {longest:?} for bytes the process had written"
+    );
+    assert_eq!(io.stream_states()[0].backlogged, 0);
+    io.shutdown().await;
+}
