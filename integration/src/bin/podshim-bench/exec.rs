@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use podshim_integration::Containerd;
 
 use crate::args::Args;
+use crate::cpu::{cpu, daemons, Breakdown};
 use crate::pods::*;
 use crate::procs::*;
 use crate::results::*;
@@ -32,12 +33,24 @@ pub(crate) async fn exec_leak(c: &Containerd, a: &Args, r: &mut Results) -> Resu
         let (shims, _) = pod_overhead(c, &s.pod);
         before.insert(h.clone(), mem_kb(&shims));
     }
+    let shims_of: BTreeMap<&String, Vec<i32>> = pods
+        .iter()
+        .map(|(h, s)| (h, pod_overhead(c, &s.pod).0))
+        .collect();
+    let mut cpu_of: BTreeMap<&String, Breakdown> = BTreeMap::new();
     for i in 0..a.execs {
         for h in &a.handlers {
             let s = &pods[h];
+            let (cd0, sb0) = daemons(c);
+            let sh0 = cpu(&shims_of[h]);
             let t = Instant::now();
             let resp = c.cri.exec_sync(&s.containers[0], &["true"], 10).await?;
             r.rec("exec", "ExecSync `true`", "ms", h, ms(t.elapsed()));
+            let (cd1, sb1) = daemons(c);
+            cpu_of
+                .entry(h)
+                .or_default()
+                .add(cd1 - cd0, cpu(&shims_of[h]) - sh0, sb1 - sb0);
             if resp.exit_code != 0 {
                 bail!("ExecSync true exited {} ({h})", resp.exit_code);
             }
@@ -45,6 +58,9 @@ pub(crate) async fn exec_leak(c: &Containerd, a: &Args, r: &mut Results) -> Resu
         if (i + 1) % 200 == 0 || i + 1 == a.execs {
             progress(&format!("ExecSync: {}/{}", i + 1, a.execs));
         }
+    }
+    for (h, b) in &cpu_of {
+        b.record(r, "ExecSync `true`", h);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (h, s) in &pods {

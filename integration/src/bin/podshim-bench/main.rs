@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod cpu;
 mod exec;
 mod lifecycle;
 mod logs;

@@ -1,18 +1,30 @@
 //! RunPodSandbox and first container start, one pod at a time and in parallel.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
 use podshim_integration::Containerd;
 
 use crate::args::Args;
+use crate::cpu::{cpu, daemons, Breakdown};
 use crate::pods::*;
+use crate::procs::pod_overhead;
 use crate::results::*;
 
 pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) -> Result<()> {
+    let mut cpu_of: BTreeMap<&str, Breakdown> = BTreeMap::new();
     for i in 0..a.pods {
         for h in &a.handlers {
+            let (cd0, sb0) = daemons(c);
             let s = start_pod(c, h, format!("ser-{h}-{i}"), 1).await?;
+            let (cd1, sb1) = daemons(c);
+            // A new shim's whole CPU is this pod's (a warm-pool shim's includes its warm-up).
+            let (shims, _) = pod_overhead(c, &s.pod);
+            cpu_of
+                .entry(h)
+                .or_default()
+                .add(cd1 - cd0, cpu(&shims), sb1 - sb0);
             r.rec(
                 "pod start",
                 "RunPodSandbox (serial)",
@@ -44,6 +56,9 @@ pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) 
                 a.pods
             ));
         }
+    }
+    for (h, b) in &cpu_of {
+        b.record(r, "pod start, RunPodSandbox→running (serial)", h);
     }
     Ok(())
 }
