@@ -5,7 +5,12 @@ use std::sync::Arc;
 use containerd_shim::api::{PidsRequest, PidsResponse, StateRequest, StateResponse};
 use containerd_shim_protos::types::task::ProcessInfo;
 
-use crate::{error::Result, events::timestamp, pod::Pod, process::ProcessStatus};
+use crate::{
+    error::{Error, Result},
+    events::timestamp,
+    pod::Pod,
+    process::ProcessStatus,
+};
 
 pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
     let container = pod.container(&req.id)?;
@@ -30,9 +35,10 @@ pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
 /// A container's processes, or a pause-less sandbox's one process. containerd, back after a
 /// restart, takes NotFound or an empty list for a leaked shim (containerd#6860; 2.3.4 asks for the
 /// sandbox id too) and deletes the task before CRI looks at it, its exit and kept output lost
-/// and its shim never told to go. So a known container never answers an empty list: once its
-/// init was reaped (its exit is reported after its output was handed over), or when the OCI
-/// runtime's `ps` lists nothing or fails, it answers with its init's pid.
+/// and its shim never told to go. So a container whose init was reaped (its exit is reported
+/// once its output was handed over) answers with its init's pid, Stopped or not yet. A
+/// container the OCI runtime does not know (its `runc create` died with a killed shim) answers
+/// what `ps` says, so that containerd cleans up after it.
 pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
     let pids = match pod.sandbox_process(&req.id) {
         Some(pid) => vec![pid],
@@ -42,15 +48,10 @@ pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
             if init.status() == ProcessStatus::Stopped || init.is_reaped() {
                 vec![init.pid()]
             } else {
-                match pod.runtime.ps(&req.id).await {
-                    Ok(pids) if !pids.is_empty() => pids,
-                    // Init exited a moment ago (not reaped yet), or runc could not tell.
-                    Ok(_) => vec![init.pid()],
-                    Err(e) => {
-                        log::warn!("processes of {}: {e}; answering with init's pid", req.id);
-                        vec![init.pid()]
-                    }
-                }
+                pod.runtime
+                    .ps(&req.id)
+                    .await
+                    .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
             }
         }
     };
