@@ -71,36 +71,6 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     Ok(n as usize)
 }
 
-/// The child `cmd` starts is SIGKILLed when this process dies first (PR_SET_PDEATHSIG), as
-/// containerd's runc shim has its runc: an OCI runtime left running after its shim was killed
-/// goes on writing into a bundle containerd is removing. The signal follows the thread that
-/// spawned the child: the shim spawns from its one runtime thread, which lives as long as it.
-pub fn die_with_parent(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe
-    // functions (prctl, getppid); it touches no memory but its captured pid.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent died before the prctl: nobody would send the signal.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Bytes in a pipe's buffer not yet read (FIONREAD).
 pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
@@ -127,76 +97,4 @@ pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
         return Err(io::Error::last_os_error());
     }
     Ok((ws.ws_col, ws.ws_row))
-}
-
-/// Whether the process `spawn` starts outlives the process that ran `spawn` being SIGKILLed:
-/// `spawn` runs in a forked copy of this process, which is then killed.
-#[cfg(test)]
-pub fn outlives_its_killed_spawner(spawn: impl FnOnce() -> u32) -> bool {
-    use std::{io::Read, os::fd::FromRawFd, time::Duration};
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the forked copy only spawns, writes the pid to the pipe and waits to be killed;
-    // glibc's fork leaves malloc usable in it.
-    let spawner = unsafe { libc::fork() };
-    if spawner == 0 {
-        let b = spawn().to_le_bytes();
-        // SAFETY: fds[1] is the pipe's write end, `b` four readable bytes.
-        unsafe {
-            libc::write(fds[1], b.as_ptr().cast(), 4);
-            libc::pause();
-            libc::_exit(0)
-        }
-    }
-    // SAFETY: the read end is ours from here; the write end is the forked copy's.
-    let mut r = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-    // SAFETY: closing our copy of the write end, which nothing else owns.
-    unsafe { libc::close(fds[1]) };
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b).unwrap();
-    let child = u32::from_le_bytes(b) as libc::pid_t;
-    assert!(child > 0, "spawn failed in the forked process");
-    // SAFETY: a signal to, and a wait on, our own child.
-    unsafe {
-        libc::kill(spawner, libc::SIGKILL);
-        libc::waitpid(spawner, std::ptr::null_mut(), 0);
-    }
-    let gone = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        stat.is_empty()
-            || stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|s| s.trim_start().starts_with('Z'))
-    });
-    // Whatever the outcome, nothing is left running.
-    // SAFETY: a signal to a pid the test started.
-    unsafe { libc::kill(child, libc::SIGKILL) };
-    !gone
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_child_dies_with_the_process_that_spawned_it() {
-        let spawn = |die: bool| {
-            move || {
-                let mut cmd = std::process::Command::new("sleep");
-                cmd.arg("100");
-                if die {
-                    die_with_parent(&mut cmd);
-                }
-                cmd.spawn().map(|c| c.id()).unwrap_or(0)
-            }
-        };
-        assert!(
-            outlives_its_killed_spawner(spawn(false)),
-            "the check has no teeth"
-        );
-        assert!(!outlives_its_killed_spawner(spawn(true)));
-    }
 }
