@@ -2,12 +2,15 @@
 //! store open, and changes nothing; after a start, only what a start cannot repair is left.
 #![deny(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use podshim_snapshotter::{Config, Mount, Snapshotter};
+use common::snapshot_dir;
+use podshim_snapshotter::{Config, Snapshotter};
 
 fn check(root: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_podshim-snapshotter"))
@@ -22,20 +25,6 @@ fn lines(o: &Output) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-/// `snapshots/<id>` of a snapshot, from its mounts.
-fn dir_of(m: &[Mount]) -> PathBuf {
-    let upper = match m[0].kind.as_str() {
-        "bind" => m[0].source.clone(),
-        _ => m[0]
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .unwrap()
-            .to_string(),
-    };
-    PathBuf::from(upper).parent().unwrap().to_path_buf()
 }
 
 /// Every path under `root` with its size, to show that a check changed nothing.
@@ -73,12 +62,12 @@ fn check_reports_what_a_start_would_find_and_changes_nothing() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
     let s = Snapshotter::open(Config::new(&root)).unwrap();
-    let lost = dir_of(&s.prepare("lost-active", "", BTreeMap::new()).unwrap());
+    let lost = snapshot_dir(&s.prepare("lost-active", "", BTreeMap::new()).unwrap());
     s.commit("lost", "lost-active", BTreeMap::new()).unwrap();
-    let base = dir_of(&s.prepare("base-active", "", BTreeMap::new()).unwrap());
+    let base = snapshot_dir(&s.prepare("base-active", "", BTreeMap::new()).unwrap());
     s.commit("base", "base-active", BTreeMap::new()).unwrap();
-    let renamed = dir_of(&s.prepare("renamed", "base", BTreeMap::new()).unwrap());
-    let emptied = dir_of(&s.prepare("emptied", "base", BTreeMap::new()).unwrap());
+    let renamed = snapshot_dir(&s.prepare("renamed", "base", BTreeMap::new()).unwrap());
+    let emptied = snapshot_dir(&s.prepare("emptied", "base", BTreeMap::new()).unwrap());
 
     // In order, beside the open store (redb's lock held by `s`).
     let o = check(&root);

@@ -4,28 +4,17 @@
 //! simulated by undoing the rename (or the mkdir) on disk while the snapshotter is closed.
 #![deny(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use podshim_snapshotter::{Config, Mount, Snapshotter};
+use common::snapshot_dir;
+use podshim_snapshotter::{Config, Snapshotter};
 
 fn open(root: &Path) -> Snapshotter {
     Snapshotter::open(Config::new(root)).unwrap()
-}
-
-/// `snapshots/<id>` of an active snapshot, from its mounts.
-fn snapshot_dir(m: &[Mount]) -> PathBuf {
-    let upper = match m[0].kind.as_str() {
-        "bind" => m[0].source.clone(),
-        _ => m[0]
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .unwrap()
-            .to_string(),
-    };
-    PathBuf::from(upper).parent().unwrap().to_path_buf()
 }
 
 #[test]

@@ -164,3 +164,17 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(self.path()).status();
     }
 }
+
+/// `snapshots/<id>` of a snapshot, from its mounts (the upper dir's parent, or a bind's).
+pub fn snapshot_dir(m: &[podshim_snapshotter::Mount]) -> PathBuf {
+    let upper = match m[0].kind.as_str() {
+        "bind" => m[0].source.clone(),
+        _ => m[0]
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .unwrap()
+            .to_string(),
+    };
+    PathBuf::from(upper).parent().unwrap().to_path_buf()
+}
