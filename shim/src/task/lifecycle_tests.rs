@@ -125,6 +125,16 @@ impl Harness {
         self.svc.exec(&ctx(), req).await
     }
 
+    /// The pids `Pids` answers for container `id`.
+    async fn pids(&self, id: &str) -> ttrpc_result::R<Vec<u32>> {
+        let req = PidsRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        let r = self.svc.pids(&ctx(), req).await?;
+        Ok(r.processes.iter().map(|p| p.pid).collect())
+    }
+
     /// The topics of the events queued so far.
     fn topics(&mut self) -> Vec<&'static str> {
         let mut t = Vec::new();
@@ -540,28 +550,13 @@ fn the_status_containerd_sees() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_stopped_container_answers_pids_until_deleted() {
     let h = Harness::new(ScriptedRuntime::working());
-    let pids = |id: &str| {
-        let req = PidsRequest {
-            id: id.into(),
-            ..Default::default()
-        };
-        let svc = h.svc.clone();
-        async move { svc.pids(&ctx(), req).await }
-    };
     let pid = h.create("c1").await;
     h.start("c1", "").await.unwrap();
     h.exits.exit(pid, 3);
     assert_eq!(h.wait("c1", "").await, 3);
-    let got: Vec<u32> = pids("c1")
-        .await
-        .unwrap()
-        .processes
-        .iter()
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(got, [pid]);
+    assert_eq!(h.pids("c1").await.unwrap(), [pid]);
     h.delete("c1", "").await.unwrap();
-    refused(pids("c1").await, Code::NOT_FOUND, "c1");
+    refused(h.pids("c1").await, Code::NOT_FOUND, "c1");
 }
 
 /// An init reaped while its output is still being handed over (containerd away, or slow to
@@ -575,20 +570,7 @@ async fn a_reaped_init_not_yet_stopped_answers_pids_with_its_pid() {
     let init = &h.pod.container("c1").unwrap().init;
     init.set_reaped();
     assert_eq!(init.status(), crate::process::ProcessStatus::Running);
-    let req = PidsRequest {
-        id: "c1".into(),
-        ..Default::default()
-    };
-    let got: Vec<u32> = h
-        .svc
-        .pids(&ctx(), req)
-        .await
-        .unwrap()
-        .processes
-        .iter()
-        .map(|p| p.pid)
-        .collect();
-    assert_eq!(got, [pid]);
+    assert_eq!(h.pids("c1").await.unwrap(), [pid]);
 }
 
 /// ttrpc drops a request's handler when containerd's connection goes (containerd killed or
