@@ -252,22 +252,9 @@ impl Containerd {
         if self.opts.runs_sandboxer() && self.sandboxer.is_none() {
             self.spawn_sandboxer().await?;
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
-        let path = self.path_env();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("PATH", path)
-            .env("PODSHIM_CONFIG", &self.shim_config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("spawning containerd")?;
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config").arg(&self.config_path);
+        let child = self.spawn_daemon(cmd, &self.log_path)?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -297,6 +284,20 @@ impl Containerd {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Starts one of the run's daemons as a unit would: in its own process group, stdout and
+    /// stderr appended to `log`, the shim dir first on its PATH and the shim's config named.
+    fn spawn_daemon(&self, mut cmd: Command, log: &Path) -> Result<Child> {
+        let log = OpenOptions::new().create(true).append(true).open(log)?;
+        cmd.env("PATH", self.path_env())
+            .env("PODSHIM_CONFIG", &self.shim_config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("spawning {:?}", cmd.get_program()))
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -1,9 +1,8 @@
 //! The run's podshim-sandboxer: started before containerd (as its unit is ordered), stopped,
 //! killed and restarted by cases, and what it leaves.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::fs;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,22 +16,10 @@ impl Containerd {
     /// socket.
     pub async fn spawn_sandboxer(&mut self) -> Result<()> {
         anyhow::ensure!(self.sandboxer.is_none(), "podshim-sandboxer is running");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("sandboxer.log"))?;
-        let child = Command::new(&self.sandboxer_bin)
-            .arg("--config")
-            .arg(&self.sandboxer_config)
-            .env("PATH", self.path_env())
-            // The shims it starts read their own config from here, as containerd's would.
-            .env("PODSHIM_CONFIG", &self.shim_config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("spawning podshim-sandboxer")?;
+        let mut cmd = Command::new(&self.sandboxer_bin);
+        cmd.arg("--config").arg(&self.sandboxer_config);
+        // The shims it starts read their own config from PODSHIM_CONFIG, as containerd's would.
+        let child = self.spawn_daemon(cmd, &self.dir.join("sandboxer.log"))?;
         self.sandboxer = Some(child);
         let sock = self.dir.join("sandboxer.sock");
         let deadline = Instant::now() + Duration::from_secs(30);
