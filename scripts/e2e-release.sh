@@ -76,11 +76,20 @@ for g in $gates; do
   fi
 done
 
+# Cases named *shared_runc* run on runc 1.4.3 from $SHARED_DIR/runc (user namespaces need its
+# id-mapped mounts): filtered out, and said so, where that archive is missing.
+runc_archive="$SHARED_DIR/runc/runc-1.4.3-linux-$arch.xz"
+no_runc=""
+if [ ! -f "$runc_archive" ]; then
+  skips+=(--skip shared_runc)
+  no_runc="no $runc_archive: "
+fi
+
 log="$TARGET_DIR/e2e-$version.log"
 mkdir -p "$TARGET_DIR"
 {
   echo "=== e2e against containerd $version ($(command -v containerd))"
-  if [ ${#skips[@]} -gt 0 ]; then echo "=== filtered out, they need a later containerd: ${skips[*]}"; fi
+  if [ ${#skips[@]} -gt 0 ]; then echo "=== filtered out (${no_runc}they need a later containerd or that runc): ${skips[*]}"; fi
 } | tee "$log"
 set +e
 (cd integration && PODSHIM_E2E_CONTAINERD="$version" CARGO_MANIFEST_DIR="$PWD" \

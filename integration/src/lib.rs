@@ -16,6 +16,7 @@ pub mod logs;
 pub mod pod;
 pub mod registry;
 pub mod release;
+pub mod shared;
 pub mod snapshotter;
 pub mod streaming;
 #[allow(unsafe_code)]

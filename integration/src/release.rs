@@ -4,8 +4,6 @@
 //! silently testing the wrong one.
 
 use std::fmt;
-use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -23,6 +21,15 @@ impl Release {
     /// Whether this release is `major.minor` or later.
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         (self.major, self.minor) >= (major, minor)
+    }
+
+    /// Whether CRI asks every runtime for its features (`-info`), not only runc's shim, to
+    /// advertise a handler's recursive read-only mounts and user namespaces (containerd#13504:
+    /// 2.2.7, 2.3.4 and 2.4 on).
+    pub fn introspects_every_runtime(&self) -> bool {
+        self.at_least(2, 4)
+            || (self.major, self.minor) == (2, 3) && self.patch >= 4
+            || (self.major, self.minor) == (2, 2) && self.patch >= 7
     }
 
     /// From `containerd --version`: Debian prints `containerd github.com/containerd/containerd/v2
@@ -81,52 +88,6 @@ fn detect() -> Result<Release> {
         }
     }
     Ok(found)
-}
-
-/// The containerd release archive in `$SHARED_DIR/containerd`, unpacked under
-/// `$TARGET_DIR/containerd-<release>` exactly as `scripts/e2e-release.sh` does (same stamp, so
-/// either reuses the other's copy). Its path, or why there is none (no archive).
-pub fn shared_release(release: &str) -> Result<PathBuf, String> {
-    let root = crate::images::repo_root();
-    let shared = std::env::var_os("SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared"));
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
-    };
-    let archive = shared.join(format!(
-        "containerd/containerd-{release}-linux-{arch}.tar.xz"
-    ));
-    let archive = match fs::canonicalize(&archive) {
-        Ok(a) => a,
-        Err(_) => return Err(format!("no archive {}", archive.display())),
-    };
-    let target = std::env::var_os("TARGET_DIR")
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join(format!("containerd-{release}"));
-    let md = fs::metadata(&archive).unwrap();
-    let mtime = std::os::unix::fs::MetadataExt::mtime(&md);
-    let want = format!("{} {mtime} {}", md.len(), archive.display());
-    let bin = dir.join("bin/containerd");
-    let stamp = fs::read_to_string(dir.join(".unpacked-from")).unwrap_or_default();
-    if !bin.exists() || stamp.trim_end() != want {
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("tar")
-            .arg("-xJf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "unpacking {}", archive.display());
-        fs::write(dir.join(".unpacked-from"), format!("{want}\n")).unwrap();
-    }
-    Ok(bin)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use podshim_integration::fstree::{assert_same_tree, changed, tree};
 use podshim_integration::images::repo_root;
-use podshim_integration::release::shared_release;
+use podshim_integration::shared::shared_release;
 use podshim_integration::Release;
 
 const CONFD_GLOB: &str = "/etc/containerd/conf.d/*.toml";

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use podshim_integration::fstree::{assert_same_tree, changed, tree};
 use podshim_integration::images::repo_root;
-use podshim_integration::release::shared_release;
+use podshim_integration::shared::shared_release;
 use podshim_integration::{Cri, Release};
 
 /// The drop-ins' conf.d glob as the installer writes it into the main config.

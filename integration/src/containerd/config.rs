@@ -76,7 +76,14 @@ pub(super) fn write(
 fn write_shim_config(dir: &Path, opts: &Options, p: &Paths) -> Result<()> {
     let text = if opts.shim_config.is_empty() {
         // Keep the OCI runtime's state of podshim's containers inside our temp dir.
-        format!("[runtime]\nroot = \"{}/podshim-runc\"\n", dir.display())
+        let binary = match &opts.oci_runtime {
+            Some(b) => format!("binary = \"{}\"\n", b.display()),
+            None => String::new(),
+        };
+        format!(
+            "[runtime]\n{binary}root = \"{}/podshim-runc\"\n",
+            dir.display()
+        )
     } else {
         opts.shim_config.replace("{dir}", &dir.to_string_lossy())
     };
@@ -283,7 +290,7 @@ imports = [{imports}]
     sandboxer = "podsandbox"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
       Root = "{dir}/runc"
-"#,
+{runc_binary}"#,
         root = p.root.display(),
         state = p.state.display(),
         sock = p.sock.display(),
@@ -293,6 +300,10 @@ imports = [{imports}]
         pause = images::PAUSE_IMAGE,
         maxlog = opts.max_container_log_line_size,
         cni = p.cni_dir.display(),
+        runc_binary = match &opts.oci_runtime {
+            Some(b) => format!("      BinaryName = \"{}\"\n", b.display()),
+            None => String::new(),
+        },
     );
     Ok(fs::write(&p.config, cfg)?)
 }

@@ -80,6 +80,9 @@ pub struct Options {
     /// daemons this run starts), as an operator's install keeps them in one directory, so that
     /// [`Containerd::upgrade_binaries`] can replace them under running pods.
     pub private_bins: bool,
+    /// The OCI runtime binary of every handler (runc's `BinaryName`, podshim's `[runtime]
+    /// binary`); `None`: the `runc` on PATH.
+    pub oci_runtime: Option<PathBuf>,
 }
 
 impl Options {
@@ -104,6 +107,7 @@ impl Options {
             pause_image: None,
             cni_plugin_missing: false,
             private_bins: false,
+            oci_runtime: None,
         }
     }
 }

@@ -96,10 +96,7 @@ pub async fn handler_features(c: &mut Containerd) -> Result<()> {
         features(podshim_integration::HANDLER_RUNC).context("runc not in runtime_handlers")?;
     let ours = features(&c.opts.handler).context("our handler not in runtime_handlers")?;
     let r = c.release;
-    let asks_every_runtime = r.at_least(2, 4)
-        || (r.major, r.minor) == (2, 3) && r.patch >= 4
-        || (r.major, r.minor) == (2, 2) && r.patch >= 7;
-    if asks_every_runtime {
+    if r.introspects_every_runtime() {
         ensure!(
             ours == runc,
             "containerd {r}: {} advertises {ours:?}, runc {runc:?}",
