@@ -45,6 +45,26 @@ fn cold_text() {
             }
         }
     }
+    // libunwind: only a panic (the backtrace of its message) walks the stack.
+    patterns.push_str("    *libunwind.a:*(.text .text.*)\n");
+    // Code only a user-namespaced pod's shim runs: its id-mapped rootfs (the rest of the
+    // mount path stays hot).
+    for userns_only in [
+        "_ZN12podshim_shim6rootfs14mount_idmapped",
+        "_ZN12podshim_shim6rootfs16idmapped_overlay",
+        "_ZN12podshim_shim6rootfs13common_parent",
+        "_ZN12podshim_shim6rootfs11parse_range",
+        "_ZN12podshim_shim6userns",
+        "_ZN12podshim_shim3sys15attach_idmapped",
+        "_ZN12podshim_shim3sys19spawn_in_new_userns",
+        "_ZN12podshim_shim3sys13owning_userns",
+        "_ZN12podshim_shim4spec11io_owner_of",
+    ] {
+        // `#[cold]` functions are in `.text.unlikely.*`, which the default script puts first.
+        patterns.push_str(&format!(
+            "    *(.text.{userns_only}* .text.unlikely.{userns_only}*)\n"
+        ));
+    }
     // Code only the short-lived `start` and `delete` processes run, never a pod's shim.
     for other_process in ["10start_shim", "11delete_shim"] {
         patterns.push_str(&format!(
