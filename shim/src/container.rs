@@ -6,13 +6,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use log::warn;
-
 use crate::{
     cgroup::ContainerCgroup,
     error::{Error, Result},
     kills::KillsInFlight,
     process::Process,
+    rootfs,
 };
 
 /// Execs one container may hold at once (created and not yet deleted). An exec probe holds one
@@ -28,6 +27,9 @@ pub struct Container {
     pub own_pid_namespace: bool,
     /// The shim mounted the rootfs containerd sent, so it must unmount it.
     pub rootfs_mounted: bool,
+    /// The host uid and gid that own the stdio pipes of its processes (a user-namespaced
+    /// container: `Spec::io_owner`).
+    pub io_owner: Option<(u32, u32)>,
     /// Kill calls on init not yet answered (init's exit is reported after them).
     pub kills: KillsInFlight,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -41,6 +43,7 @@ impl Container {
         init: Process,
         own_pid_namespace: bool,
         rootfs_mounted: bool,
+        io_owner: Option<(u32, u32)>,
     ) -> Container {
         Container {
             id,
@@ -48,6 +51,7 @@ impl Container {
             init: Arc::new(init),
             own_pid_namespace,
             rootfs_mounted,
+            io_owner,
             kills: KillsInFlight::default(),
             execs: Mutex::new(HashMap::new()),
             cgroup: Mutex::new(None),
@@ -117,16 +121,7 @@ impl Container {
 
     pub fn unmount_rootfs(&self) {
         if self.rootfs_mounted {
-            unmount_all(&self.rootfs());
+            rootfs::unmount(&self.bundle);
         }
-    }
-}
-
-/// Unmounts everything at and below `target`; a failure is logged, never fatal, because the
-/// caller is tearing down and containerd's `delete` retries.
-pub fn unmount_all(target: &std::path::Path) {
-    let Some(path) = target.to_str() else { return };
-    if let Err(e) = containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH) {
-        warn!("unmount {path}: {e}");
     }
 }

@@ -18,6 +18,7 @@ mod log_scope;
 mod pod;
 mod process;
 mod reaper;
+mod rootfs;
 mod runtime;
 mod sandbox;
 mod server;
@@ -27,6 +28,7 @@ mod stdio;
 #[allow(unsafe_code)]
 mod sys;
 mod task;
+mod userns;
 
 // What the binary (main.rs) runs; nothing else of the shim is another crate's business.
 pub use sandbox::holder::{holder_main, HOLDER_ARG};

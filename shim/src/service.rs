@@ -19,11 +19,10 @@ use log::{error, warn};
 
 use crate::{
     config::Config,
-    container::unmount_all,
     events::{timestamp, Events},
     group::grouping,
     pod::Pod,
-    reaper,
+    reaper, rootfs,
     runtime::RuncCli,
     sandbox::{
         files::{PodFiles, Record},
@@ -78,7 +77,7 @@ impl Shim for Service {
         if let Err(e) = runtime.force_delete_blocking(&self.id) {
             warn!("delete {}: {e}", self.id);
         }
-        unmount_all(&bundle.join("rootfs"));
+        rootfs::unmount(&bundle);
         let socket = shim_socket(&bundle);
         let serving = socket.as_deref().is_some_and(still_serving);
         if let (Some(socket), false) = (&socket, serving) {

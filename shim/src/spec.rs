@@ -26,6 +26,14 @@ pub struct Linux {
     pub cgroups_path: Option<String>,
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
+    /// Whether the spec maps ids (a user-namespaced container); only then does `io_owner` read
+    /// the mappings, so that every other container's create skips them.
+    #[serde(default, rename = "uidMappings", deserialize_with = "present")]
+    pub maps_ids: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +66,35 @@ impl Spec {
             .and_then(|l| l.cgroups_path.as_deref())
             .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3)
     }
+}
+
+/// Who must own the pipes of a container's stdio when its spec (`bytes`, of which `spec` is
+/// the parse) maps ids: the host ids its process runs as (`process.user` through
+/// `linux.uidMappings`/`gidMappings`), as CRI asks runc's shim with `IoUid`/`IoGid`. Otherwise,
+/// and for an id outside the mappings (runc then refuses the spec itself), the pipes stay root's.
+pub fn io_owner(spec: &Spec, bytes: &[u8]) -> Option<(u32, u32)> {
+    if !spec.linux.as_ref().is_some_and(|l| l.maps_ids) {
+        return None;
+    }
+    io_owner_of(bytes)
+}
+
+#[cold]
+fn io_owner_of(bytes: &[u8]) -> Option<(u32, u32)> {
+    let doc: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let id = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let to_host = |maps: &str, user: &str| {
+        let id_inside = doc["process"]["user"].get(user).map_or(Some(0), id)?;
+        doc["linux"][maps].as_array()?.iter().find_map(|m| {
+            let (inside, host, size) = (id(&m["containerID"])?, id(&m["hostID"])?, id(&m["size"])?);
+            let offset = id_inside.checked_sub(inside)?;
+            (offset < size).then(|| host.checked_add(offset))?
+        })
+    };
+    Some((
+        to_host("uidMappings", "uid")?,
+        to_host("gidMappings", "gid")?,
+    ))
 }
 
 /// Exec process specs and resource updates are passed to the OCI runtime as they came; the shim
@@ -107,6 +144,28 @@ mod tests {
         assert!(
             !spec(serde_json::json!({"namespaces": [{"type": "network"}]})).has_own_pid_namespace()
         );
+    }
+
+    #[test]
+    fn stdio_of_a_user_namespaced_container_belongs_to_its_user_on_the_host() {
+        let owner = |v: serde_json::Value| {
+            let bytes = v.to_string().into_bytes();
+            io_owner(&Spec::parse(&bytes).unwrap(), &bytes)
+        };
+        let maps = serde_json::json!([
+            {"containerID": 0, "hostID": 200000, "size": 1000},
+            {"containerID": 1000, "hostID": 500000, "size": 64536},
+        ]);
+        let with_user = |uid: u32, gid: u32| {
+            owner(serde_json::json!({
+                "process": {"user": {"uid": uid, "gid": gid}},
+                "linux": {"uidMappings": maps, "gidMappings": maps},
+            }))
+        };
+        assert_eq!(with_user(0, 0), Some((200000, 200000)));
+        assert_eq!(with_user(999, 1000), Some((200999, 500000)));
+        assert_eq!(with_user(70000, 0), None, "outside the mappings");
+        assert_eq!(owner(serde_json::json!({"linux": {}})), None);
     }
 
     #[test]

@@ -98,3 +98,123 @@ pub fn window_size(fd: BorrowedFd<'_>) -> io::Result<(u16, u16)> {
     }
     Ok((ws.ws_col, ws.ws_row))
 }
+
+/// A child process born in a new user namespace (clone(2) with CLONE_NEWUSER) that does nothing
+/// but wait to be killed; it dies with the calling thread at the latest. Its pid, for writing
+/// the namespace's id maps and opening `/proc/<pid>/ns/user`.
+#[cold]
+pub fn spawn_in_new_userns() -> io::Result<i32> {
+    // SAFETY: clone without CLONE_VM and without a new stack is fork(2) with a flag: the child
+    // gets a copy of this thread's memory and runs on it. It then makes only raw system calls
+    // (prctl, getppid, pause, _exit), which are async-signal-safe, and never returns into Rust
+    // code, so no lock or allocator state copied from other threads is touched.
+    let parent = std::process::id();
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            // SAFETY: as above: raw system calls only, and the child never returns.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // The thread that cloned us may already be gone (then no signal would come).
+                if libc::getppid() != parent as libc::pid_t {
+                    libc::_exit(0);
+                }
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        pid => Ok(pid as i32),
+    }
+}
+
+/// Attaches at `target` a clone of the mount tree at `source` whose ids are mapped through the
+/// user namespace `userns` (an id-mapped mount: open_tree, mount_setattr, move_mount), private,
+/// and read-only when asked.
+#[cold]
+pub fn attach_idmapped(
+    source: &std::path::Path,
+    target: &std::path::Path,
+    userns: BorrowedFd<'_>,
+    read_only: bool,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (source, target) = (cstr(source)?, cstr(target)?);
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
+    // SAFETY: source is NUL-terminated; open_tree returns a new descriptor we then own.
+    let tree =
+        unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree just created this descriptor; nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    // SAFETY: mount_attr is plain integers, for which all zeroes is a valid value.
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = libc::MOUNT_ATTR_IDMAP
+        | if read_only {
+            libc::MOUNT_ATTR_RDONLY
+        } else {
+            0
+        };
+    attr.propagation = libc::MS_PRIVATE;
+    attr.userns_fd = userns.as_raw_fd() as u64;
+    // SAFETY: the descriptor is live, the empty path is NUL-terminated, and attr is a valid
+    // mount_attr of the size passed, which the kernel only reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; target is NUL-terminated.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The user namespace that owns the namespace `ns` refers to (`NS_GET_USERNS`).
+#[cold]
+pub fn owning_userns(ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    /// `_IO(0xb7, 0x1)` of linux/nsfs.h.
+    const NS_GET_USERNS: libc::c_ulong = 0xb701;
+    // SAFETY: the descriptor is live and borrowed for the call; this ioctl takes no argument.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_USERNS as _) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl just installed this descriptor for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -1,5 +1,5 @@
 //! The command line a shim starts its holder with, written by the shim (`HolderSpec::to_args`)
-//! and read here: `-podshim-sandbox-holder <sandbox id> [--netns P] [--ipc] [--uts] [--pid]
+//! and read here: `-podshim-sandbox-holder <sandbox id> [--userns P] [--netns P] [--ipc] [--uts] [--pid]
 //! [--hostname H] [--sysctl K=V]...`. The marker and the id stay first, so that the shim can tell
 //! its holder from a process that reused its pid by reading `/proc/<pid>/cmdline`.
 
@@ -8,6 +8,9 @@ use core::ffi::CStr;
 pub const MARKER: &str = "-podshim-sandbox-holder";
 /// Followed by the network namespace CRI made for the pod (absent for a hostNetwork pod).
 pub const NETNS: &str = "--netns";
+/// Followed by the user namespace of a `hostUsers: false` pod, joined before anything else, so
+/// that every namespace the holder then creates is the pod's, owned by the mapped root.
+pub const USERNS: &str = "--userns";
 /// New IPC, UTS and PID namespaces for the pod.
 pub const IPC: &str = "--ipc";
 pub const UTS: &str = "--uts";
@@ -22,6 +25,7 @@ pub const SYSCTL: &str = "--sysctl";
 pub struct Spec<'a> {
     pub sandbox_id: &'a CStr,
     pub netns: Option<&'a CStr>,
+    pub userns: Option<&'a CStr>,
     pub new_ipc: bool,
     pub new_uts: bool,
     pub new_pid: bool,
@@ -51,6 +55,7 @@ impl<'a> Spec<'a> {
         let mut spec = Spec {
             sandbox_id: it.next().ok_or(ArgError::MissingSandboxId)?,
             netns: None,
+            userns: None,
             new_ipc: false,
             new_uts: false,
             new_pid: false,
@@ -62,6 +67,8 @@ impl<'a> Spec<'a> {
             let mut value = || it.next().ok_or(ArgError::MissingValue(a));
             if flag == NETNS.as_bytes() {
                 spec.netns = Some(value()?);
+            } else if flag == USERNS.as_bytes() {
+                spec.userns = Some(value()?);
             } else if flag == IPC.as_bytes() {
                 spec.new_ipc = true;
             } else if flag == UTS.as_bytes() {
@@ -89,7 +96,7 @@ impl<'a> Spec<'a> {
         let mut it = self.args.iter().skip(2);
         core::iter::from_fn(move || loop {
             let flag = it.next()?.to_bytes();
-            if [NETNS, HOSTNAME, SYSCTL]
+            if [USERNS, NETNS, HOSTNAME, SYSCTL]
                 .iter()
                 .any(|f| f.as_bytes() == flag)
             {
@@ -142,7 +149,7 @@ mod tests {
     /// refused, never a panic (a panic in the holder aborts a pod's namespaces).
     #[test]
     fn fuzz_the_argument_parser() {
-        let seed = b"-podshim-sandbox-holder\0sb1\0--netns\0/var/run/netns/cni-1\0--ipc\0--uts\0--hostname\0web\0--sysctl\0net.ipv4.ip_forward=1";
+        let seed = b"-podshim-sandbox-holder\0sb1\0--userns\0/proc/1/fd/7\0--netns\0/var/run/netns/cni-1\0--ipc\0--uts\0--hostname\0web\0--sysctl\0net.ipv4.ip_forward=1";
         podshim_common::fuzz::run("holder_args", &[seed], |b| {
             let owned: Vec<CString> = b
                 .split(|&c| c == 0)
@@ -169,6 +176,8 @@ mod tests {
             "pod1",
             "--netns",
             "/var/run/netns/cni-1",
+            "--userns",
+            "/proc/1/fd/7",
             "--ipc",
             "--uts",
             "--hostname",
@@ -182,6 +191,7 @@ mod tests {
         let spec = Spec::parse(&args).unwrap();
         assert_eq!(spec.sandbox_id.to_bytes(), b"pod1");
         assert_eq!(spec.netns.unwrap().to_bytes(), b"/var/run/netns/cni-1");
+        assert_eq!(spec.userns.unwrap().to_bytes(), b"/proc/1/fd/7");
         assert!(spec.new_ipc && spec.new_uts && !spec.new_pid);
         assert_eq!(spec.hostname.unwrap().to_bytes(), b"web-0");
         let sysctls: Vec<_> = spec.sysctls().collect();
@@ -211,6 +221,7 @@ mod tests {
             (&[MARKER, "p", "--bogus"], "unknown"),
             (&[MARKER, "p", "--sysctl", "a.b"], "no ="),
             (&[MARKER, "p", "--sysctl", "net/../../x=1"], "bad name"),
+            (&[MARKER, "p", "--userns"], "value"),
         ];
         for (argv, want) in cases {
             let owned = cstrs(argv);

@@ -3,7 +3,9 @@
 //!
 //! CRI builds every container's spec from `/proc/<sandbox pid>/ns/{net,ipc,uts[,pid]}`, so the
 //! pid StartSandbox returns must be a live process sitting in the pod's network namespace and
-//! holding its IPC and UTS (and, for shareProcessNamespace, PID) namespaces. The shim starts this
+//! holding its IPC and UTS (and, for shareProcessNamespace, PID) namespaces, and for a
+//! `hostUsers: false` pod its user namespace (`/proc/<pid>/ns/user`), with the pod's id
+//! mappings, which the shim names. The shim starts this
 //! crate's binary, `podshim-holder`, for it: no image, no OCI runtime call. The holder sets the
 //! pod's hostname and sysctls inside those namespaces, reports its pid and sleeps in `sigwait`,
 //! reaping orphans when it is the pod's PID 1.
@@ -69,6 +71,13 @@ pub fn hold(args: &[&CStr]) -> ! {
 type Failure<'a> = (&'static str, &'a [u8], Errno);
 
 fn enter_pod<'a>(spec: &Spec<'a>) -> Result<(), Failure<'a>> {
+    // The user namespace first: the namespaces unshared below are then owned by it, and its
+    // full capabilities cover the network namespace CRI made in it.
+    if let Some(path) = spec.userns {
+        let detail = path.to_bytes();
+        let ns = sys::open(path, libc::O_RDONLY).map_err(|e| ("open userns", detail, e))?;
+        sys::setns(&ns, libc::CLONE_NEWUSER).map_err(|e| ("join userns", detail, e))?;
+    }
     if let Some(path) = spec.netns {
         let detail = path.to_bytes();
         let ns = sys::open(path, libc::O_RDONLY).map_err(|e| ("open netns", detail, e))?;

@@ -38,6 +38,8 @@ pub struct HolderSpec {
     pub sandbox_id: String,
     /// The network namespace CRI made for the pod; `None` for a hostNetwork pod.
     pub netns: Option<PathBuf>,
+    /// The user namespace of a `hostUsers: false` pod, joined first.
+    pub userns: Option<PathBuf>,
     pub new_ipc: bool,
     pub new_uts: bool,
     pub new_pid: bool,
@@ -48,6 +50,9 @@ pub struct HolderSpec {
 impl HolderSpec {
     fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![HOLDER_ARG.into(), self.sandbox_id.clone().into()];
+        if let Some(ns) = &self.userns {
+            a.extend([holder_args::USERNS.into(), ns.clone().into_os_string()]);
+        }
         if let Some(ns) = &self.netns {
             a.extend([holder_args::NETNS.into(), ns.clone().into_os_string()]);
         }
@@ -233,6 +238,7 @@ mod tests {
         let spec = HolderSpec {
             sandbox_id: "pod1".into(),
             netns: Some("/var/run/netns/cni-1".into()),
+            userns: Some("/proc/1/fd/7".into()),
             new_ipc: true,
             new_uts: true,
             new_pid: false,
@@ -251,6 +257,7 @@ mod tests {
         let parsed = holder_args::Spec::parse(&args).unwrap();
         assert_eq!(parsed.sandbox_id.to_bytes(), b"pod1");
         assert_eq!(parsed.netns.unwrap().to_bytes(), b"/var/run/netns/cni-1");
+        assert_eq!(parsed.userns.unwrap().to_bytes(), b"/proc/1/fd/7");
         assert!(parsed.new_ipc && parsed.new_uts && !parsed.new_pid);
         assert_eq!(parsed.hostname.unwrap().to_bytes(), b"web-0");
         let sysctls: Vec<(String, String)> = parsed

@@ -9,6 +9,7 @@
 
 use std::{
     collections::HashMap,
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -29,6 +30,7 @@ use crate::{
         spec::SandboxView,
         validate::{holder_sysctls, validate},
     },
+    userns,
 };
 
 /// How long StopSandbox waits for the killed holder to be reaped.
@@ -85,13 +87,6 @@ impl PodSandbox {
         }
         let config = PodSandboxConfig::from_any(req.options_type_url, req.options)?;
         validate(&config)?;
-        if config.user_namespace {
-            return Err(Error::Unimplemented(
-                "user-namespaced pods (hostUsers: false) are not supported by podshim's \
-                 pause-less sandboxes yet; use the classic `podshim` handler"
-                    .into(),
-            ));
-        }
         let netns = match (config.network, req.netns_path) {
             (NamespaceMode::Node, _) | (_, "") => None,
             (_, path) => Some(PathBuf::from(path)),
@@ -103,6 +98,15 @@ impl PodSandbox {
                     ns.display()
                 )));
             }
+        }
+        // A pod on the node's network gets a user namespace made from its mappings (the others
+        // have the one CRI made their network namespace in).
+        if config.user_namespace && netns.is_none() && config.id_map.is_none() {
+            return Err(Error::InvalidArgument(
+                "a hostNetwork pod with hostUsers: false needs exactly one uid and one gid \
+                 mapping"
+                    .into(),
+            ));
         }
         let dirs = ContainerdDirs::find(req.annotations, req.bundle);
         let files = PodFiles::new(&dirs, req.sandbox_id)?;
@@ -149,6 +153,7 @@ impl PodSandbox {
         HolderSpec {
             sandbox_id: self.id.clone(),
             netns: self.netns.clone(),
+            userns: None,
             new_ipc: c.ipc != NamespaceMode::Node,
             new_uts,
             new_pid: c.pid == NamespaceMode::Pod,
@@ -159,6 +164,27 @@ impl PodSandbox {
             },
             sysctls: self.sysctls.clone().into_iter().collect(),
         }
+    }
+
+    /// A `hostUsers: false` pod's user namespace: the one CRI made its network namespace in, or,
+    /// on the node's network, a new one with its mappings.
+    fn user_namespace(&self) -> Result<Option<OwnedFd>> {
+        if !self.config.user_namespace {
+            return Ok(None);
+        }
+        let found = match (&self.netns, &self.config.id_map) {
+            (Some(netns), _) => userns::owner_of(netns).map_err(Error::io(format!(
+                "the user namespace of {}",
+                netns.display()
+            ))),
+            (None, Some(map)) => map
+                .user_namespace()
+                .map_err(Error::io("a user namespace for the pod")),
+            (None, None) => Err(Error::InvalidArgument(
+                "a hostNetwork pod with hostUsers: false needs its id mappings".into(),
+            )),
+        };
+        found.map(Some)
     }
 
     /// Starts the namespace holder; a second call answers with the same pid. While it runs,
@@ -174,7 +200,14 @@ impl PodSandbox {
                 self.id
             )));
         }
-        let h = Holder::spawn(&self.holder_spec()).await?;
+        let userns = self.user_namespace()?;
+        let mut spec = self.holder_spec();
+        // The holder opens it through our descriptor, which stays open until it has joined.
+        spec.userns = userns
+            .as_ref()
+            .map(|fd| format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()).into());
+        let h = Holder::spawn(&spec).await?;
+        drop(userns);
         let pid = h.pid;
         {
             let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());

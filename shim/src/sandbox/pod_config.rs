@@ -6,7 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    userns::{IdMap, IdRange},
+};
 
 /// CRI's `NamespaceMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +80,8 @@ pub struct PodSandboxConfig {
     pub ipc: NamespaceMode,
     /// A user-namespaced pod (`hostUsers: false`).
     pub user_namespace: bool,
+    /// Its id mappings, when it gives one range each for uids and gids (as CRI requires).
+    pub id_map: Option<IdMap>,
     pub security: SandboxSecurity,
     pub sysctls: BTreeMap<String, String>,
     pub overhead: Option<Resources>,
@@ -179,13 +184,26 @@ impl PodSandboxConfig {
                 2 => self.pid = NamespaceMode::from_wire(v.varint()?)?,
                 3 => self.ipc = NamespaceMode::from_wire(v.varint()?)?,
                 5 => {
+                    // userns_options: its mode POD, the zero value, is absent on the wire.
+                    let mut mode = NamespaceMode::Pod;
+                    let (mut uids, mut gids) = (Vec::new(), Vec::new());
                     for f in Fields::new(v.bytes()?) {
                         let (num, v) = f?;
-                        if num == 1 {
-                            self.user_namespace =
-                                NamespaceMode::from_wire(v.varint()?)? == NamespaceMode::Pod;
+                        match num {
+                            1 => mode = NamespaceMode::from_wire(v.varint()?)?,
+                            2 => uids.push(id_range(v.bytes()?)?),
+                            3 => gids.push(id_range(v.bytes()?)?),
+                            _ => {}
                         }
                     }
+                    self.user_namespace = mode == NamespaceMode::Pod;
+                    self.id_map = match (&uids[..], &gids[..]) {
+                        ([Some(uids)], [Some(gids)]) if self.user_namespace => Some(IdMap {
+                            uids: *uids,
+                            gids: *gids,
+                        }),
+                        _ => None,
+                    };
                 }
                 _ => {}
             }
@@ -272,6 +290,25 @@ enum Value<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
+}
+
+/// An `IDMapping` (host_id 1, container_id 2, length 3); `None` for a range no kernel takes.
+fn id_range(buf: &[u8]) -> Result<Option<IdRange>> {
+    let (mut host, mut container, mut size) = (0u64, 0u64, 0u64);
+    for f in Fields::new(buf) {
+        let (num, v) = f?;
+        match num {
+            1 => host = v.varint()?,
+            2 => container = v.varint()?,
+            3 => size = v.varint()?,
+            _ => {}
+        }
+    }
+    let id = |n: u64| u32::try_from(n).ok();
+    Ok(match (id(container), id(host), id(size)) {
+        (Some(c), Some(h), Some(s)) => IdRange::new(c, h, s),
+        _ => None,
+    })
 }
 
 impl<'a> Value<'a> {
@@ -466,6 +503,46 @@ mod tests {
             d.resolv_conf(),
             "search default.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\nnameserver 1.1.1.1\noptions ndots:5\n"
         );
+    }
+
+    /// `hostUsers: false` is `userns_options` with mode POD, the zero value, which the wire
+    /// does not carry: the message's presence is what says so. With mode NODE, or without the
+    /// message, the pod shares the host's user namespace.
+    #[test]
+    fn a_user_namespaced_pod_is_told_by_its_userns_options() {
+        let with = |userns: Option<cri::UserNamespace>| {
+            let mut c = kubelet_config();
+            let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+            sc.namespace_options.as_mut().unwrap().userns_options = userns;
+            PodSandboxConfig::from_any(TYPE_URL, &encode(&c)).unwrap()
+        };
+        let map = cri::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 65536,
+        };
+        let pod = cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![map],
+            gids: vec![map],
+        };
+        let d = with(Some(pod.clone()));
+        assert!(d.user_namespace);
+        let r = IdRange::new(0, 65536, 65536).unwrap();
+        assert_eq!(d.id_map, Some(IdMap { uids: r, gids: r }));
+        let d = with(Some(cri::UserNamespace::default()));
+        assert!(d.user_namespace && d.id_map.is_none());
+        let two_ranges = cri::UserNamespace {
+            uids: vec![pod.uids[0], pod.uids[0]],
+            ..pod
+        };
+        assert!(with(Some(two_ranges)).id_map.is_none());
+        let node = cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert!(!with(Some(node)).user_namespace);
+        assert!(!with(None).user_namespace);
     }
 
     #[test]

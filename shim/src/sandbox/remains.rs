@@ -7,8 +7,8 @@
 use log::{info, warn};
 
 use crate::{
-    container::unmount_all,
     group::{group_of, grouping},
+    rootfs,
     runtime::{ListedContainer, RuncCli},
 };
 
@@ -31,7 +31,7 @@ pub fn delete_pod_containers(runtime: &RuncCli, sandbox_id: &str) {
             warn!("delete {}: {e}", c.id);
             continue;
         }
-        unmount_all(&c.bundle.join("rootfs"));
+        rootfs::unmount(&c.bundle);
     }
 }
 

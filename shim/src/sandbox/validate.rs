@@ -12,7 +12,7 @@
 //!
 //! The holder's namespaces, as CRI builds the pause container's: a private network and UTS
 //! namespace unless the pod uses the node's network, a private IPC namespace unless it uses
-//! the node's IPC; never a user namespace (pause-less pods refuse `hostUsers: false`).
+//! the node's IPC; for `hostUsers: false` the user namespace CRI made the network namespace in.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +23,8 @@ use crate::{
 };
 
 /// CRI's defaults for a pod with its own network namespace (`enable_unprivileged_ports` and
-/// `enable_unprivileged_icmp`, both on in containerd 2.x): applied unless the pod sets them.
+/// `enable_unprivileged_icmp`, both on in containerd 2.x): applied unless the pod sets them,
+/// the ICMP one only outside a user namespace (it names groups the pod's maps lack).
 const UNPRIVILEGED_PORTS: (&str, &str) = ("net.ipv4.ip_unprivileged_port_start", "0");
 const UNPRIVILEGED_ICMP: (&str, &str) = ("net.ipv4.ping_group_range", "0 2147483647");
 
@@ -147,7 +148,10 @@ pub fn holder_sysctls(
     if config.network != NamespaceMode::Node {
         let wanted = [
             (defaults.enable_unprivileged_ports, UNPRIVILEGED_PORTS),
-            (defaults.enable_unprivileged_icmp, UNPRIVILEGED_ICMP),
+            (
+                defaults.enable_unprivileged_icmp && !config.user_namespace,
+                UNPRIVILEGED_ICMP,
+            ),
         ];
         for (k, v) in wanted.into_iter().filter(|(on, _)| *on).map(|(_, kv)| kv) {
             let set = sysctls.keys().any(|name| dots_separated(name) == k);
@@ -396,5 +400,14 @@ mod tests {
         // Never into the node's network namespace.
         let c = pod(NamespaceMode::Node, NamespaceMode::Pod, &[]);
         assert!(holder_sysctls(&c, &on).is_empty());
+        // As CRI: no ICMP default in a user-namespaced pod, whose namespace maps no group
+        // near 2147483647 (the kernel refuses the range).
+        let mut c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
+        c.user_namespace = true;
+        let s = holder_sysctls(&c, &on);
+        assert_eq!(
+            s.keys().collect::<Vec<_>>(),
+            ["net.ipv4.ip_unprivileged_port_start"]
+        );
     }
 }

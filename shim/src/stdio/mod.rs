@@ -64,6 +64,24 @@ pub struct ChildStdio {
     pub stderr: Option<OwnedFd>,
 }
 
+impl ChildStdio {
+    /// Makes the pipes the process's ids' own, so that it can reopen them (`/dev/stdout` is
+    /// `/proc/self/fd/1`) from inside a user namespace where the shim's root is nobody.
+    pub fn give_to(&self, owner: Option<(u32, u32)>) -> Result<()> {
+        let Some((uid, gid)) = owner else {
+            return Ok(());
+        };
+        for fd in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+        {
+            nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into()))
+                .map_err(|e| Error::Other(format!("give the stdio pipes to {uid}:{gid}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 struct Output {
     name: &'static str,
     source: Option<Arc<AsyncFd<OwnedFd>>>,

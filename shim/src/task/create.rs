@@ -7,16 +7,16 @@ use std::{
 
 use containerd_shim::api::{CreateTaskRequest, CreateTaskResponse};
 use containerd_shim_protos::events::task::TaskCreate;
-use containerd_shim_protos::types::mount::Mount;
 
 use log::warn;
 
 use crate::{
     cgroup::ContainerCgroup,
-    container::{unmount_all, Container},
+    container::Container,
     error::{Error, Result},
     pod::Pod,
     process::Process,
+    rootfs,
     runtime::CreateOpts,
     spec::Spec,
     stdio::{ConsoleSocket, ProcessIo, StdioPaths},
@@ -32,8 +32,8 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     }
     let reservation = pod.reserve(&req.id)?;
     let bundle = PathBuf::from(&req.bundle);
-    let spec = load_spec(&bundle)?;
-    let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs).await?;
+    let (spec, io_owner) = load_spec(&bundle)?;
+    let rootfs_mounted = rootfs::mount(&bundle, &req.rootfs).await?;
     let unmount = scopeguard(rootfs_mounted, &bundle);
     check_root(&bundle, &spec)?;
 
@@ -45,6 +45,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     };
     let (mut io, child_stdio) =
         ProcessIo::open(&stdio, &launch::spill_dir(&bundle), "init", pod.io_limits())?;
+    child_stdio.give_to(io_owner)?;
     let console = match req.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,
@@ -93,6 +94,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         process,
         spec.has_own_pid_namespace(),
         rootfs_mounted,
+        io_owner,
     ));
     unmount.disarm();
     // Armed before Start, while init still waits in the runtime: an allocation in the
@@ -130,8 +132,8 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     })
 }
 
-/// The bundle's OCI spec.
-fn load_spec(bundle: &Path) -> Result<Spec> {
+/// The bundle's OCI spec, and who owns its processes' stdio (`spec::io_owner`).
+fn load_spec(bundle: &Path) -> Result<(Spec, Option<(u32, u32)>)> {
     let path = bundle.join("config.json");
     if !path.exists() {
         return Err(Error::NotFound(format!(
@@ -140,8 +142,10 @@ fn load_spec(bundle: &Path) -> Result<Spec> {
         )));
     }
     let bytes = std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))?;
-    Spec::parse(&bytes)
-        .map_err(|e| Error::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display())))
+    let spec = Spec::parse(&bytes)
+        .map_err(|e| Error::InvalidArgument(format!("invalid OCI spec {}: {e}", path.display())))?;
+    let io_owner = crate::spec::io_owner(&spec, &bytes);
+    Ok((spec, io_owner))
 }
 
 fn check_root(bundle: &Path, spec: &Spec) -> Result<()> {
@@ -159,63 +163,27 @@ fn check_root(bundle: &Path, spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Mounts containerd's rootfs mounts on `<bundle>/rootfs`. Returns whether anything was mounted.
-async fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
-    if mounts.is_empty() {
-        return Ok(false);
-    }
-    let target = bundle.join("rootfs");
-    let mounts = mounts.to_vec();
-    // The library may unshare CLONE_FS and chdir to shorten long overlay options: a short-lived
-    // thread keeps that away from the runtime's thread and its working directory.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut result = Ok(());
-        for m in &mounts {
-            if let Err(e) = containerd_shim::mount::mount_rootfs(
-                Some(m.type_.as_str()),
-                Some(m.source.as_str()),
-                &m.options,
-                &target,
-            ) {
-                unmount_all(&target);
-                result = Err(Error::Other(format!(
-                    "mount {} {} on {}: {e}",
-                    m.type_,
-                    m.source,
-                    target.display()
-                )));
-                break;
-            }
-        }
-        let _ = tx.send(result);
-    });
-    rx.await
-        .map_err(|_| Error::Other("rootfs mount thread died".into()))??;
-    Ok(true)
-}
-
 /// Unmounts the rootfs when Create fails after mounting it.
 struct Unmount {
-    target: Option<PathBuf>,
+    bundle: Option<PathBuf>,
 }
 
 fn scopeguard(mounted: bool, bundle: &Path) -> Unmount {
     Unmount {
-        target: mounted.then(|| bundle.join("rootfs")),
+        bundle: mounted.then(|| bundle.to_path_buf()),
     }
 }
 
 impl Unmount {
     fn disarm(mut self) {
-        self.target = None;
+        self.bundle = None;
     }
 }
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        if let Some(target) = &self.target {
-            unmount_all(target);
+        if let Some(bundle) = &self.bundle {
+            rootfs::unmount(bundle);
         }
     }
 }

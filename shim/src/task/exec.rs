@@ -70,6 +70,7 @@ pub(super) async fn start_exec(
         &spill_prefix,
         pod.io_limits(),
     )?;
+    child_stdio.give_to(container.io_owner)?;
     let console = match process.stdio.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
         false => None,
