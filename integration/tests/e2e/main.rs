@@ -19,6 +19,7 @@ mod sandboxer;
 mod snapshotter;
 mod streaming;
 mod upgrade;
+mod userns;
 
 use std::ops::AsyncFnOnce;
 use std::time::Duration;
@@ -133,6 +134,19 @@ e2e!(
 e2e!(
     runtime::configured_runtime[podshim],
     super::runtime::wrapper_opts
+);
+e2e!(
+    userns::host_users_false_shared_runc,
+    super::userns::shared_runc
+);
+e2e!(
+    userns::host_users_false_host_network_shared_runc[
+        runc_needs_2_3,
+        podshim_needs_2_3,
+        podshim_pauseless_needs_2_3,
+        podshim_sandboxer_needs_2_3
+    ],
+    super::userns::shared_runc
 );
 e2e!(runtime::handler_features [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(streaming::exec_stream);
