@@ -81,19 +81,25 @@ fn cold_text() {
 }
 
 /// The read-only data only that cold code reads (the symbolizer's tables, libunwind's CFI
-/// parser, the float parsers' power tables: no shim parses a float), after `.eh_frame`, which
+/// parser, the float parsers' and printers' power tables: no shim parses or prints a float,
+/// nix's errno tables: only an error's message reads them), after `.eh_frame`, which
 /// nothing reads either under `panic = "abort"`: `.rodata` is resident whole, 64 KiB window by
 /// window, and is one window shorter without them.
 fn cold_rodata() {
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 8] = [
         ".rodata.*5gimli*",
         ".rodata.*14rustc_demangle*",
         ".rodata.*11miniz_oxide*",
         ".rodata.*dec2flt*",
+        ".rodata.*flt2dec*",
+        // errno names and messages, read only to print an error
+        ".rodata..Lswitch.table.*nix..errno*",
         ".rodata._ZN9libunwind*",
         ".rodata._ZN10serde_json2de5POW10*",
     ];
-    let patterns: String = SECTIONS.iter().map(|s| format!("    *({s})\n")).collect();
+    let mut patterns: String = SECTIONS.iter().map(|s| format!("    *({s})\n")).collect();
+    // libunwind's own constants and messages, unnamed by symbol.
+    patterns.push_str("    *libunwind.a:*(.rodata .rodata.*)\n");
     let script = format!(
         "SECTIONS\n{{\n  .rodata.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .eh_frame;\n"
     );
