@@ -356,6 +356,21 @@ impl Cri {
             .into_inner())
     }
 
+    /// CheckpointContainer into the archive `location`.
+    pub async fn checkpoint_container(&self, id: &str, location: &Path) -> Result<()> {
+        self.rt
+            .clone()
+            .checkpoint_container(CheckpointContainerRequest {
+                container_id: id.into(),
+                location: location.to_string_lossy().into_owned(),
+                timeout: 60,
+            })
+            .await
+            .map_err(st)
+            .context("CheckpointContainer")?;
+        Ok(())
+    }
+
     pub async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
         self.rt
             .clone()

@@ -199,6 +199,19 @@ impl Process {
         }
     }
 
+    /// A checkpoint dumps a live container: its init running, or paused (containerd's client
+    /// pauses it around the checkpoint).
+    pub fn check_checkpoint(&self) -> Result<()> {
+        match self.status() {
+            ProcessStatus::Running | ProcessStatus::Paused => Ok(()),
+            other => Err(Error::FailedPrecondition(format!(
+                "container {} is {}: only a running or paused container can be checkpointed",
+                self.container_id,
+                other.name()
+            ))),
+        }
+    }
+
     /// A signal reaches a process that has a pid and has not exited; `all` (init only) still
     /// reaches the container's other processes after init is gone. NotFound is what containerd
     /// and CRI read as "already stopped".

@@ -43,6 +43,14 @@ pub struct ExecOpts<'a> {
     pub console_socket: Option<&'a Path>,
 }
 
+/// `runtime checkpoint` of a running container, which keeps running (CRI's and containerd's
+/// default): CRIU's images go to `image_path`, its logs (`dump.log`) to `work_path`.
+pub struct CheckpointOpts<'a> {
+    pub id: &'a str,
+    pub image_path: &'a Path,
+    pub work_path: &'a Path,
+}
+
 #[async_trait]
 pub trait OciRuntime: Send + Sync {
     /// Creates the container and returns its init pid (blocked until `start`).
@@ -57,6 +65,7 @@ pub trait OciRuntime: Send + Sync {
     /// `resources` is the OCI `LinuxResources` JSON.
     async fn update(&self, id: &str, resources: &[u8]) -> Result<()>;
     async fn ps(&self, id: &str) -> Result<Vec<u32>>;
+    async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()>;
 }
 
 pub struct RuncCli {
@@ -126,37 +135,10 @@ impl RuncCli {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = self.spawn(command, &mut cmd)?;
-        let exit = reaper().subscribe(child.id() as i32);
-        let stdin = child.stdin.take().map(OwnedFd::from);
-        let stdout = child.stdout.take().map(OwnedFd::from);
-        let stderr = child.stderr.take().map(OwnedFd::from);
-        let io = |e: std::io::Error| self.fail(command, e.to_string());
-        let write_input = async {
-            if let (Some(fd), Some(data)) = (stdin, input) {
-                let mut tx = pipe::Sender::from_owned_fd(fd).map_err(io)?;
-                tx.write_all(data).await.map_err(io)?;
-            }
-            Ok::<_, Error>(())
-        };
-        let read = |fd: Option<OwnedFd>| async move {
-            let mut buf = Vec::new();
-            if let Some(fd) = fd {
-                let rx = pipe::Receiver::from_owned_fd(fd)?;
-                rx.take(MAX_OUTPUT).read_to_end(&mut buf).await?;
-            }
-            Ok::<_, std::io::Error>(buf)
-        };
-        let (written, out, err) = tokio::join!(write_input, read(stdout), read(stderr));
-        let exit = exit
+        let child = self.spawn(command, &mut cmd)?;
+        collect(child, input)
             .await
-            .map_err(|_| self.fail(command, "reaper dropped the exit"))?;
-        written?;
-        Ok(Output {
-            stdout: out.map_err(io)?,
-            stderr: err.map_err(io)?,
-            status: exit.status,
-        })
+            .map_err(|e| self.fail(command, e.to_string()))
     }
 
     async fn run_ok(
@@ -247,6 +229,40 @@ pub struct ListedContainer {
 }
 
 /// runc prints `null` for an empty root.
+/// Feeds `input` to a child, reads its stdout and stderr (each up to `MAX_OUTPUT`) and waits for
+/// its exit through the reaper.
+async fn collect(mut child: std::process::Child, input: Option<&[u8]>) -> std::io::Result<Output> {
+    let exit = reaper().subscribe(child.id() as i32);
+    let stdin = child.stdin.take().map(OwnedFd::from);
+    let stdout = child.stdout.take().map(OwnedFd::from);
+    let stderr = child.stderr.take().map(OwnedFd::from);
+    let write_input = async {
+        if let (Some(fd), Some(data)) = (stdin, input) {
+            let mut tx = pipe::Sender::from_owned_fd(fd)?;
+            tx.write_all(data).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let read = |fd: Option<OwnedFd>| async move {
+        let mut buf = Vec::new();
+        if let Some(fd) = fd {
+            let rx = pipe::Receiver::from_owned_fd(fd)?;
+            rx.take(MAX_OUTPUT).read_to_end(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let (written, out, err) = tokio::join!(write_input, read(stdout), read(stderr));
+    let exit = exit
+        .await
+        .map_err(|_| std::io::Error::other("reaper dropped the exit"))?;
+    written?;
+    Ok(Output {
+        stdout: out?,
+        stderr: err?,
+        status: exit.status,
+    })
+}
+
 fn parse_list(stdout: &[u8]) -> std::result::Result<Vec<ListedContainer>, String> {
     let listed: Option<Vec<ListedContainer>> =
         serde_json::from_slice(stdout).map_err(|e| format!("unreadable answer: {e}"))?;
@@ -425,6 +441,63 @@ impl OciRuntime for RuncCli {
         let pids: Option<Vec<u32>> = serde_json::from_slice(&out)
             .map_err(|e| self.fail("ps", format!("unreadable output: {e}")))?;
         Ok(pids.unwrap_or_default())
+    }
+
+    async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()> {
+        let mut args: Vec<OsString> = os(&["checkpoint", "--image-path"]);
+        args.push(opts.image_path.into());
+        args.push("--work-path".into());
+        args.push(opts.work_path.into());
+        args.extend(os(&["--leave-running", opts.id]));
+        let out = self.run("checkpoint", &args, None).await?;
+        if out.status == 0 {
+            return Ok(());
+        }
+        let said = runtime_message(&out.stderr, out.status);
+        // runc only passes on what CRIU wrote; whether CRIU can work here at all says why.
+        match self.criu_refusal().await {
+            Some(why) => Err(Error::FailedPrecondition(format!(
+                "checkpoint of {} needs CRIU, and {why} ({} said: {said})",
+                opts.id, self.binary
+            ))),
+            None => Err(self.fail("checkpoint", said)),
+        }
+    }
+}
+
+impl RuncCli {
+    /// Why CRIU cannot checkpoint on this node, if it cannot: not on PATH, or `criu check`
+    /// failing (a CRIU older than the kernel, a kernel without what it needs); its last error
+    /// line says which.
+    #[cold]
+    async fn criu_refusal(&self) -> Option<String> {
+        let mut cmd = Command::new("criu");
+        cmd.arg("check")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some("`criu` is not on PATH (Debian: apt install criu)".into())
+            }
+            Err(e) => return Some(format!("`criu check` could not run: {e}")),
+        };
+        let out = collect(child, None).await.ok()?;
+        if out.status == 0 {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("Error"))
+            .unwrap_or("");
+        Some(format!(
+            "`criu check` fails on this kernel (exit {}): {}",
+            out.status,
+            last.trim()
+        ))
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod checkpoint;
 mod ctr;
 mod lifecycle;
 mod logs;
@@ -148,6 +149,7 @@ e2e!(
     ],
     super::userns::shared_runc
 );
+e2e!(checkpoint::checkpoint_container);
 e2e!(runtime::handler_features [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(streaming::exec_stream);
 e2e!(streaming::attach_stream);

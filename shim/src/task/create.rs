@@ -27,7 +27,9 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     podshim_common::id::validate("container id", &req.id)?;
     if !req.checkpoint.is_empty() {
         return Err(Error::Unimplemented(
-            "restoring a task from a checkpoint needs criu, which podshim does not drive".into(),
+            "podshim does not restore tasks from a checkpoint (CRI's restore through \
+             CreateContainer is off by default and deprecated from containerd 2.2)"
+                .into(),
         ));
     }
     let reservation = pod.reserve(&req.id)?;

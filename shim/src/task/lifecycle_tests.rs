@@ -535,6 +535,44 @@ async fn pause_and_resume_only_where_they_apply() {
     );
 }
 
+/// Checkpoint dumps a running or paused container (containerd pauses it around the call), and
+/// a failed dump leaves CRIU's log beside the bundle and no work directory.
+#[tokio::test(flavor = "current_thread")]
+async fn checkpoint_only_of_a_live_container_and_a_failed_one_keeps_criu_s_log() {
+    let h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    let checkpoint = |path: &str| CheckpointTaskRequest {
+        id: "c1".into(),
+        path: path.into(),
+        ..Default::default()
+    };
+    refused(
+        h.svc.checkpoint(&ctx(), checkpoint("/img")).await,
+        Code::FAILED_PRECONDITION,
+        "is created: only a running or paused container can be checkpointed",
+    );
+    h.start("c1", "").await.unwrap();
+    refused(
+        h.svc.checkpoint(&ctx(), checkpoint("")).await,
+        Code::INVALID_ARGUMENT,
+        "without an image path",
+    );
+    refused(
+        h.svc.checkpoint(&ctx(), checkpoint("/img")).await,
+        Code::FAILED_PRECONDITION,
+        "needs CRIU",
+    );
+    let bundle = std::path::Path::new(&h.bundle);
+    let log = std::fs::read_to_string(bundle.join("criu-dump.log")).unwrap();
+    assert_eq!(log, "criu said no");
+    assert!(!bundle.join("criu-work").exists());
+    assert!(h
+        .runtime
+        .calls()
+        .contains(&"checkpoint c1 /img criu-work".to_string()));
+    assert_eq!(h.status("c1", "").await.0, Status::RUNNING);
+}
+
 #[test]
 fn the_status_containerd_sees() {
     use crate::process::ProcessStatus::*;

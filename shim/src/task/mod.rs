@@ -107,7 +107,12 @@ impl Task for TaskService {
         )
     }
     async fn checkpoint(&self, _: &TtrpcContext, req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
-        done(pause::checkpoint(&self.pod, &req.id))
+        done(
+            to_completion(&self.pod, Ids::of(&req.id, ""), |pod| async move {
+                pause::checkpoint(&pod, &req.id, &req.path).await
+            })
+            .await,
+        )
     }
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
         done(

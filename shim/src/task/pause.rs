@@ -1,6 +1,6 @@
 //! Pause, Resume (the runtime's freezer) and Checkpoint.
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use containerd_shim_protos::events::task::{TaskPaused, TaskResumed};
 
@@ -8,6 +8,7 @@ use crate::{
     error::{Error, Result},
     pod::Pod,
     process::Transition,
+    runtime::CheckpointOpts,
 };
 
 pub async fn pause(pod: &Arc<Pod>, id: &str) -> Result<()> {
@@ -34,9 +35,34 @@ pub async fn resume(pod: &Arc<Pod>, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn checkpoint(pod: &Arc<Pod>, id: &str) -> Result<()> {
-    pod.container(id)?;
-    Err(Error::Unimplemented(
-        "checkpoint needs criu, which podshim does not drive yet".into(),
-    ))
+/// Dumps a running container's processes with CRIU into `image_path` (through the OCI
+/// runtime), leaving it running. CRIU's own log is kept as `<bundle>/criu-dump.log` when the
+/// dump fails, as containerd's runc shim does.
+pub async fn checkpoint(pod: &Arc<Pod>, id: &str, image_path: &str) -> Result<()> {
+    let container = pod.container(id)?;
+    container.init.check_checkpoint()?;
+    if image_path.is_empty() {
+        return Err(Error::InvalidArgument(
+            "checkpoint without an image path".into(),
+        ));
+    }
+    let work = container.bundle.join("criu-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(Error::io(format!("create {}", work.display())))?;
+    let dumped = pod
+        .runtime
+        .checkpoint(CheckpointOpts {
+            id,
+            image_path: Path::new(image_path),
+            work_path: &work,
+        })
+        .await;
+    if dumped.is_err() {
+        let _ = std::fs::rename(
+            work.join("dump.log"),
+            container.bundle.join("criu-dump.log"),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    dumped
 }

@@ -24,7 +24,7 @@ use crate::{
     events::{Event, Events},
     pod::Pod,
     reaper::{Exit, Exits},
-    runtime::{CreateOpts, ExecOpts, OciRuntime},
+    runtime::{CheckpointOpts, CreateOpts, ExecOpts, OciRuntime},
 };
 
 /// Records calls; `create` fails with the runtime's own message when told to.
@@ -146,6 +146,16 @@ impl OciRuntime for ScriptedRuntime {
     async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         self.record(format!("ps {id}"));
         Ok(vec![])
+    }
+    async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()> {
+        self.record(format!(
+            "checkpoint {} {} {}",
+            opts.id,
+            opts.image_path.display(),
+            opts.work_path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(opts.work_path.join("dump.log"), "criu said no").unwrap();
+        Err(Error::FailedPrecondition("checkpoint needs CRIU".into()))
     }
 }
 
