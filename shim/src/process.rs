@@ -3,7 +3,7 @@
 use std::{sync::Mutex, time::Duration};
 
 use containerd_shim_protos::api::Status;
-use tokio::sync::{watch, Mutex as AsyncMutex};
+use tokio::sync::{watch, Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
 
 use crate::{
     error::{Error, Result},
@@ -103,6 +103,10 @@ pub struct Process {
     state: Mutex<State>,
     exit: watch::Sender<Option<Exit>>,
     io: AsyncMutex<Option<ProcessIo>>,
+    /// Held by a Start from its transition until containerd was told (TaskStart,
+    /// TaskExecStarted), and by the exit report from recording the exit until TaskExit is sent:
+    /// containerd hears a process start before it hears it exit, as from runc's shim.
+    reporting: AsyncMutex<()>,
     /// For an exec: the OCI process JSON, kept from Exec until Start.
     exec_spec: Option<Vec<u8>>,
 }
@@ -132,6 +136,7 @@ impl Process {
             }),
             exit: watch::Sender::new(None),
             io: AsyncMutex::new(None),
+            reporting: AsyncMutex::new(()),
             exec_spec: None,
         }
     }
@@ -189,12 +194,53 @@ impl Process {
         }
     }
 
-    /// An exec may join a container until its init has stopped.
+    /// Start and exit reports of this process, one at a time (see `reporting`).
+    pub async fn reporting(&self) -> AsyncMutexGuard<'_, ()> {
+        self.reporting.lock().await
+    }
+
+    /// For a Start: the reporting lock, or, while another Start holds it, that Start's refusal
+    /// at once (an exit report holds it only to record and send the exit).
+    pub async fn reporting_for_start(&self) -> Result<AsyncMutexGuard<'_, ()>> {
+        if let Ok(guard) = self.reporting.try_lock() {
+            return Ok(guard);
+        }
+        self.check(Transition::Start)?;
+        Ok(self.reporting.lock().await)
+    }
+
+    /// An exec may be added to a container whose init is neither paused (runc's shim refuses
+    /// that too) nor gone; it is started only while init was not reaped.
     pub fn check_exec(&self) -> Result<()> {
-        match self.status() {
+        let (status, reaped) = {
+            let st = self.state();
+            (st.status, st.reaped)
+        };
+        match status {
+            ProcessStatus::Paused => Err(Error::FailedPrecondition(format!(
+                "container {} is paused: resume it before exec",
+                self.container_id
+            ))),
             ProcessStatus::Stopped | ProcessStatus::Deleted => Err(Error::FailedPrecondition(
                 format!("container {} is not running", self.container_id),
             )),
+            _ if reaped => Err(Error::FailedPrecondition(format!(
+                "container {} init process is not running",
+                self.container_id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// New resources apply to a container that has not stopped.
+    pub fn check_update(&self) -> Result<()> {
+        match self.status() {
+            ProcessStatus::Stopped | ProcessStatus::Deleted => {
+                Err(Error::FailedPrecondition(format!(
+                    "container {} is stopped: nothing to update",
+                    self.container_id
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -288,12 +334,11 @@ impl Process {
         *self.io.lock().await = Some(io);
     }
 
+    /// A process without a terminal has nothing to resize: done, as with runc's shim.
     pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
         match self.io.lock().await.as_ref() {
             Some(io) if self.stdio.terminal => io.resize(width, height),
-            _ => Err(Error::FailedPrecondition(
-                "process has no terminal to resize".into(),
-            )),
+            _ => Ok(()),
         }
     }
 

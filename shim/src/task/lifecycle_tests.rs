@@ -100,6 +100,17 @@ impl Harness {
         self.svc.wait(&ctx(), req).await.unwrap().exit_status
     }
 
+    /// Wait on a process from another task, to see whether it answered yet.
+    fn spawn_wait(&self, id: &str, exec_id: &str) -> tokio::task::JoinHandle<u32> {
+        let svc = self.svc.clone();
+        let req = WaitRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        tokio::spawn(async move { svc.wait(&ctx(), req).await.unwrap().exit_status })
+    }
+
     async fn exec(&self, id: &str, exec_id: &str) -> ttrpc_result::R<Empty> {
         self.exec_with_stdout(id, exec_id, "").await
     }
@@ -304,9 +315,12 @@ async fn two_starts_of_one_exec_run_it_once() {
     assert_eq!(execs, 1, "{:?}", h.runtime.calls());
 }
 
+/// An init that exits while its `runc start` is in flight: the exit still wins (Stopped), and
+/// containerd hears TaskStart before TaskExit, with Wait answering only after Start did, as
+/// from runc's shim.
 #[tokio::test(flavor = "current_thread")]
-async fn an_exit_during_start_wins() {
-    let h = Harness::new(ScriptedRuntime {
+async fn an_exit_during_start_wins_and_is_reported_after_it() {
+    let mut h = Harness::new(ScriptedRuntime {
         start_gate: Some(Semaphore::new(0)),
         ..ScriptedRuntime::working()
     });
@@ -321,11 +335,202 @@ async fn an_exit_during_start_wins() {
     });
     settle().await;
     h.exits.exit(pid, 1);
-    assert_eq!(h.wait("c1", "").await, 1);
+    let waiter = h.spawn_wait("c1", "");
+    settle().await;
+    assert!(!waiter.is_finished(), "Wait answered before Start did");
     h.runtime.start_gate.as_ref().unwrap().add_permits(1);
     start.await.unwrap().unwrap();
+    assert_eq!(waiter.await.unwrap(), 1);
     assert_eq!(h.status("c1", "").await, (Status::STOPPED, 1));
+    assert_eq!(
+        h.topics()[1..],
+        [
+            topics::TASK_START_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
     h.delete("c1", "").await.unwrap();
+}
+
+/// The same for an exec that exits before its `runc exec` returned: TaskExecStarted first.
+#[tokio::test(flavor = "current_thread")]
+async fn an_exec_exiting_during_its_start_is_reported_after_it() {
+    let mut h = Harness::new(ScriptedRuntime::working());
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exec("c1", "e1").await.unwrap();
+    h.topics();
+    *h.runtime.exec_pid.lock().unwrap() = Some(6_000_000);
+    h.exits.exit_early(6_000_000, 7);
+    assert_eq!(h.start("c1", "e1").await.unwrap().pid, 6_000_000);
+    assert_eq!(h.wait("c1", "e1").await, 7);
+    assert_eq!(
+        h.topics(),
+        [
+            topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+            topics::TASK_EXIT_EVENT_TOPIC
+        ]
+    );
+}
+
+/// containerd hears init's exit after the exits of the execs it had (CRI deletes the task on
+/// init's exit); once init was reaped no exec starts, and a paused container takes none.
+#[tokio::test(flavor = "current_thread")]
+async fn init_s_exit_is_reported_after_its_execs() {
+    let mut h = Harness::new(ScriptedRuntime::working());
+    let init = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exec("c1", "e1").await.unwrap();
+    h.exec("c1", "e2").await.unwrap();
+    let e1 = h.start("c1", "e1").await.unwrap().pid;
+    h.topics();
+
+    h.exits.exit(init, 137);
+    let init_waiter = h.spawn_wait("c1", "");
+    settle().await;
+    assert!(
+        !init_waiter.is_finished(),
+        "init's exit reported while its exec runs"
+    );
+    assert!(h.topics().is_empty(), "no exit is reported yet");
+    refused(
+        h.start("c1", "e2").await,
+        Code::FAILED_PRECONDITION,
+        "init process is not running",
+    );
+    h.exits.exit(e1, 137);
+    assert_eq!(init_waiter.await.unwrap(), 137);
+    let events: Vec<_> = std::iter::from_fn(|| h.events.try_recv().ok()).collect();
+    let exits: Vec<String> = events
+        .iter()
+        .filter(|e| e.topic == topics::TASK_EXIT_EVENT_TOPIC)
+        .map(|e| {
+            let exit: containerd_shim_protos::events::task::TaskExit =
+                containerd_shim_protos::protobuf::Message::parse_from_bytes(&e.payload.value)
+                    .unwrap();
+            exit.id
+        })
+        .collect();
+    assert_eq!(exits, ["e1", "c1"]);
+    // e2 never started: nothing of it was waited for, and it can still be deleted.
+    h.delete("c1", "e2").await.unwrap();
+    h.delete("c1", "").await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_paused_container_takes_no_exec_and_is_thawed_when_its_init_exits() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let init = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    let pause = PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    h.svc.pause(&ctx(), pause).await.unwrap();
+    refused(
+        h.exec("c1", "e1").await,
+        Code::FAILED_PRECONDITION,
+        "paused: resume it before exec",
+    );
+    h.exits.exit(init, 137);
+    assert_eq!(h.wait("c1", "").await, 137);
+    let calls = h.runtime.calls();
+    assert!(calls.contains(&"resume c1".to_string()), "{calls:?}");
+    h.delete("c1", "").await.unwrap();
+}
+
+/// `Pids` names each exec's process (`containerd.runc.v1.ProcessDetails`, as runc's shim does),
+/// and `State` of an exec of a paused container says paused, under the exec's own id.
+#[tokio::test(flavor = "current_thread")]
+async fn pids_name_execs_and_an_exec_is_paused_with_its_container() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let init = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    h.exec("c1", "e1").await.unwrap();
+    let e1 = h.start("c1", "e1").await.unwrap().pid;
+    *h.runtime.ps.lock().unwrap() = vec![init, e1];
+    let req = PidsRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let listed = h.svc.pids(&ctx(), req).await.unwrap().processes;
+    assert_eq!(listed.len(), 2);
+    assert_eq!((listed[0].pid, listed[0].info.is_some()), (init, false));
+    let info = listed[1].info.as_ref().unwrap();
+    assert_eq!(info.type_url, "containerd.runc.v1.ProcessDetails");
+    let details: containerd_shim_protos::shim::oci::ProcessDetails =
+        containerd_shim_protos::protobuf::Message::parse_from_bytes(&info.value).unwrap();
+    assert_eq!((listed[1].pid, details.exec_id.as_str()), (e1, "e1"));
+
+    let pause = PauseRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    h.svc.pause(&ctx(), pause).await.unwrap();
+    let req = StateRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    let st = h.svc.state(&ctx(), req).await.unwrap();
+    assert_eq!(
+        (st.id.as_str(), st.status.enum_value()),
+        ("e1", Ok(Status::PAUSED))
+    );
+}
+
+/// Update reaches the runtime for a container that has not stopped, and is refused after;
+/// ResizePty of a process without a terminal does nothing and succeeds, as with runc's shim.
+#[tokio::test(flavor = "current_thread")]
+async fn update_until_stopped_and_resize_without_a_terminal() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let init = h.create("c1").await;
+    let update = || UpdateTaskRequest {
+        id: "c1".into(),
+        resources: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+            value: br#"{"memory":{"limit":1048576}}"#.to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    h.svc.update(&ctx(), update()).await.unwrap();
+    h.start("c1", "").await.unwrap();
+    h.svc.update(&ctx(), update()).await.unwrap();
+    let not_json = UpdateTaskRequest {
+        resources: Some(Any {
+            value: b"memory".to_vec(),
+            ..Default::default()
+        })
+        .into(),
+        ..update()
+    };
+    refused(
+        h.svc.update(&ctx(), not_json).await,
+        Code::INVALID_ARGUMENT,
+        "linux resources",
+    );
+    let resize = ResizePtyRequest {
+        id: "c1".into(),
+        width: 80,
+        height: 24,
+        ..Default::default()
+    };
+    h.svc.resize_pty(&ctx(), resize).await.unwrap();
+    h.exits.exit(init, 0);
+    h.wait("c1", "").await;
+    refused(
+        h.svc.update(&ctx(), update()).await,
+        Code::FAILED_PRECONDITION,
+        "is stopped",
+    );
+    let calls = h.runtime.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("update c1")).count(),
+        2,
+        "{calls:?}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -10,6 +10,12 @@ use crate::{error::Result, pod::Pod, process::Transition};
 pub async fn start(pod: &Arc<Pod>, req: &StartRequest) -> Result<StartResponse> {
     let container = pod.container(&req.id)?;
     let process = container.process(&req.exec_id)?;
+    // Its exit, however early, is reported after this start is.
+    let _reporting = process.reporting_for_start().await?;
+    if !req.exec_id.is_empty() {
+        // Once init was reaped, its exit report waits for the execs it knows of; none joins.
+        container.init.check_exec()?;
+    }
     process.apply(Transition::Start)?;
     if !req.exec_id.is_empty() {
         let pid = super::exec::start_exec(pod, &container, &process)

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use containerd_shim::api::{PidsRequest, PidsResponse, StateRequest, StateResponse};
-use containerd_shim_protos::types::task::ProcessInfo;
+use containerd_shim_protos::{
+    protobuf::{well_known_types::any::Any, Message},
+    shim::oci::ProcessDetails,
+    types::task::ProcessInfo,
+};
 
 use crate::{
     error::{Error, Result},
@@ -12,15 +16,28 @@ use crate::{
     process::ProcessStatus,
 };
 
+/// How `Pids` names an exec's process, as runc's shim does (`ctr task ps` shows it).
+const PROCESS_DETAILS_TYPE_URL: &str = "containerd.runc.v1.ProcessDetails";
+
+/// A process's state; an exec of a paused container is paused with it.
 pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
     let container = pod.container(&req.id)?;
     let process = container.process(&req.exec_id)?;
     let exit = process.exit();
+    let status = match process.status() {
+        ProcessStatus::Running if container.init.status() == ProcessStatus::Paused => {
+            ProcessStatus::Paused
+        }
+        own => own,
+    };
     Ok(StateResponse {
-        id: req.id.clone(),
+        id: match req.exec_id.is_empty() {
+            true => req.id.clone(),
+            false => req.exec_id.clone(),
+        },
         bundle: container.bundle.display().to_string(),
         pid: process.pid(),
-        status: containerd_shim_protos::protobuf::EnumOrUnknown::new(process.status().into()),
+        status: containerd_shim_protos::protobuf::EnumOrUnknown::new(status.into()),
         stdin: process.stdio.stdin.clone(),
         stdout: process.stdio.stdout.clone(),
         stderr: process.stdio.stderr.clone(),
@@ -40,26 +57,40 @@ pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
 /// container the OCI runtime does not know (its `runc create` died with a killed shim) answers
 /// what `ps` says, so that containerd cleans up after it.
 pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
-    let pids = match pod.sandbox_process(&req.id) {
-        Some(pid) => vec![pid],
+    let (pids, execs) = match pod.sandbox_process(&req.id) {
+        Some(pid) => (vec![pid], Vec::new()),
         None => {
             let container = pod.container(&req.id)?;
             let init = &container.init;
-            if init.status() == ProcessStatus::Stopped || init.is_reaped() {
+            let pids = if init.status() == ProcessStatus::Stopped || init.is_reaped() {
                 vec![init.pid()]
             } else {
                 pod.runtime
                     .ps(&req.id)
                     .await
                     .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
-            }
+            };
+            (pids, container.exec_processes())
         }
+    };
+    let details = |pid: u32| {
+        let exec = execs.iter().find(|e| e.pid() == pid && !e.is_reaped())?;
+        let details = ProcessDetails {
+            exec_id: exec.exec_id.clone(),
+            ..Default::default()
+        };
+        Some(Any {
+            type_url: PROCESS_DETAILS_TYPE_URL.into(),
+            value: details.write_to_bytes().ok()?,
+            ..Default::default()
+        })
     };
     Ok(PidsResponse {
         processes: pids
             .into_iter()
             .map(|pid| ProcessInfo {
                 pid,
+                info: details(pid).into(),
                 ..Default::default()
             })
             .collect(),

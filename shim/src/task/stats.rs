@@ -24,7 +24,7 @@ pub fn stats(pod: &Arc<Pod>, req: &StatsRequest) -> Result<StatsResponse> {
 }
 
 pub async fn update(pod: &Arc<Pod>, req: &UpdateTaskRequest) -> Result<()> {
-    pod.container(&req.id)?;
+    pod.container(&req.id)?.init.check_update()?;
     let resources = req
         .resources
         .as_ref()

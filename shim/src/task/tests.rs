@@ -40,6 +40,8 @@ pub(super) struct ScriptedRuntime {
     pub exec_stdio: Mutex<Vec<crate::stdio::ChildStdio>>,
     /// The pid the next exec gets, in place of `next_pid`.
     pub exec_pid: Mutex<Option<u32>>,
+    /// What `ps` lists.
+    pub ps: Mutex<Vec<u32>>,
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -74,17 +76,37 @@ impl ScriptedRuntime {
 #[derive(Default)]
 pub(super) struct ScriptedExits {
     waiting: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+    /// Exits that came before the shim subscribed (the reaper keeps those too).
+    early: Mutex<HashMap<i32, Exit>>,
 }
 
 impl Exits for ScriptedExits {
     fn subscribe(&self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap().insert(pid, tx);
+        match self.early.lock().unwrap().remove(&pid) {
+            Some(exit) => {
+                let _ = tx.send(exit);
+            }
+            None => {
+                self.waiting.lock().unwrap().insert(pid, tx);
+            }
+        }
         rx
     }
 }
 
 impl ScriptedExits {
+    /// `pid` exits before the shim subscribed to it: before its start even returned.
+    pub fn exit_early(&self, pid: u32, status: u32) {
+        self.early.lock().unwrap().insert(
+            pid as i32,
+            Exit {
+                status,
+                at: SystemTime::now(),
+            },
+        );
+    }
+
     /// `pid` exits with `status`; panics if the shim never subscribed to it.
     pub fn exit(&self, pid: u32, status: u32) {
         let tx = self.waiting.lock().unwrap().remove(&(pid as i32));
@@ -145,7 +167,7 @@ impl OciRuntime for ScriptedRuntime {
     }
     async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         self.record(format!("ps {id}"));
-        Ok(vec![])
+        Ok(self.ps.lock().unwrap().clone())
     }
     async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()> {
         self.record(format!(
