@@ -9,15 +9,15 @@ use std::{
 
 use containerd_shim_protos::{
     cgroups::metrics::{
-        BlkIOEntry, BlkIOStat, CPUStat, CPUUsage, MemoryEntry, MemoryOomControl, MemoryStat,
-        Metrics, PidsStat, Throttle,
+        BlkIOEntry, BlkIOStat, CPUStat, CPUUsage, HugetlbStat, MemoryEntry, MemoryOomControl,
+        MemoryStat, Metrics, PidsStat, RdmaEntry, RdmaStat, Throttle,
     },
     protobuf::MessageField,
 };
 
 use super::{
     join_cgroup_path,
-    read::{fill, Content, Field},
+    read::{fill, hugetlb_page_sizes, Content, Field},
     Membership,
 };
 use crate::error::{Error, Result};
@@ -31,6 +31,8 @@ pub(super) struct Cgroup {
     cpuacct: Option<PathBuf>,
     pids: Option<PathBuf>,
     blkio: Option<PathBuf>,
+    hugetlb: Option<PathBuf>,
+    rdma: Option<PathBuf>,
     /// For /proc/partitions, which names blkio's devices.
     proc_root: PathBuf,
 }
@@ -58,6 +60,8 @@ impl Cgroup {
             cpuacct: dir("cpuacct"),
             pids: dir("pids"),
             blkio: dir("blkio"),
+            hugetlb: dir("hugetlb"),
+            rdma: dir("rdma"),
             proc_root: proc_root.to_path_buf(),
         };
         if cgroup.memory.is_none() && cgroup.cpu.is_none() && cgroup.cpuacct.is_none() {
@@ -97,6 +101,16 @@ impl Cgroup {
         }
         if let Some(dir) = &self.blkio {
             metrics.blkio = MessageField::some(blkio(dir, &self.proc_root)?);
+        }
+        // Optional extras: a hierarchy mounted without the container's directory in it is
+        // left out, not an error.
+        if let Some(dir) = &self.hugetlb {
+            metrics.hugetlb = hugetlb(dir)?;
+        }
+        if let Some(dir) = self.rdma.as_deref().filter(|dir| dir.is_dir()) {
+            if let Some(rdma) = rdma(dir)? {
+                metrics.rdma = MessageField::some(rdma);
+            }
         }
         Ok(metrics)
     }
@@ -269,6 +283,47 @@ fn pids(dir: &Path) -> Result<PidsStat> {
     Ok(pids)
 }
 
+/// One entry per huge page size, as containerd's cgroup1 reads them (it has no field for
+/// the limit).
+fn hugetlb(dir: &Path) -> Result<Vec<HugetlbStat>> {
+    let fields: [Field<HugetlbStat>; 3] = [
+        ("usage_in_bytes", |s| &mut s.usage),
+        ("max_usage_in_bytes", |s| &mut s.max),
+        ("failcnt", |s| &mut s.failcnt),
+    ];
+    let mut stats = Vec::new();
+    for pagesize in hugetlb_page_sizes(dir, "usage_in_bytes")? {
+        let mut stat = HugetlbStat::new();
+        for (name, field) in &fields {
+            let name = format!("hugetlb.{pagesize}.{name}");
+            if let Some(content) = Content::optional(dir, &name)? {
+                *field(&mut stat) = content.number()?;
+            }
+        }
+        stat.pagesize = pagesize;
+        stats.push(stat);
+    }
+    Ok(stats)
+}
+
+fn rdma(dir: &Path) -> Result<Option<RdmaStat>> {
+    let Some(current) = Content::optional(dir, "rdma.current")? else {
+        return Ok(None);
+    };
+    let entry = |device, hca_handles, hca_objects| RdmaEntry {
+        device,
+        hca_handles,
+        hca_objects,
+        ..Default::default()
+    };
+    let mut rdma = RdmaStat::new();
+    rdma.current = current.rdma(entry)?;
+    if let Some(max) = Content::optional(dir, "rdma.max")? {
+        rdma.limit = max.rdma(entry)?;
+    }
+    Ok(Some(rdma))
+}
+
 type BlkioList = fn(&mut BlkIOStat) -> &mut Vec<BlkIOEntry>;
 
 /// Like containerd: the CFQ/BFQ-era recursive files when the kernel has them and they
@@ -385,7 +440,10 @@ fn devices(proc_root: &Path) -> HashMap<(u64, u64), String> {
 mod tests {
     use std::path::Path;
 
-    use containerd_shim_protos::{cgroups::metrics::Metrics, protobuf::Message};
+    use containerd_shim_protos::{
+        cgroups::metrics::{Metrics, RdmaEntry},
+        protobuf::Message,
+    };
 
     use super::super::{test_util::write, CgroupMode, ContainerCgroup, Inner};
     use crate::error::Error;
@@ -394,8 +452,10 @@ mod tests {
 
     const PROC_CGROUP: &str = "\
 11:name=systemd:/kubepods/burstable/pod1/abc
+10:rdma:/kubepods/burstable/pod1/abc
 9:pids:/kubepods/burstable/pod1/abc
 8:blkio:/kubepods/burstable/pod1/abc
+7:hugetlb:/kubepods/burstable/pod1/abc
 4:memory:/kubepods/burstable/pod1/abc
 2:cpuacct:/kubepods/burstable/pod1/abc
 1:cpu:/kubepods/burstable/pod1/abc
@@ -469,6 +529,25 @@ total_unevictable 0
                     &f("blkio", "blkio.throttle.io_serviced_recursive"),
                     "254:0 Read 1\n254:0 Write 2\nTotal 3\n",
                 ),
+                (&f("hugetlb", "hugetlb.1GB.usage_in_bytes"), "0\n"),
+                (&f("hugetlb", "hugetlb.1GB.max_usage_in_bytes"), "1073741824\n"),
+                (&f("hugetlb", "hugetlb.1GB.failcnt"), "7\n"),
+                (&f("hugetlb", "hugetlb.1GB.limit_in_bytes"), "9223372036854771712\n"),
+                (&f("hugetlb", "hugetlb.2MB.usage_in_bytes"), "6291456\n"),
+                (&f("hugetlb", "hugetlb.2MB.max_usage_in_bytes"), "10485760\n"),
+                (&f("hugetlb", "hugetlb.2MB.failcnt"), "2\n"),
+                (&f("hugetlb", "hugetlb.2MB.limit_in_bytes"), "10485760\n"),
+                (&f("hugetlb", "hugetlb.2MB.rsvd.usage_in_bytes"), "2097152\n"),
+                (&f("hugetlb", "hugetlb.2MB.rsvd.max_usage_in_bytes"), "2097152\n"),
+                (&f("hugetlb", "hugetlb.2MB.rsvd.failcnt"), "0\n"),
+                (
+                    &f("rdma", "rdma.current"),
+                    "mlx4_0 hca_handle=1 hca_object=20\nocrdma1 hca_handle=0 hca_object=0\n",
+                ),
+                (
+                    &f("rdma", "rdma.max"),
+                    "mlx4_0 hca_handle=2 hca_object=max\nocrdma1 hca_handle=max hca_object=max\n",
+                ),
             ],
         );
     }
@@ -504,6 +583,8 @@ total_unevictable 0
         assert_eq!(v1.cpuacct, Some(root.join("cpuacct").join(CG)));
         assert_eq!(v1.pids, Some(root.join("pids").join(CG)));
         assert_eq!(v1.blkio, Some(root.join("blkio").join(CG)));
+        assert_eq!(v1.hugetlb, Some(root.join("hugetlb").join(CG)));
+        assert_eq!(v1.rdma, Some(root.join("rdma").join(CG)));
     }
 
     #[test]
@@ -653,6 +734,79 @@ total_unevictable 0
     }
 
     #[test]
+    fn hugetlb_per_page_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let m = metrics(&load(tmp.path()));
+        let stats: Vec<_> = m
+            .hugetlb
+            .iter()
+            .map(|h| (h.pagesize.as_str(), h.usage, h.max, h.failcnt))
+            .collect();
+        assert_eq!(
+            stats,
+            [
+                ("2MB", 6_291_456, 10_485_760, 2),
+                ("1GB", 0, 1_073_741_824, 7)
+            ]
+        );
+    }
+
+    #[test]
+    fn rdma_with_a_max_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let m = metrics(&load(tmp.path()));
+        let entries = |list: &[RdmaEntry]| {
+            list.iter()
+                .map(|e| (e.device.clone(), e.hca_handles, e.hca_objects))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            entries(&m.rdma.current),
+            [("mlx4_0".into(), 1, 20), ("ocrdma1".into(), 0, 0)]
+        );
+        assert_eq!(
+            entries(&m.rdma.limit),
+            [
+                ("mlx4_0".into(), 2, u32::MAX),
+                ("ocrdma1".into(), u32::MAX, u32::MAX)
+            ]
+        );
+    }
+
+    #[test]
+    fn hugetlb_and_rdma_are_left_out_where_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let cg = load(tmp.path());
+        // Mounted, but without the container's directory.
+        std::fs::remove_dir_all(tmp.path().join("cgroup/hugetlb").join(CG)).unwrap();
+        std::fs::remove_dir_all(tmp.path().join("cgroup/rdma").join(CG)).unwrap();
+        let m = metrics(&cg);
+        assert!(m.hugetlb.is_empty());
+        assert!(m.rdma.is_none());
+        assert_eq!(m.memory.usage.usage, 12345678);
+
+        // Not mounted at all.
+        let unmounted: String = PROC_CGROUP
+            .lines()
+            .filter(|line| !line.contains(":hugetlb:") && !line.contains(":rdma:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        write(tmp.path(), &[("proc/42/cgroup", &unmounted)]);
+        let cg = load(tmp.path());
+        let Inner::V1(v1) = &cg.inner else {
+            panic!("expected v1: {cg:?}")
+        };
+        assert_eq!((&v1.hugetlb, &v1.rdma), (&None, &None));
+        let m = metrics(&cg);
+        assert!(m.hugetlb.is_empty());
+        assert!(m.rdma.is_none());
+        assert_eq!(m.pids.current, 3);
+    }
+
+    #[test]
     fn missing_files_and_cgroups() {
         let tmp = tempfile::tempdir().unwrap();
         fixture(tmp.path());
@@ -685,6 +839,15 @@ total_unevictable 0
             (
                 format!("cgroup/blkio/{CG}/blkio.throttle.io_serviced_recursive"),
                 "254 Read 1\n",
+            ),
+            (format!("cgroup/hugetlb/{CG}/hugetlb.2MB.failcnt"), "two\n"),
+            (
+                format!("cgroup/rdma/{CG}/rdma.max"),
+                "mlx4_0 hca_handle=-1 hca_object=max\n",
+            ),
+            (
+                format!("cgroup/rdma/{CG}/rdma.current"),
+                "mlx4_0 hca_handle\n",
             ),
         ] {
             fixture(tmp.path());

@@ -5,12 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use containerd_shim_protos::{
-    cgroups_v2::metrics::{CPUStat, IOEntry, IOStat, MemoryEvents, MemoryStat, Metrics, PidsStat},
+    cgroups_v2::metrics::{
+        CPUStat, HugeTlbStat, IOEntry, IOStat, MemoryEvents, MemoryStat, Metrics, PSIStats,
+        PidsStat, RdmaEntry, RdmaStat,
+    },
     protobuf::MessageField,
 };
 
-use super::read::{fill, gone, Content, Field};
-use crate::error::{Error, Result};
+use super::read::{fill, gone, hugetlb_page_sizes, Content, Field};
+use crate::error::Result;
 
 #[derive(Debug, Clone)]
 pub(super) struct Cgroup {
@@ -97,6 +100,9 @@ impl Cgroup {
             &Content::required(dir, "cpu.stat")?.flat_keyed()?,
             CPU_STAT_FIELDS,
         );
+        // The PSI files, like cpu.stat, are in every cgroup whatever its controllers, unless
+        // the kernel has no PSI (or it is off).
+        cpu.psi = psi(dir, "cpu.pressure")?;
         metrics.cpu = MessageField::some(cpu);
 
         // The other controllers' files exist only where the parent enables them.
@@ -120,11 +126,26 @@ impl Cgroup {
             }
             metrics.pids = MessageField::some(pids);
         }
-        if let Some(io) = Content::optional(dir, "io.stat")? {
+        let io = Content::optional(dir, "io.stat")?;
+        let io_psi = psi(dir, "io.pressure")?;
+        // As containerd: I/O pressure is reported without the io controller too.
+        if io.is_some() || io_psi.is_some() {
             let mut stat = IOStat::new();
-            stat.usage = io_entries(&io)?;
+            if let Some(io) = io {
+                stat.usage = io_entries(&io)?;
+            }
+            stat.psi = io_psi;
             metrics.io = MessageField::some(stat);
         }
+        if let Some(current) = Content::optional(dir, "rdma.current")? {
+            let mut rdma = RdmaStat::new();
+            rdma.current = current.rdma(rdma_entry)?;
+            if let Some(max) = Content::optional(dir, "rdma.max")? {
+                rdma.limit = max.rdma(rdma_entry)?;
+            }
+            metrics.rdma = MessageField::some(rdma);
+        }
+        metrics.hugetlb = hugetlb(dir)?;
         Ok(metrics)
     }
 }
@@ -152,51 +173,107 @@ fn memory(dir: &Path) -> Result<Option<MemoryStat>> {
             *field(&mut memory) = content.limit(u64::MAX)?;
         }
     }
+    memory.psi = psi(dir, "memory.pressure")?;
     Ok(Some(memory))
 }
 
 /// `major:minor key=value...` lines; keys the proto lacks (dbytes, dios) are dropped.
 fn io_entries(content: &Content) -> Result<Vec<IOEntry>> {
-    let malformed = |line: &str| {
-        Error::Other(format!(
-            "{}: malformed line {line:?}",
-            content.path.display()
-        ))
-    };
     let mut entries = Vec::new();
-    for line in content.text.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(device) = fields.next() else {
-            continue;
-        };
+    for (device, pairs) in content.nested_keyed() {
         let mut entry = IOEntry::new();
-        let (major, minor) = device
-            .split_once(':')
-            .and_then(|(major, minor)| Some((major.parse().ok()?, minor.parse().ok()?)))
-            .ok_or_else(|| malformed(line))?;
-        entry.major = major;
-        entry.minor = minor;
-        for field in fields {
-            let (key, value) = field.split_once('=').ok_or_else(|| malformed(line))?;
-            let value: u64 = value.parse().map_err(|_| malformed(line))?;
-            match key {
-                "rbytes" => entry.rbytes = value,
-                "wbytes" => entry.wbytes = value,
-                "rios" => entry.rios = value,
-                "wios" => entry.wios = value,
-                _ => {}
-            }
+        let (major, minor) = device.split_once(':').unwrap_or((device, ""));
+        entry.major = content.parse(major)?;
+        entry.minor = content.parse(minor)?;
+        for pair in pairs {
+            let (key, value) = pair?;
+            let field = match key {
+                "rbytes" => &mut entry.rbytes,
+                "wbytes" => &mut entry.wbytes,
+                "rios" => &mut entry.rios,
+                "wios" => &mut entry.wios,
+                _ => continue,
+            };
+            *field = content.parse(value)?;
         }
         entries.push(entry);
     }
     Ok(entries)
 }
 
+/// A PSI file: a `some` and (cpu.pressure since 5.13, memory and io always) a `full` line of
+/// `avg10=.. avg60=.. avg300=.. total=..`: percentages of wall time over 10, 60 and 300
+/// seconds, and the total stall in microseconds. Unset without the file, as containerd
+/// leaves it.
+fn psi(dir: &Path, name: &str) -> Result<MessageField<PSIStats>> {
+    let Some(content) = Content::optional(dir, name)? else {
+        return Ok(MessageField::none());
+    };
+    let mut stats = PSIStats::new();
+    for (kind, pairs) in content.nested_keyed() {
+        let data = match kind {
+            "some" => stats.some.mut_or_insert_default(),
+            "full" => stats.full.mut_or_insert_default(),
+            _ => continue,
+        };
+        for pair in pairs {
+            let (key, value) = pair?;
+            match key {
+                "avg10" => data.avg10 = content.decimal(value)?,
+                "avg60" => data.avg60 = content.decimal(value)?,
+                "avg300" => data.avg300 = content.decimal(value)?,
+                "total" => data.total = content.parse(value)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(MessageField::some(stats))
+}
+
+fn rdma_entry(device: String, hca_handles: u32, hca_objects: u32) -> RdmaEntry {
+    RdmaEntry {
+        device,
+        hca_handles,
+        hca_objects,
+        ..Default::default()
+    }
+}
+
+/// One entry per huge page size, as containerd's cgroup2 reads them: usage, the limit (`max`
+/// is u64::MAX) and, as failcnt, the `max` count of hugetlb.<size>.events (allocations
+/// refused at the limit). Empty without the hugetlb controller.
+fn hugetlb(dir: &Path) -> Result<Vec<HugeTlbStat>> {
+    let mut stats = Vec::new();
+    for pagesize in hugetlb_page_sizes(dir, "current")? {
+        let mut stat = HugeTlbStat::new();
+        let file = |name: &str| format!("hugetlb.{pagesize}.{name}");
+        if let Some(current) = Content::optional(dir, &file("current"))? {
+            stat.current = current.number()?;
+        }
+        if let Some(max) = Content::optional(dir, &file("max"))? {
+            stat.max = max.limit(u64::MAX)?;
+        }
+        if let Some(events) = Content::optional(dir, &file("events"))? {
+            fill(
+                &mut stat,
+                &events.flat_keyed()?,
+                &[("max", |s| &mut s.failcnt)],
+            );
+        }
+        stat.pagesize = pagesize;
+        stats.push(stat);
+    }
+    Ok(stats)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
-    use containerd_shim_protos::{cgroups_v2::metrics::Metrics, protobuf::Message};
+    use containerd_shim_protos::{
+        cgroups_v2::metrics::{Metrics, PSIData, RdmaEntry},
+        protobuf::Message,
+    };
 
     use super::super::{test_util::write, CgroupMode, ContainerCgroup};
     use crate::error::Error;
@@ -372,6 +449,158 @@ thp_fault_alloc 0
         assert!(m.memory_events.is_none());
         assert!(m.pids.is_none());
         assert!(m.io.is_none());
+        assert!(m.rdma.is_none());
+        assert!(m.hugetlb.is_empty());
+        assert!(m.cpu.psi.is_none());
+    }
+
+    #[test]
+    fn pressure_lands_in_cpu_memory_and_io() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let f = |file: &str| format!("cgroup/{CG}/{file}");
+        write(
+            tmp.path(),
+            &[
+                (
+                    &f("cpu.pressure"),
+                    "some avg10=1.50 avg60=0.75 avg300=0.25 total=123456\n\
+                     full avg10=0.50 avg60=0.10 avg300=0.00 total=6543\n",
+                ),
+                (
+                    &f("memory.pressure"),
+                    "some avg10=12.34 avg60=5.00 avg300=1.00 total=987654321\n\
+                     full avg10=10.00 avg60=4.50 avg300=0.90 total=876543210\n",
+                ),
+                // cpu.pressure had no full line before 5.13; a missing line stays unset.
+                (
+                    &f("io.pressure"),
+                    "some avg10=0.00 avg60=0.01 avg300=99.99 total=42\n",
+                ),
+            ],
+        );
+        let m = metrics(&load(tmp.path()));
+        let data = |d: &PSIData| (d.avg10, d.avg60, d.avg300, d.total);
+        assert_eq!(data(&m.cpu.psi.some), (1.5, 0.75, 0.25, 123_456));
+        assert_eq!(data(&m.cpu.psi.full), (0.5, 0.1, 0.0, 6543));
+        assert_eq!(data(&m.memory.psi.some), (12.34, 5.0, 1.0, 987_654_321));
+        assert_eq!(data(&m.memory.psi.full), (10.0, 4.5, 0.9, 876_543_210));
+        assert_eq!(data(&m.io.psi.some), (0.0, 0.01, 99.99, 42));
+        assert!(m.io.psi.full.is_none());
+        // The rest of each message is still read.
+        assert_eq!(m.cpu.usage_usec, 5_000_000);
+        assert_eq!(m.memory.usage, 13_000_000);
+        assert_eq!(m.io.usage[0].rbytes, 4096);
+    }
+
+    #[test]
+    fn absent_pressure_files_leave_psi_unset() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let m = metrics(&load(tmp.path()));
+        assert!(m.cpu.psi.is_none());
+        assert!(m.memory.psi.is_none());
+        assert!(m.io.psi.is_none());
+        assert_eq!(m.cpu.usage_usec, 5_000_000);
+        assert_eq!(m.memory.usage, 13_000_000);
+        assert_eq!(m.io.usage.len(), 1);
+    }
+
+    #[test]
+    fn io_pressure_without_the_io_controller() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(
+            tmp.path(),
+            &[
+                ("proc/42/cgroup", "0::/a\n"),
+                ("cgroup/a/cpu.stat", "usage_usec 7\n"),
+                (
+                    "cgroup/a/io.pressure",
+                    "some avg10=2.00 avg60=1.00 avg300=0.50 total=300\n\
+                     full avg10=1.00 avg60=0.50 avg300=0.25 total=200\n",
+                ),
+            ],
+        );
+        let m = metrics(&load(tmp.path()));
+        let data = |d: &PSIData| (d.avg10, d.avg60, d.avg300, d.total);
+        assert!(m.io.usage.is_empty());
+        assert_eq!(data(&m.io.psi.some), (2.0, 1.0, 0.5, 300));
+        assert_eq!(data(&m.io.psi.full), (1.0, 0.5, 0.25, 200));
+        assert!(m.memory.is_none());
+    }
+
+    #[test]
+    fn hugetlb_per_page_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let f = |file: &str| format!("cgroup/{CG}/{file}");
+        write(
+            tmp.path(),
+            &[
+                (&f("hugetlb.1GB.current"), "1073741824\n"),
+                (&f("hugetlb.1GB.max"), "max\n"),
+                (&f("hugetlb.1GB.events"), "max 0\n"),
+                (&f("hugetlb.1GB.events.local"), "max 0\n"),
+                (&f("hugetlb.1GB.rsvd.current"), "0\n"),
+                (&f("hugetlb.2MB.current"), "4194304\n"),
+                (&f("hugetlb.2MB.max"), "8388608\n"),
+                (&f("hugetlb.2MB.events"), "max 3\n"),
+                (&f("hugetlb.2MB.events.local"), "max 1\n"),
+                (&f("hugetlb.2MB.rsvd.current"), "2097152\n"),
+                (&f("hugetlb.2MB.rsvd.max"), "max\n"),
+                (&f("hugetlb.2MB.numa_stat"), "total=4194304 N0=4194304\n"),
+            ],
+        );
+        let m = metrics(&load(tmp.path()));
+        let stats: Vec<_> = m
+            .hugetlb
+            .iter()
+            .map(|h| (h.pagesize.as_str(), h.current, h.max, h.failcnt))
+            .collect();
+        assert_eq!(
+            stats,
+            [
+                ("2MB", 4_194_304, 8_388_608, 3),
+                ("1GB", 1_073_741_824, u64::MAX, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn rdma_with_a_max_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        fixture(tmp.path());
+        let f = |file: &str| format!("cgroup/{CG}/{file}");
+        write(
+            tmp.path(),
+            &[
+                (
+                    &f("rdma.current"),
+                    "mlx5_0 hca_handle=2 hca_object=2000\nmlx5_1 hca_handle=0 hca_object=0\n",
+                ),
+                (
+                    &f("rdma.max"),
+                    "mlx5_0 hca_handle=max hca_object=max\nmlx5_1 hca_handle=10 hca_object=max\n",
+                ),
+            ],
+        );
+        let m = metrics(&load(tmp.path()));
+        let entries = |list: &[RdmaEntry]| {
+            list.iter()
+                .map(|e| (e.device.clone(), e.hca_handles, e.hca_objects))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            entries(&m.rdma.current),
+            [("mlx5_0".into(), 2, 2000), ("mlx5_1".into(), 0, 0)]
+        );
+        assert_eq!(
+            entries(&m.rdma.limit),
+            [
+                ("mlx5_0".into(), u32::MAX, u32::MAX),
+                ("mlx5_1".into(), 10, u32::MAX)
+            ]
+        );
     }
 
     #[test]
@@ -395,21 +624,42 @@ thp_fault_alloc 0
 
     #[test]
     fn malformed_files_are_errors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let cg = {
-            fixture(tmp.path());
-            load(tmp.path())
-        };
         for (file, content) in [
             ("memory.max", "lots\n"),
             ("memory.stat", "anon\n"),
             ("io.stat", "254:0 rbytes\n"),
             ("io.stat", "sda rbytes=1\n"),
             ("pids.current", "\n"),
+            (
+                "cpu.pressure",
+                "some avg10=x avg60=0.00 avg300=0.00 total=1\n",
+            ),
+            ("memory.pressure", "some avg10=0.00 total\n"),
+            ("io.pressure", "full avg10=0.00 total=-1\n"),
+            (
+                "rdma.current",
+                "mlx5_0 hca_handle=4294967296 hca_object=0\n",
+            ),
+            ("rdma.max", "mlx5_0 hca_handle=unlimited hca_object=max\n"),
+            ("hugetlb.2MB.current", "2M\n"),
+            ("hugetlb.2MB.events", "max\n"),
         ] {
+            // A fresh tree each time: the files outside the fixture would otherwise stay.
+            let tmp = tempfile::tempdir().unwrap();
             fixture(tmp.path());
+            let cg = load(tmp.path());
             let file = format!("cgroup/{CG}/{file}");
-            write(tmp.path(), &[(&file, content)]);
+            write(
+                tmp.path(),
+                &[
+                    (
+                        &format!("cgroup/{CG}/rdma.current"),
+                        "mlx5_0 hca_handle=0 hca_object=0\n",
+                    ),
+                    (&format!("cgroup/{CG}/hugetlb.2MB.current"), "0\n"),
+                    (&file, content),
+                ],
+            );
             let err = cg.metrics().unwrap_err();
             assert!(
                 matches!(&err, Error::Other(m) if m.contains(&file)),
