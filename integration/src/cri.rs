@@ -356,6 +356,25 @@ impl Cri {
             .into_inner())
     }
 
+    /// UpdateContainerResources: new Linux resources for a running container.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: LinuxContainerResources,
+    ) -> Result<()> {
+        self.rt
+            .clone()
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: id.into(),
+                linux: Some(linux),
+                ..Default::default()
+            })
+            .await
+            .map_err(st)
+            .with_context(|| format!("UpdateContainerResources {id}"))?;
+        Ok(())
+    }
+
     /// CheckpointContainer into the archive `location`.
     pub async fn checkpoint_container(&self, id: &str, location: &Path) -> Result<()> {
         self.rt

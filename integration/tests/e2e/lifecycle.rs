@@ -292,6 +292,51 @@ pub async fn oom_killed(c: &mut Containerd) -> Result<()> {
     oom_killed_after(c, "sleep 1; ").await
 }
 
+/// UpdateContainerResources (the kubelet's in-place resize of one container): the running
+/// container's cgroup takes the new memory limit and CPU shares, as read from inside it; the
+/// container runs on.
+pub async fn update_container_resources(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("update").await?;
+    let cfg = with_memory_limit(sh("app", "exec sleep 1000"), 64 << 20);
+    let id = c.run_container(&pod, cfg).await?;
+    // cgroup v1 (this project's hosts) or v2, as the container sees its own cgroup.
+    let read = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || { cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/cpu.weight; }";
+    let limits = |r: k8s_cri::v1::ExecSyncResponse| {
+        String::from_utf8_lossy(&r.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = limits(c.cri.exec_sync(&id, &["sh", "-c", read], 10).await?);
+    ensure!(
+        before.first().map(String::as_str) == Some("67108864"),
+        "before: {before:?}"
+    );
+    let linux = k8s_cri::v1::LinuxContainerResources {
+        memory_limit_in_bytes: 96 << 20,
+        memory_swap_limit_in_bytes: 96 << 20,
+        cpu_shares: 512,
+        ..Default::default()
+    };
+    c.cri.update_container_resources(&id, linux).await?;
+    let after = limits(c.cri.exec_sync(&id, &["sh", "-c", read], 10).await?);
+    ensure!(
+        after.first().map(String::as_str) == Some("100663296"),
+        "after: {after:?}"
+    );
+    ensure!(
+        after.get(1) != before.get(1),
+        "CPU shares unchanged: {before:?} -> {after:?}"
+    );
+    let st = c.cri.container_status(&id).await?;
+    ensure!(
+        st.state == ContainerState::ContainerRunning as i32,
+        "after the update: {st:?}"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
 /// The same with a container that allocates at once and is killed within milliseconds of
 /// StartContainer. podshim handlers only: containerd's runc shim arms its cgroup v1 OOM eventfd
 /// after start and can miss such a kill (reason "Error", no TaskOOM; seen once in a CI run of

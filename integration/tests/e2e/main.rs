@@ -119,6 +119,7 @@ e2e!(lifecycle::stop_container);
 e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);
 e2e!(lifecycle::oom_killed_at_once [podshim, podshim_pauseless, podshim_sandboxer]);
+e2e!(lifecycle::update_container_resources);
 e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::shim_killed);
 e2e!(lifecycle::one_shim_per_pod);
