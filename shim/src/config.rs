@@ -31,6 +31,12 @@ pub struct RuntimeConfig {
     pub root: PathBuf,
     /// Force `--systemd-cgroup`; by default it follows the form of the spec's cgroupsPath.
     pub systemd_cgroup: Option<bool>,
+    /// `create --no-pivot` (runc's `NoPivotRoot`): for a root the kernel cannot pivot away
+    /// from (an initramfs).
+    pub no_pivot_root: bool,
+    /// `create --no-new-keyring` (runc's `NoNewKeyring`): containers share the caller's
+    /// session keyring.
+    pub no_new_keyring: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +81,8 @@ impl Default for RuntimeConfig {
             binary: "runc".into(),
             root: PathBuf::from("/run/containerd/podshim"),
             systemd_cgroup: None,
+            no_pivot_root: false,
+            no_new_keyring: false,
         }
     }
 }
@@ -152,6 +160,8 @@ mod tests {
         assert_eq!(c.runtime.binary, d.runtime.binary);
         assert_eq!(c.runtime.root, d.runtime.root);
         assert_eq!(c.runtime.systemd_cgroup, d.runtime.systemd_cgroup);
+        assert_eq!(c.runtime.no_pivot_root, d.runtime.no_pivot_root);
+        assert_eq!(c.runtime.no_new_keyring, d.runtime.no_new_keyring);
         assert_eq!(c.io.memory_bytes, d.io.memory_bytes);
         assert_eq!(c.io.spill_bytes, d.io.spill_bytes);
         assert_eq!(c.sandbox, d.sandbox);

@@ -31,6 +31,8 @@ pub struct CreateOpts<'a> {
     pub stdio: ChildStdio,
     pub console_socket: Option<&'a Path>,
     pub systemd_cgroup: bool,
+    pub no_pivot_root: bool,
+    pub no_new_keyring: bool,
 }
 
 pub struct ExecOpts<'a> {
@@ -228,7 +230,33 @@ pub struct ListedContainer {
     pub annotations: std::collections::HashMap<String, String>,
 }
 
-/// runc prints `null` for an empty root.
+/// `[--systemd-cgroup] create --bundle B --pid-file P [--console-socket S] [--no-pivot]
+/// [--no-new-keyring] ID`, as containerd's runc shim builds it.
+fn create_args(opts: &CreateOpts<'_>, pid_file: &Path) -> Vec<OsString> {
+    let mut args = Vec::new();
+    if opts.systemd_cgroup {
+        args.push("--systemd-cgroup".into());
+    }
+    args.extend([
+        OsString::from("create"),
+        "--bundle".into(),
+        opts.bundle.into(),
+        "--pid-file".into(),
+        pid_file.into(),
+    ]);
+    if let Some(sock) = opts.console_socket {
+        args.extend(["--console-socket".into(), sock.into()]);
+    }
+    if opts.no_pivot_root {
+        args.push("--no-pivot".into());
+    }
+    if opts.no_new_keyring {
+        args.push("--no-new-keyring".into());
+    }
+    args.push(opts.id.into());
+    args
+}
+
 /// Feeds `input` to a child, reads its stdout and stderr (each up to `MAX_OUTPUT`) and waits for
 /// its exit through the reaper.
 async fn collect(mut child: std::process::Child, input: Option<&[u8]>) -> std::io::Result<Output> {
@@ -324,19 +352,7 @@ fn os(args: &[&str]) -> Vec<OsString> {
 impl OciRuntime for RuncCli {
     async fn create(&self, opts: CreateOpts<'_>) -> Result<u32> {
         let pid_file = opts.bundle.join("init.pid");
-        let mut args = vec![
-            OsString::from("create"),
-            "--bundle".into(),
-            opts.bundle.into(),
-        ];
-        args.extend(["--pid-file".into(), pid_file.clone().into()]);
-        if let Some(sock) = opts.console_socket {
-            args.extend(["--console-socket".into(), sock.into()]);
-        }
-        args.push(opts.id.into());
-        if opts.systemd_cgroup {
-            args.insert(0, "--systemd-cgroup".into());
-        }
+        let args = create_args(&opts, &pid_file);
         let log = opts.bundle.join("log.json");
         self.run_with_container_stdio("create", &log, args, opts.stdio)
             .await?;
@@ -513,6 +529,36 @@ mod tests {
         podshim_common::fuzz::run("runc_log", &[seed], |b| {
             assert!(!log_error(b, 1).is_empty());
         });
+    }
+
+    #[test]
+    fn create_passes_the_node_s_runtime_options() {
+        let mut opts = CreateOpts {
+            id: "c1",
+            bundle: Path::new("/b"),
+            stdio: ChildStdio::default(),
+            console_socket: None,
+            systemd_cgroup: false,
+            no_pivot_root: false,
+            no_new_keyring: false,
+        };
+        let words = |opts: &CreateOpts<'_>| {
+            create_args(opts, Path::new("/b/init.pid"))
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(words(&opts), "create --bundle /b --pid-file /b/init.pid c1");
+        opts.systemd_cgroup = true;
+        opts.no_pivot_root = true;
+        opts.no_new_keyring = true;
+        opts.console_socket = Some(Path::new("/s"));
+        assert_eq!(
+            words(&opts),
+            "--systemd-cgroup create --bundle /b --pid-file /b/init.pid --console-socket /s \
+             --no-pivot --no-new-keyring c1"
+        );
     }
 
     #[test]

@@ -138,6 +138,10 @@ e2e!(
     super::runtime::wrapper_opts
 );
 e2e!(
+    runtime::runtime_options[podshim, podshim_pauseless, podshim_sandboxer],
+    super::runtime::runtime_options_opts
+);
+e2e!(
     userns::host_users_false_shared_runc,
     super::userns::shared_runc
 );

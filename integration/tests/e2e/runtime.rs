@@ -112,3 +112,39 @@ pub async fn handler_features(c: &mut Containerd) -> Result<()> {
     eprintln!("containerd {r}: runc {runc:?}, {} {ours:?}", c.opts.handler);
     Ok(())
 }
+
+/// runc's `NoPivotRoot` and `NoNewKeyring`, set node-wide in the shim's config: every create
+/// carries `--no-pivot --no-new-keyring`, and runc runs the container with them.
+pub fn runtime_options_opts(o: Options) -> Options {
+    Options {
+        shim_config: "[runtime]\nbinary = \"{dir}/oci-runtime\"\nroot = \"{dir}/podshim-oci\"\nno_pivot_root = true\nno_new_keyring = true\n".into(),
+        ..o
+    }
+}
+
+pub async fn runtime_options(c: &mut Containerd) -> Result<()> {
+    let wrapper = c.dir.join("oci-runtime");
+    let creates = c.dir.join("oci-runtime.creates");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" create \"*) echo \"$*\" >> {};; esac\nexec runc \"$@\"\n",
+            creates.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    let pod = c.run_pod("opts").await?;
+    let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
+    let r = c.cri.exec_sync(&id, &["echo", "inside"], 10).await?;
+    ensure!(r.stdout == b"inside\n", "ExecSync: {r:?}");
+    let creates = std::fs::read_to_string(&creates).context("no create ran")?;
+    ensure!(
+        !creates.is_empty()
+            && creates
+                .lines()
+                .all(|l| l.contains(" --no-pivot --no-new-keyring ")),
+        "creates: {creates}"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}

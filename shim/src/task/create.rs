@@ -64,6 +64,8 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
             stdio: child_stdio,
             console_socket: console.as_ref().map(|c| c.path()),
             systemd_cgroup,
+            no_pivot_root: pod.config.runtime.no_pivot_root,
+            no_new_keyring: pod.config.runtime.no_new_keyring,
         }),
         console.as_ref(),
     )
