@@ -20,16 +20,14 @@ pub fn wrapper_opts(o: Options) -> Options {
 }
 
 pub async fn configured_runtime(c: &mut Containerd) -> Result<()> {
-    let wrapper = c.dir.join("oci-runtime");
     let calls = c.dir.join("oci-runtime.calls");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in create|start|exec|kill|delete|ps|update|pause|resume) echo \"$a\" >> {}; break;; esac; done\nexec runc \"$@\"\n",
+    install_wrapper(
+        c,
+        &format!(
+            "for a in \"$@\"; do case \"$a\" in create|start|exec|kill|delete|ps|update|pause|resume) echo \"$a\" >> {}; break;; esac; done\n",
             calls.display()
         ),
     )?;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
 
     let pod = c.run_pod("oci").await?;
     let cfg = sh("app", "echo hello-wrapper; exec sleep 1000");
@@ -123,16 +121,14 @@ pub fn runtime_options_opts(o: Options) -> Options {
 }
 
 pub async fn runtime_options(c: &mut Containerd) -> Result<()> {
-    let wrapper = c.dir.join("oci-runtime");
     let creates = c.dir.join("oci-runtime.creates");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" create \"*) echo \"$*\" >> {};; esac\nexec runc \"$@\"\n",
+    install_wrapper(
+        c,
+        &format!(
+            "case \" $* \" in *\" create \"*) echo \"$*\" >> {};; esac\n",
             creates.display()
         ),
     )?;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
     let pod = c.run_pod("opts").await?;
     let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
     let r = c.cri.exec_sync(&id, &["echo", "inside"], 10).await?;
@@ -146,5 +142,14 @@ pub async fn runtime_options(c: &mut Containerd) -> Result<()> {
         "creates: {creates}"
     );
     c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+/// The OCI runtime the shim configs above name: `record` (shell lines) sees runc's arguments,
+/// then runc runs.
+fn install_wrapper(c: &Containerd, record: &str) -> Result<()> {
+    let wrapper = c.dir.join("oci-runtime");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n{record}exec runc \"$@\"\n"))?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
