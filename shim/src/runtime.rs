@@ -291,6 +291,7 @@ async fn collect(mut child: std::process::Child, input: Option<&[u8]>) -> std::i
     })
 }
 
+/// runc prints `null` for an empty root.
 fn parse_list(stdout: &[u8]) -> std::result::Result<Vec<ListedContainer>, String> {
     let listed: Option<Vec<ListedContainer>> =
         serde_json::from_slice(stdout).map_err(|e| format!("unreadable answer: {e}"))?;

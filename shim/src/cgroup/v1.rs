@@ -108,9 +108,7 @@ impl Cgroup {
             metrics.hugetlb = hugetlb(dir)?;
         }
         if let Some(dir) = self.rdma.as_deref().filter(|dir| dir.is_dir()) {
-            if let Some(rdma) = rdma(dir)? {
-                metrics.rdma = MessageField::some(rdma);
-            }
+            metrics.rdma = rdma(dir)?.into();
         }
         Ok(metrics)
     }

@@ -137,14 +137,7 @@ impl Cgroup {
             stat.psi = io_psi;
             metrics.io = MessageField::some(stat);
         }
-        if let Some(current) = Content::optional(dir, "rdma.current")? {
-            let mut rdma = RdmaStat::new();
-            rdma.current = current.rdma(rdma_entry)?;
-            if let Some(max) = Content::optional(dir, "rdma.max")? {
-                rdma.limit = max.rdma(rdma_entry)?;
-            }
-            metrics.rdma = MessageField::some(rdma);
-        }
+        metrics.rdma = rdma(dir)?.into();
         metrics.hugetlb = hugetlb(dir)?;
         Ok(metrics)
     }
@@ -230,13 +223,22 @@ fn psi(dir: &Path, name: &str) -> Result<MessageField<PSIStats>> {
     Ok(MessageField::some(stats))
 }
 
-fn rdma_entry(device: String, hca_handles: u32, hca_objects: u32) -> RdmaEntry {
-    RdmaEntry {
+fn rdma(dir: &Path) -> Result<Option<RdmaStat>> {
+    let Some(current) = Content::optional(dir, "rdma.current")? else {
+        return Ok(None);
+    };
+    let entry = |device, hca_handles, hca_objects| RdmaEntry {
         device,
         hca_handles,
         hca_objects,
         ..Default::default()
+    };
+    let mut rdma = RdmaStat::new();
+    rdma.current = current.rdma(entry)?;
+    if let Some(max) = Content::optional(dir, "rdma.max")? {
+        rdma.limit = max.rdma(entry)?;
     }
+    Ok(Some(rdma))
 }
 
 /// One entry per huge page size, as containerd's cgroup2 reads them: usage, the limit (`max`
