@@ -68,6 +68,23 @@ fn cold_text() {
             "    *(.text.{userns_only}* .text.unlikely.{userns_only}*)\n"
         ));
     }
+    // Code only a process whose output goes to a log file or a logging binary runs (`ctr run
+    // --log-uri`); CRI's processes write into FIFOs.
+    for log_uri_only in [
+        "_ZN12podshim_shim5stdio6logger",
+        "_ZN12podshim_shim5stdio9ProcessIo11open_logger",
+        "_ZN12podshim_shim5stdio3uri5parse",
+        "_ZN12podshim_shim5stdio3uri8unescape",
+        "_ZN12podshim_shim5stdio4copy12copy_to_file",
+        "_ZN12podshim_shim5stdio4copy9write_all",
+        "_ZN12podshim_shim5stdio4fifo15create_log_file",
+        "_ZN12podshim_shim5stdio4fifo13open_log_file",
+        "_ZN12podshim_shim3sys14spawn_with_fds",
+    ] {
+        patterns.push_str(&format!(
+            "    *(.text.{log_uri_only}* .text.unlikely.{log_uri_only}*)\n"
+        ));
+    }
     // Code only the short-lived `start` and `delete` processes run, never a pod's shim.
     for other_process in ["10start_shim", "11delete_shim"] {
         patterns.push_str(&format!(

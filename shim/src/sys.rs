@@ -218,3 +218,39 @@ pub fn owning_userns(ns: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: the ioctl just installed this descriptor for us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Spawns `cmd` with `fds` as its descriptors 3, 4, 5, … (a logging binary's pipes).
+#[cold]
+pub fn spawn_with_fds(
+    cmd: &mut std::process::Command,
+    fds: &[OwnedFd],
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let first = 3 + fds.len() as RawFd;
+    // Copies above the target numbers: no dup2 below can overwrite a source not yet copied.
+    let mut high = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a live borrowed descriptor; it touches no memory.
+        let raw = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, first) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fcntl just created `raw` for us; nothing else refers to it.
+        high.push(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+    let raw: Vec<RawFd> = high.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs in the child between fork and exec and makes only dup2 calls
+    // (async-signal-safe, no allocation) on descriptors `high` keeps open until spawn returns;
+    // dup2 clears close-on-exec on the copies the program gets.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}

@@ -1,6 +1,6 @@
 //! The non-CRI path (`ctr run --runtime ...`) and invalid input.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use anyhow::{bail, ensure, Context, Result};
 use k8s_cri::v1::ContainerState;
@@ -255,4 +255,179 @@ pub async fn failing_runtime(c: &mut Containerd) -> Result<()> {
         "error does not name the failing runtime binary /bin/false: {err}"
     );
     crate::util::assert_failed_pod_left_nothing(c).await
+}
+
+/// `ctr run --log-uri`: `file://` (both streams appended to one file), a plain path to a file
+/// that exists (appended to), and `binary://` (a logging binary reads both streams, told the
+/// container's id and namespace); `binary-v2://` (a ready byte) on podshim, and on runc's shim
+/// from 2.3. Nothing is left, the logging binaries included.
+pub async fn ctr_log_uri(c: &mut Containerd) -> Result<()> {
+    let logs = c.dir.join("log-uri");
+    let logger = logs.join("logger.sh");
+    std::fs::create_dir_all(&logs)?;
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nd=$2\nprintf x >&5\nexec 5>&-\n\
+         echo \"$CONTAINER_NAMESPACE $CONTAINER_ID\" > $d.ids\n\
+         exec /bin/cat <&3 > $d.out &\n/bin/cat <&4 > $d.err\n",
+    )?;
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755))?;
+    let run = |c: &Containerd, uri: String, id: String| {
+        let mut args = runtime_args(c, &id);
+        args.extend([
+            "--log-uri".into(),
+            uri,
+            BUSYBOX_IMAGE.into(),
+            id,
+            "sh".into(),
+            "-c".into(),
+            "echo to-out; echo to-err >&2".into(),
+        ]);
+        args
+    };
+
+    let id = format!("ctr-logfile-{}", c.seq());
+    let file = logs.join("sub").join(format!("{id}.log"));
+    let o = ctr(c, &run(c, format!("file://{}", file.display()), id.clone())).await?;
+    ensure!(
+        o.code == 0,
+        "ctr run --log-uri file://: {} {:?}",
+        o.code,
+        o.stderr
+    );
+    let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+    // containerd's runc shim hands the shared file to its stdout copy unwrapped (copyPipes in
+    // its process/io.go): that copy ending first closes the file under stderr's, whose lines
+    // are then lost. podshim gives each stream its own descriptor.
+    let stderr_kept = is_podshim(&c.opts.handler) || text.contains("to-err\n");
+    ensure!(
+        text.contains("to-out\n") && stderr_kept,
+        "file:// log: {text:?}"
+    );
+    assert_ctr_gone(c, &id).await?;
+
+    let id = format!("ctr-logplain-{}", c.seq());
+    let plain = logs.join(format!("{id}.log"));
+    std::fs::write(&plain, "before\n")?;
+    let o = ctr(c, &run(c, plain.display().to_string(), id.clone())).await?;
+    ensure!(
+        o.code == 0,
+        "ctr run --log-uri <file>: {} {:?}",
+        o.code,
+        o.stderr
+    );
+    let text = std::fs::read_to_string(&plain)?;
+    ensure!(
+        text.starts_with("before\n") && text.contains("to-out\n") && text.contains("to-err\n"),
+        "plain file log: {text:?}"
+    );
+    assert_ctr_gone(c, &id).await?;
+
+    // One query key: containerd passes keys in Go map order. A byte then the close is ready
+    // for both schemes.
+    let mut schemes = vec!["binary"];
+    if is_podshim(&c.opts.handler) || c.release.at_least(2, 3) {
+        schemes.push("binary-v2");
+    }
+    for scheme in schemes {
+        let id = format!("ctr-logbin-{}", c.seq());
+        let base = logs.join(&id);
+        let uri = format!("{scheme}://{}?out={}", logger.display(), base.display());
+        let o = ctr(c, &run(c, uri, id.clone())).await?;
+        ensure!(
+            o.code == 0,
+            "ctr run --log-uri {scheme}://: {} {:?}",
+            o.code,
+            o.stderr
+        );
+        // runc's shim closes the logger's pipes at Delete, podshim's once the process exited:
+        // the logger's cats finish either way (SIGTERM goes to its shell only).
+        let read =
+            |ext: &str| std::fs::read_to_string(base.with_extension(ext)).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (read("out").is_empty() || read("err").is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ensure!(
+            read("out") == "to-out\n" && read("err") == "to-err\n",
+            "{scheme}:// logger got stdout {:?}, stderr {:?}",
+            read("out"),
+            read("err")
+        );
+        ensure!(
+            read("ids") == format!("default {id}\n"),
+            "ids {:?}",
+            read("ids")
+        );
+        assert_ctr_gone(c, &id).await?;
+    }
+    // An exec's logging binary is told the exec's id.
+    let id = format!("ctr-logexec-{}", c.seq());
+    let mut args = runtime_args(c, &id);
+    args.retain(|a| a != "--rm");
+    args.extend([
+        "-d".into(),
+        BUSYBOX_IMAGE.into(),
+        id.clone(),
+        "sleep".into(),
+        "1000".into(),
+    ]);
+    let o = ctr(c, &args).await?;
+    ensure!(o.code == 0, "ctr run -d: {} {:?}", o.code, o.stderr);
+    let base = logs.join(format!("{id}-exec"));
+    let o = ctr(
+        c,
+        &[
+            "task".into(),
+            "exec".into(),
+            "--exec-id".into(),
+            "probe".into(),
+            "--log-uri".into(),
+            format!("binary://{}?out={}", logger.display(), base.display()),
+            id.clone(),
+            "sh".into(),
+            "-c".into(),
+            "echo exec-out; echo exec-err >&2".into(),
+        ],
+    )
+    .await?;
+    ensure!(
+        o.code == 0,
+        "ctr task exec --log-uri: {} {:?}",
+        o.code,
+        o.stderr
+    );
+    let read = |ext: &str| std::fs::read_to_string(base.with_extension(ext)).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (read("out").is_empty() || read("err").is_empty()) && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        read("out") == "exec-out\n"
+            && read("err") == "exec-err\n"
+            && read("ids") == "default probe\n",
+        "exec's logger: stdout {:?}, stderr {:?}, ids {:?}",
+        read("out"),
+        read("err"),
+        read("ids")
+    );
+    for args in [
+        vec!["task", "kill", "-s", "SIGKILL", &id],
+        vec!["task", "rm", "-f", &id],
+        vec!["containers", "rm", &id],
+    ] {
+        let _ = ctr(c, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).await;
+    }
+    assert_ctr_gone(c, &id).await?;
+
+    let left = sys::processes_mentioning(&[&logger.to_string_lossy()]);
+    ensure!(
+        left.is_empty(),
+        "logging binaries left: {:?}",
+        left.iter().map(|p| p.pid).collect::<Vec<_>>()
+    );
+    Ok(())
 }

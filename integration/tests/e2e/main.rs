@@ -129,6 +129,7 @@ e2e!(restart::exit_while_containerd_down [podshim, podshim_pauseless, podshim_sa
 e2e!(ctr::ctr_run [runc, podshim]);
 e2e!(ctr::missing_command [runc, podshim]);
 e2e!(ctr::ctr_bad_input [runc, podshim]);
+e2e!(ctr::ctr_log_uri [runc, podshim]);
 e2e!(
     ctr::failing_runtime[podshim],
     super::ctr::failing_runtime_opts

@@ -1,4 +1,4 @@
-//! The copy loops: process output → containerd's FIFO, and containerd's stdin FIFO → process.
+//! The copy loops: process output → containerd's FIFO (or a log file), and containerd's stdin FIFO → process.
 //!
 //! Output moves from the process's pipe into the FIFO inside the kernel (`splice`), without
 //! passing through the shim, while containerd reads. When the FIFO is full the bytes wait in the
@@ -156,8 +156,10 @@ pub async fn copy_output(
     }
     // Bytes in the FIFO's own buffer are lost if the shim closes its ends before containerd
     // read them (the process may end while containerd restarts): wait for a reader.
-    while crate::sys::unread_bytes(keeper.as_fd()).unwrap_or(0) > 0 {
-        tokio::time::sleep(FIFO_DRAIN_POLL).await;
+    if let Some(keeper) = &keeper {
+        while crate::sys::unread_bytes(keeper.as_fd()).unwrap_or(0) > 0 {
+            tokio::time::sleep(FIFO_DRAIN_POLL).await;
+        }
     }
     let backlogged = s.backlog.taken();
     drop(s);
@@ -309,6 +311,94 @@ fn flush(sink: &OwnedFd, backlog: &mut Backlog) -> io::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Process output → a file (`file://`, or a path that is no FIFO), read and written by the shim:
+/// splice refuses a file opened for appending. A write the disk refuses is tried again every
+/// `SPILL_RETRY` while the process is back-pressured: nothing is dropped.
+pub async fn copy_to_file(
+    source: Arc<AsyncFd<OwnedFd>>,
+    file: OwnedFd,
+    state: watch::Sender<StreamState>,
+) {
+    let mut unwritten: Vec<u8> = Vec::new();
+    let mut eof = false;
+    let mut warned = false;
+    loop {
+        if !unwritten.is_empty() {
+            match write_all(&file, &unwritten) {
+                Ok(()) => unwritten.clear(),
+                Err((n, e)) => {
+                    unwritten.drain(..n);
+                    if !warned {
+                        warn!("write log file: {e}; retrying every {SPILL_RETRY:?}");
+                        warned = true;
+                    }
+                    state.send_replace(StreamState {
+                        eof,
+                        pending: unwritten.len() as u64,
+                        ..StreamState::default()
+                    });
+                    tokio::time::sleep(SPILL_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        if eof {
+            break;
+        }
+        let Ok(mut guard) = source.readable().await else {
+            break;
+        };
+        let read = BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let n = match nix::unistd::read(source.get_ref().as_fd(), &mut buf[..]) {
+                Ok(n) => n,
+                // A pty reports the last process closing its side as EIO.
+                Err(Errno::EIO) => 0,
+                Err(e) => return Err(e),
+            };
+            if let Err((written, _)) = write_all(&file, &buf[..n]) {
+                unwritten.extend_from_slice(&buf[written..n]);
+            }
+            Ok(n)
+        });
+        match read {
+            Ok(0) => {
+                eof = true;
+                state.send_replace(StreamState {
+                    eof,
+                    pending: unwritten.len() as u64,
+                    ..StreamState::default()
+                });
+            }
+            Ok(_) => {}
+            Err(Errno::EAGAIN) => guard.clear_ready(),
+            Err(e) => {
+                warn!("read process output: {e}");
+                eof = true;
+            }
+        }
+    }
+    state.send_replace(StreamState {
+        eof: true,
+        pending: 0,
+        done: true,
+        backlogged: 0,
+    });
+}
+
+/// Writes all of `bytes`, or says how many went before the error.
+fn write_all(fd: &OwnedFd, bytes: &[u8]) -> Result<(), (usize, Errno)> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match nix::unistd::write(fd, &bytes[done..]) {
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(())
 }
 
 /// containerd's stdin FIFO → the process, until the FIFO's writer closes or CloseIO.

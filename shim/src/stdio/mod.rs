@@ -1,4 +1,5 @@
-//! A process's stdio: containerd's FIFOs on one side, the process's pipes or pty on the other.
+//! A process's stdio: containerd's FIFOs (or a log file, or a logging binary: `uri.rs`) on one
+//! side, the process's pipes or pty on the other.
 //!
 //! The shim reads the process's output at all times. What containerd's FIFO cannot take (while
 //! containerd restarts) waits in a bounded backlog, memory then a spill file, and is replayed in
@@ -11,10 +12,14 @@ mod budget;
 mod console;
 mod copy;
 mod fifo;
+mod logger;
+mod uri;
 
 use std::{
+    future::Future,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
+    pin::Pin,
     sync::Arc,
     time::Duration,
 };
@@ -29,10 +34,15 @@ pub use console::ConsoleSocket;
 
 use self::{
     backlog::Backlog,
-    copy::{copy_input, copy_output, StreamState},
-    fifo::{open_sink, open_source, process_pipe, FifoSink},
+    copy::{copy_input, copy_output, copy_to_file, StreamState},
+    fifo::{create_log_file, open_sink, open_source, process_pipe, FifoSink, Sink},
+    logger::Logger,
+    uri::{Destination, LoggerCommand},
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    reaper::Exits,
+};
 
 /// What containerd sent in CreateTaskRequest / ExecProcessRequest.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +54,14 @@ pub struct StdioPaths {
 }
 
 pub use budget::SpillBudget;
+
+/// Whose stdio it is: what a logging binary is told (`CONTAINER_ID` is the container's id for
+/// init and the exec id for an exec, as from containerd's runc shim), and who reaps it.
+pub struct IoOwner<'a> {
+    pub namespace: &'a str,
+    pub id: &'a str,
+    pub exits: &'a dyn Exits,
+}
 
 /// Bounds of what the shim holds for a reader that is not reading (containerd restarting).
 #[derive(Debug, Clone)]
@@ -85,7 +103,7 @@ impl ChildStdio {
 struct Output {
     name: &'static str,
     source: Option<Arc<AsyncFd<OwnedFd>>>,
-    sink: FifoSink,
+    sink: Sink,
 }
 
 pub struct ProcessIo {
@@ -99,18 +117,21 @@ pub struct ProcessIo {
     stdin_close: Arc<Notify>,
     states: Vec<watch::Receiver<StreamState>>,
     tasks: Vec<JoinHandle<()>>,
+    logger: Option<Logger>,
 }
 
 impl ProcessIo {
-    /// Opens containerd's FIFOs and, for a non-terminal process, the pipes it will use.
-    /// Nothing is copied until `start`; on error everything opened is closed again.
-    pub fn open(
+    /// Opens containerd's FIFOs (or the log file, or starts the logging binary and waits until
+    /// it is ready) and, for a non-terminal process, the pipes it will use. Nothing is copied
+    /// until `start`; on error everything opened is closed again.
+    pub async fn open(
         paths: &StdioPaths,
+        owner: &IoOwner<'_>,
         spill_dir: &Path,
         spill_prefix: &str,
         limits: IoLimits,
     ) -> Result<(ProcessIo, ChildStdio)> {
-        let mut io = ProcessIo {
+        let io = ProcessIo {
             terminal: paths.terminal,
             limits,
             spill_base: spill_dir.join(spill_prefix),
@@ -121,13 +142,36 @@ impl ProcessIo {
             stdin_close: Arc::new(Notify::new()),
             states: Vec::new(),
             tasks: Vec::new(),
+            logger: None,
         };
+        let destination = match paths.stdout.is_empty() {
+            true => Destination::Paths,
+            false => uri::destination(&paths.stdout)?,
+        };
+        match destination {
+            // Boxed as a trait object, so that its code stays out of every create's (cold: see
+            // shim/build.rs) instead of being inlined into it.
+            Destination::Binary(command) => {
+                let open: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(io.open_logger(paths, command, owner));
+                open.await
+            }
+            other => io.open_paths(paths, other),
+        }
+    }
+
+    /// Containerd's FIFOs (or files), or one log file for both streams.
+    fn open_paths(
+        mut self,
+        paths: &StdioPaths,
+        destination: Destination,
+    ) -> Result<(ProcessIo, ChildStdio)> {
         let mut child = ChildStdio::default();
         if !paths.stdin.is_empty() {
-            io.stdin_fifo = Some(open_source(&paths.stdin)?);
+            self.stdin_fifo = Some(open_source(&paths.stdin)?);
             if !paths.terminal {
                 let (ours, theirs) = process_pipe(true)?;
-                io.stdin_target = Some(Arc::new(register(ours)?));
+                self.stdin_target = Some(Arc::new(register(ours)?));
                 child.stdin = Some(theirs);
             }
         }
@@ -136,24 +180,67 @@ impl ProcessIo {
         if !paths.terminal {
             streams.push(("stderr", &paths.stderr));
         }
-        for (name, path) in streams {
-            if path.is_empty() {
-                continue;
+        if let Destination::File(path) = destination {
+            let file = create_log_file(&path)?;
+            for (name, _) in streams {
+                let file = file.try_clone().map_err(Error::io("dup log file"))?;
+                self.add_output(name, Sink::File(file), &mut child)?;
             }
-            let sink = open_sink(path, name)?;
-            let source = if paths.terminal {
-                None
-            } else {
-                let (ours, theirs) = process_pipe(false)?;
-                match name {
-                    "stdout" => child.stdout = Some(theirs),
-                    _ => child.stderr = Some(theirs),
+        } else {
+            for (name, path) in streams {
+                if !path.is_empty() {
+                    self.add_output(name, open_sink(path, name)?, &mut child)?;
                 }
-                Some(Arc::new(register(ours)?))
-            };
-            io.outputs.push(Output { name, source, sink });
+            }
         }
-        Ok((io, child))
+        Ok((self, child))
+    }
+
+    /// A logging binary reads the output. It takes no input (nor with containerd's runc shim).
+    async fn open_logger(
+        mut self,
+        paths: &StdioPaths,
+        command: LoggerCommand,
+        owner: &IoOwner<'_>,
+    ) -> Result<(ProcessIo, ChildStdio)> {
+        let mut child = ChildStdio::default();
+        let (logger, ends) = Logger::start(&command, owner).await?;
+        self.logger = Some(logger);
+        if paths.terminal {
+            // The pty's output is copied into the logger's stdout pipe.
+            let writer = ends.stdout;
+            if let Err(e) = fifo::set_nonblocking(&writer) {
+                self.shutdown().await;
+                return Err(e);
+            }
+            let sink = Sink::Pipe(FifoSink {
+                writer,
+                keeper: None,
+            });
+            self.add_output("stdout", sink, &mut child)?;
+        } else {
+            // The process writes into the logger's pipes itself; the shim copies nothing.
+            child.stdout = Some(ends.stdout);
+            child.stderr = Some(ends.stderr);
+        }
+        Ok((self, child))
+    }
+
+    /// One output stream to `sink`: from the process's own pipe, or (terminal) from the pty
+    /// master that `attach_console` brings.
+    fn add_output(&mut self, name: &'static str, sink: Sink, child: &mut ChildStdio) -> Result<()> {
+        let source = if self.terminal {
+            None
+        } else {
+            let (ours, theirs) = process_pipe(false)?;
+            match name {
+                "stdout" => child.stdout = Some(theirs),
+                _ => child.stderr = Some(theirs),
+            }
+            Some(Arc::new(register(ours)?))
+        };
+        self.outputs.push(Output { name, source, sink });
+        Ok(())
     }
 
     /// Gives a terminal process's pty master (from the console socket) to the copiers.
@@ -182,18 +269,23 @@ impl ProcessIo {
                 log::warn!("{} has no process side; nothing to copy", out.name);
                 continue;
             };
-            let spill = PathBuf::from(format!("{}-{}.spill", self.spill_base.display(), out.name));
-            let backlog = Backlog::new(
-                self.limits.memory_bytes,
-                spill,
-                self.limits.spill_bytes,
-                self.limits.spill_budget.clone(),
-            );
             let (tx, rx) = watch::channel(StreamState::default());
             self.states.push(rx);
-            self.tasks.push(crate::log_scope::spawn(copy_output(
-                source, out.sink, backlog, tx,
-            )));
+            let task = match out.sink {
+                Sink::Pipe(sink) => {
+                    let spill =
+                        PathBuf::from(format!("{}-{}.spill", self.spill_base.display(), out.name));
+                    let backlog = Backlog::new(
+                        self.limits.memory_bytes,
+                        spill,
+                        self.limits.spill_bytes,
+                        self.limits.spill_budget.clone(),
+                    );
+                    crate::log_scope::spawn(copy_output(source, sink, backlog, tx))
+                }
+                Sink::File(file) => crate::log_scope::spawn(copy_to_file(source, file, tx)),
+            };
+            self.tasks.push(task);
         }
         if let (Some(fifo), Some(target)) = (self.stdin_fifo.take(), self.stdin_target.take()) {
             self.tasks.push(crate::log_scope::spawn(copy_input(
@@ -250,7 +342,8 @@ impl ProcessIo {
         self.states.iter().map(|rx| *rx.borrow()).collect()
     }
 
-    /// Stops copying and closes everything; spill files are removed with their backlogs.
+    /// Stops copying and closes everything; spill files are removed with their backlogs. A
+    /// logging binary is stopped (see `logger.rs`).
     pub async fn shutdown(self) {
         self.stdin_close.notify_one();
         for task in &self.tasks {
@@ -258,6 +351,9 @@ impl ProcessIo {
         }
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(logger) = self.logger {
+            logger.stop().await;
         }
     }
 }

@@ -15,6 +15,37 @@ use nix::{sys::stat::Mode, unistd::mkfifo};
 
 use super::*;
 
+/// Reaps each logging binary by its pid, as the shim's reaper would.
+struct WaitpidExits;
+
+impl Exits for WaitpidExits {
+    fn subscribe(&self, pid: i32) -> tokio::sync::oneshot::Receiver<crate::reaper::Exit> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        thread::spawn(move || {
+            use nix::sys::wait::{waitpid, WaitStatus};
+            let status = match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => code as u32,
+                Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as u32,
+                _ => 255,
+            };
+            let _ = tx.send(crate::reaper::Exit {
+                status,
+                at: std::time::SystemTime::now(),
+            });
+        });
+        rx
+    }
+}
+
+fn owner() -> IoOwner<'static> {
+    static EXITS: WaitpidExits = WaitpidExits;
+    IoOwner {
+        namespace: "k8s.io",
+        id: "c1",
+        exits: &EXITS,
+    }
+}
+
 fn limits() -> IoLimits {
     IoLimits {
         memory_bytes: 64 * 1024,
@@ -112,7 +143,9 @@ fn fds_under(dir: &Path) -> Vec<PathBuf> {
 async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let out = reader(p.stdout.clone());
     let err = reader(p.stderr.clone());
@@ -133,7 +166,9 @@ async fn output_reaches_the_fifo_in_order_and_closes_it_at_eof() {
 async fn the_process_runs_on_while_containerd_is_away_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     // 4 MiB with nobody reading the FIFO: 64 KiB of pipe, 64 KiB of memory, the rest spilled.
     let data = pattern(4 * 1024 * 1024);
@@ -160,7 +195,9 @@ async fn the_process_runs_on_while_containerd_is_away_and_nothing_is_lost() {
 async fn while_containerd_reads_output_moves_in_the_kernel_not_through_the_shim() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let data = pattern(2 * 1024 * 1024);
     let (tx, _rx) = std::sync::mpsc::channel();
@@ -195,7 +232,9 @@ async fn while_containerd_reads_output_moves_in_the_kernel_not_through_the_shim(
 async fn a_reader_that_stops_gets_the_backlog_in_order_once_it_reads_again() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let data = pattern(4 * 1024 * 1024);
     let (tx, stopped) = std::sync::mpsc::channel();
@@ -239,7 +278,9 @@ async fn past_both_bounds_the_process_is_back_pressured_not_dropped() {
         spill_bytes: 8192,
         spill_budget: SpillBudget::new(u64::MAX),
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", small).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", small)
+        .await
+        .unwrap();
     io.start();
     let data = pattern(1024 * 1024);
     let w = process_writes(child.stdout.unwrap(), data.clone());
@@ -291,7 +332,9 @@ async fn a_full_disk_back_pressures_the_process_and_loses_nothing() {
     let filler = disk.path().join("filler");
     std::fs::write(&filler, vec![0u8; 384 * 1024]).unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, disk.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), disk.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let data = pattern(2 * 1024 * 1024);
     let w = process_writes(child.stdout.unwrap(), data.clone());
@@ -317,7 +360,9 @@ async fn a_full_disk_back_pressures_the_process_and_loses_nothing() {
 async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let _held = child.stdout; // never closed during the test
     let start = std::time::Instant::now();
@@ -329,8 +374,15 @@ async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
 #[tokio::test(flavor = "current_thread")]
 async fn empty_paths_set_nothing_up() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut io, child) =
-        ProcessIo::open(&StdioPaths::default(), dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(
+        &StdioPaths::default(),
+        &owner(),
+        dir.path(),
+        "init",
+        limits(),
+    )
+    .await
+    .unwrap();
     assert!(child.stdin.is_none() && child.stdout.is_none() && child.stderr.is_none());
     io.start();
     io.wait_output_closed(Duration::from_secs(1)).await;
@@ -346,7 +398,9 @@ async fn same_fifo_for_stdout_and_stderr() {
         stderr: path.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "x", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "x", limits())
+        .await
+        .unwrap();
     io.start();
     let out = reader(path);
     join(process_writes(child.stdout.unwrap(), b"a\n".to_vec())).await;
@@ -365,7 +419,8 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         stderr: dir.path().join("missing").display().to_string(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&p, dir.path(), "init", limits())
+    let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
         .err()
         .unwrap();
     assert!(
@@ -373,14 +428,186 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         "{err}"
     );
     assert_eq!(fds_under(dir.path()), Vec::<PathBuf>::new());
-    let uri = StdioPaths {
-        stdout: "binary:///usr/bin/logger".into(),
+    for uri in [
+        StdioPaths {
+            stdout: "syslog:///dev/log".into(),
+            ..Default::default()
+        },
+        StdioPaths {
+            stdin: "binary:///bin/cat".into(),
+            ..Default::default()
+        },
+    ] {
+        let err = ProcessIo::open(&uri, &owner(), dir.path(), "init", limits())
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+}
+
+/// `file://`: both streams appended to one file, its directories created; a path that is a
+/// file and no FIFO is appended to as well (`ctr run --log-uri /a/file`).
+#[tokio::test(flavor = "current_thread")]
+async fn log_files_get_both_streams_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("logs/sub/c.log");
+    let uri = format!("file://{}", file.display());
+    for round in 0..2 {
+        let p = StdioPaths {
+            stdout: uri.clone(),
+            stderr: "ignored, as by containerd".into(),
+            ..Default::default()
+        };
+        let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+            .await
+            .unwrap();
+        io.start();
+        join(process_writes(
+            child.stdout.unwrap(),
+            format!("out{round}\n").into(),
+        ))
+        .await;
+        join(process_writes(
+            child.stderr.unwrap(),
+            format!("err{round}\n").into(),
+        ))
+        .await;
+        io.wait_output_closed(Duration::from_secs(10)).await;
+        io.drain(Duration::from_secs(10)).await;
+        io.shutdown().await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "out0\nerr0\nout1\nerr1\n"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+
+    let plain = dir.path().join("plain.log");
+    std::fs::write(&plain, "old\n").unwrap();
+    let p = StdioPaths {
+        stdout: plain.display().to_string(),
+        stderr: plain.display().to_string(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&uri, dir.path(), "init", limits())
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
+    io.start();
+    join(process_writes(child.stdout.unwrap(), b"new\n".to_vec())).await;
+    drop(child.stderr);
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    io.shutdown().await;
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "old\nnew\n");
+}
+
+/// A logging binary as containerd's runc shim runs one: `binary:///logger?out=<dir>`.
+fn install_logger(dir: &Path, ready: &str) -> String {
+    let script = dir.join("logger");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd=$2\necho \"$*\" > $d/args; /usr/bin/env | /bin/grep -v ^PWD= | /usr/bin/sort > $d/env\n\
+             echo $$ > $d/pid\n{ready}\n/bin/cat <&3 > $d/stdout.part &\n\
+             /bin/cat <&4 > $d/stderr.part &\nexec 3<&- 4<&-\nwait\n\
+             /bin/mv $d/stdout.part $d/stdout; /bin/mv $d/stderr.part $d/stderr\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("binary://{}?out={}", script.display(), dir.display())
+}
+
+async fn file_appears(path: &Path) -> String {
+    for _ in 0..200 {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_logging_binary_reads_both_streams_itself() {
+    for (scheme, ready) in [
+        ("binary", "exec 5>&-"),
+        ("binary-v2", "printf x >&5; exec 5>&-"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = install_logger(dir.path(), ready).replacen("binary", scheme, 1);
+        let p = StdioPaths {
+            stdin: fifo(dir.path(), "in"),
+            stdout: uri,
+            stderr: "ignored".into(),
+            terminal: false,
+        };
+        let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+            .await
+            .unwrap();
+        // No stdin, and nothing for the shim to copy: the process writes into the logger.
+        assert!(child.stdin.is_none());
+        io.start();
+        assert!(io.stream_states().is_empty());
+        join(process_writes(child.stdout.unwrap(), b"to out\n".to_vec())).await;
+        join(process_writes(child.stderr.unwrap(), b"to err\n".to_vec())).await;
+        let d = dir.path().display();
+        assert_eq!(file_appears(&dir.path().join("stdout")).await, "to out\n");
+        assert_eq!(file_appears(&dir.path().join("stderr")).await, "to err\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("args")).unwrap(),
+            format!("out {d}\n")
+        );
+        // Only the two variables (and the PWD the shell itself sets): not even PATH.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("env")).unwrap(),
+            "CONTAINER_ID=c1\nCONTAINER_NAMESPACE=k8s.io\n"
+        );
+        io.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_logging_binary_that_is_not_ready_fails_the_open_and_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    for (scheme, ready) in [
+        // Never closes its ready pipe (READY_BOUND is 2 s in tests).
+        ("binary", "exec /bin/sleep 100"),
+        // binary-v2 asks for a byte before the close.
+        ("binary-v2", "exec 5>&-; exec /bin/sleep 100"),
+    ] {
+        let uri = install_logger(dir.path(), ready).replacen("binary", scheme, 1);
+        let p = StdioPaths {
+            stdout: uri,
+            ..Default::default()
+        };
+        let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, Error::FailedPrecondition(_)),
+            "{scheme}: {err}"
+        );
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "{scheme}: logger {pid} still there"
+        );
+    }
+    let p = StdioPaths {
+        stdout: "binary:///no/such/logger".into(),
+        ..Default::default()
+    };
+    let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
         .err()
         .unwrap();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(
+        matches!(err, Error::NotFound(ref m) if m.contains("/no/such/logger")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -391,7 +618,9 @@ async fn stdin_reaches_the_process_and_close_io_ends_it() {
         stdin: stdin.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     // containerd writes and keeps its end open; CloseIO is what ends the input.
     let mut writer = std::fs::OpenOptions::new()
@@ -423,7 +652,9 @@ async fn stdin_eof_from_containerd_reaches_the_process() {
         stdin: stdin.clone(),
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     // No writer yet: that is not end of input.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -455,7 +686,9 @@ async fn terminal_output_and_resize_through_the_console_socket() {
         terminal: true,
         ..Default::default()
     };
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     assert!(
         child.stdout.is_none(),
         "a terminal process gets its pty from the runtime"
@@ -507,6 +740,42 @@ async fn terminal_output_and_resize_through_the_console_socket() {
     io.shutdown().await;
 }
 
+/// A terminal's one output is copied from the pty into a log file, or into a logging binary's
+/// stdout pipe.
+#[tokio::test(flavor = "current_thread")]
+async fn a_terminal_s_output_reaches_a_log_file_and_a_logging_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tty.log");
+    let logger = install_logger(dir.path(), "exec 5>&-");
+    for stdout in [format!("file://{}", file.display()), logger] {
+        let p = StdioPaths {
+            stdout,
+            terminal: true,
+            ..Default::default()
+        };
+        let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+            .await
+            .unwrap();
+        assert!(child.stdout.is_none() && child.stderr.is_none());
+        let pty = nix::pty::openpty(None, None).unwrap();
+        io.attach_console(pty.master).unwrap();
+        io.start();
+        let mut s = File::from(pty.slave);
+        s.write_all(b"on tty\n").unwrap();
+        drop(s);
+        io.wait_output_closed(Duration::from_secs(10)).await;
+        // Done: the shim closed its end of the logger's pipe, so the logger reaches its end.
+        io.drain(Duration::from_secs(10)).await;
+        assert!(io.stream_states().iter().all(|s| s.done));
+        if p.stdout.starts_with("binary") {
+            let logged = file_appears(&dir.path().join("stdout")).await;
+            assert!(logged.contains("on tty"), "{logged:?}");
+        }
+        io.shutdown().await;
+    }
+    assert!(std::fs::read_to_string(&file).unwrap().contains("on tty"));
+}
+
 /// A process writing as fast as it can, a reader reading as fast as it can: every refused
 /// splice is told apart (FIFO full, or process pipe empty) without losing the wake-up that ends
 /// it, so the reader never waits the `READER_AWAY` that a lost wake-up costs (it did, once a
@@ -515,7 +784,9 @@ async fn terminal_output_and_resize_through_the_console_socket() {
 async fn a_fast_writer_and_reader_never_wait_for_a_lost_wake_up() {
     let dir = tempfile::tempdir().unwrap();
     let p = paths(dir.path());
-    let (mut io, child) = ProcessIo::open(&p, dir.path(), "init", limits()).unwrap();
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
     io.start();
     let out = thread::spawn({
         let path = p.stdout.clone();

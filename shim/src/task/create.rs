@@ -19,7 +19,7 @@ use crate::{
     rootfs,
     runtime::CreateOpts,
     spec::Spec,
-    stdio::{ConsoleSocket, ProcessIo, StdioPaths},
+    stdio::{ConsoleSocket, IoOwner, ProcessIo, StdioPaths},
     task::{launch, watch_exit},
 };
 
@@ -45,8 +45,19 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
         stderr: req.stderr.clone(),
         terminal: req.terminal,
     };
-    let (mut io, child_stdio) =
-        ProcessIo::open(&stdio, &launch::spill_dir(&bundle), "init", pod.io_limits())?;
+    let owner = IoOwner {
+        namespace: &pod.namespace,
+        id: &req.id,
+        exits: pod.exits.as_ref(),
+    };
+    let (mut io, child_stdio) = ProcessIo::open(
+        &stdio,
+        &owner,
+        &launch::spill_dir(&bundle),
+        "init",
+        pod.io_limits(),
+    )
+    .await?;
     child_stdio.give_to(io_owner)?;
     let console = match req.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),

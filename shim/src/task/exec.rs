@@ -11,7 +11,7 @@ use crate::{
     pod::Pod,
     process::{Process, Transition},
     runtime::ExecOpts,
-    stdio::{ConsoleSocket, ProcessIo, StdioPaths},
+    stdio::{ConsoleSocket, IoOwner, ProcessIo, StdioPaths},
     task::watch_exit,
 };
 
@@ -64,12 +64,19 @@ pub(super) async fn start_exec(
         .exec_spec()
         .ok_or_else(|| Error::FailedPrecondition("exec process has no spec".into()))?;
     let spill_prefix = format!("exec-{}", process.exec_id);
+    let owner = IoOwner {
+        namespace: &pod.namespace,
+        id: &process.exec_id,
+        exits: pod.exits.as_ref(),
+    };
     let (mut io, child_stdio) = ProcessIo::open(
         &process.stdio,
+        &owner,
         &super::launch::spill_dir(&container.bundle),
         &spill_prefix,
         pod.io_limits(),
-    )?;
+    )
+    .await?;
     child_stdio.give_to(container.io_owner)?;
     let console = match process.stdio.terminal {
         true => Some(ConsoleSocket::bind(&std::env::temp_dir())?),
