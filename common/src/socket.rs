@@ -43,6 +43,20 @@ pub fn bind_root_only(address: &Path) -> io::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// The socket path of a `unix://` address.
+pub fn socket_path(address: &str) -> &Path {
+    Path::new(address.strip_prefix("unix://").unwrap_or(address))
+}
+
+/// The pid of the process serving `address` (SO_PEERCRED): a pod's shim daemon is a process
+/// that the shim's `start` left behind, and its pid is printed nowhere.
+pub fn peer_pid(address: &str) -> io::Result<u32> {
+    let s = std::os::unix::net::UnixStream::connect(socket_path(address))?;
+    let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(io::Error::from)?;
+    Ok(cred.pid() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

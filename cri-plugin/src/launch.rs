@@ -11,6 +11,8 @@ use std::time::Duration;
 use log::{info, warn};
 use tokio::process::Command;
 
+use podshim_common::socket::{peer_pid, socket_path};
+
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::shim_log::ShimLogs;
@@ -174,13 +176,6 @@ pub fn parse_start_output(out: &str) -> Result<String> {
     }
 }
 
-/// The socket path of a `unix://` address.
-pub fn socket_path(address: &str) -> &Path {
-    Path::new(address.strip_prefix("unix://").unwrap_or(address))
-}
-
-/// The pid of the process serving `address` (SO_PEERCRED): the shim daemon is a grandchild that
-/// `start` left behind, its pid is printed nowhere.
 /// Whether process `pid` runs the shim binary as it is on disk now; false once an upgrade
 /// replaced the file (a new inode at the path). Unknown counts as current.
 pub fn runs_binary(pid: u32, binary: &Path) -> bool {
@@ -193,13 +188,6 @@ pub fn runs_binary(pid: u32, binary: &Path) -> bool {
         (Ok(running), Ok(installed)) => running == installed,
         _ => true,
     }
-}
-
-pub fn peer_pid(address: &str) -> std::io::Result<u32> {
-    let s = UnixStream::connect(socket_path(address))?;
-    let cred = nix::sys::socket::getsockopt(&s, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(std::io::Error::from)?;
-    Ok(cred.pid() as u32)
 }
 
 /// Whether the shim of `shim` is still there: its socket answers, or its recorded process still

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
+use podshim_common::socket::peer_pid;
 use tokio::sync::Notify;
 
 use crate::error::Result;
@@ -72,13 +73,13 @@ impl Pool {
             let keep = self.idle_count() < self.size && shim.namespace == self.namespace;
             if keep && shim.pid == 0 {
                 // Recorded, started, but the daemon stopped before noting the pid.
-                if let Ok(pid) = launch::peer_pid(&shim.address) {
+                if let Ok(pid) = peer_pid(&shim.address) {
                     shim.pid = pid;
                     let r = shim.clone();
                     self.store.off_thread(move |s| s.put_pool(&r)).await?;
                 }
             }
-            let answers = launch::peer_pid(&shim.address).is_ok_and(|p| p == shim.pid);
+            let answers = peer_pid(&shim.address).is_ok_and(|p| p == shim.pid);
             let current = launch::runs_binary(shim.pid, self.launcher.binary());
             if answers && !current {
                 info!(
@@ -110,7 +111,7 @@ impl Pool {
         loop {
             let shim = self.idle().pop_front()?;
             self.wanted.notify_one();
-            if launch::peer_pid(&shim.address).is_ok_and(|p| p == shim.pid) {
+            if peer_pid(&shim.address).is_ok_and(|p| p == shim.pid) {
                 return Some(shim);
             }
             warn!("pool shim {} died while idle", shim.id);
