@@ -91,6 +91,15 @@ fn cold_text() {
             "    *(.text._ZN*podshim_shim..service..Service*{other_process}*)\n"
         ));
     }
+    for start_only in [
+        "_ZN12podshim_shim7service7confine",
+        "_ZN12podshim_shim6cgroup4join",
+        "_ZN14podshim_common6socket8peer_pid",
+    ] {
+        patterns.push_str(&format!(
+            "    *(.text.{start_only}* .text.unlikely.{start_only}*)\n"
+        ));
+    }
     let script =
         format!("SECTIONS\n{{\n  .text.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .text;\n");
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("cold-text.ld");

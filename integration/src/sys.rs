@@ -278,6 +278,29 @@ pub fn cgroup_file(rel: &str, file: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Makes the cgroup `rel` in every hierarchy, as an operator makes one for a process to join:
+/// a v1 cpuset gets its parent's cpus and mems (a new one has none and takes no process).
+pub fn make_cgroup(rel: &str) -> Result<()> {
+    for root in cgroup_roots() {
+        let mut dir = root.clone();
+        for part in rel.trim_start_matches('/').split('/') {
+            let parent = dir.clone();
+            dir.push(part);
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+            }
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = fs::read_to_string(parent.join(file)) {
+                    if fs::read_to_string(dir.join(file)).is_ok_and(|own| own.trim().is_empty()) {
+                        fs::write(dir.join(file), v.trim())?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn cgroup_exists(rel: &str) -> bool {
     !cgroup_dirs(rel).is_empty()
 }

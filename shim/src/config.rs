@@ -37,6 +37,10 @@ pub struct RuntimeConfig {
     /// `create --no-new-keyring` (runc's `NoNewKeyring`): containers share the caller's
     /// session keyring.
     pub no_new_keyring: bool,
+    /// runc's `ShimCgroup`: the cgroup every pod's shim is moved into when it starts, e.g. one
+    /// that bounds what all shims of the node may use; an absolute path within each hierarchy,
+    /// made by the operator beforehand. Empty: the shim stays in containerd's.
+    pub shim_cgroup: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +87,7 @@ impl Default for RuntimeConfig {
             systemd_cgroup: None,
             no_pivot_root: false,
             no_new_keyring: false,
+            shim_cgroup: String::new(),
         }
     }
 }
@@ -129,6 +134,13 @@ impl Config {
         if config.io.memory_bytes == 0 {
             return Err("io.memory_bytes must be greater than 0".into());
         }
+        let cgroup = &config.runtime.shim_cgroup;
+        if !cgroup.is_empty() && (!cgroup.starts_with('/') || cgroup.split('/').any(|c| c == ".."))
+        {
+            return Err(format!(
+                "runtime.shim_cgroup {cgroup:?} must be an absolute cgroup path without \"..\""
+            ));
+        }
         Ok(config)
     }
 }
@@ -165,6 +177,7 @@ mod tests {
         assert_eq!(c.io.memory_bytes, d.io.memory_bytes);
         assert_eq!(c.io.spill_bytes, d.io.spill_bytes);
         assert_eq!(c.sandbox, d.sandbox);
+        assert_eq!(c.runtime.shim_cgroup, d.runtime.shim_cgroup);
     }
 
     #[test]
@@ -172,5 +185,11 @@ mod tests {
         assert!(Config::parse("[runtime]\nbinnary = \"crun\"\n").is_err());
         assert!(Config::parse("[io]\nmemory_bytes = 0\n").is_err());
         assert!(Config::parse("[runtime]\nbinary = \"\"\n").is_err());
+        for cgroup in ["podshim", "/a/../../b", "/.."] {
+            let text = format!("[runtime]\nshim_cgroup = \"{cgroup}\"\n");
+            assert!(Config::parse(&text).is_err(), "{cgroup}");
+        }
+        let c = Config::parse("[runtime]\nshim_cgroup = \"/podshim.slice/shims\"\n").unwrap();
+        assert_eq!(c.runtime.shim_cgroup, "/podshim.slice/shims");
     }
 }

@@ -18,6 +18,7 @@ use containerd_shim_protos::{
 use log::{error, warn};
 
 use crate::{
+    cgroup,
     config::Config,
     events::{timestamp, Events},
     group::grouping,
@@ -56,9 +57,16 @@ impl Shim for Service {
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         // A broken config must fail here, where containerd shows the error, not in the daemon.
-        Config::load().map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
+        let config =
+            Config::load().map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
         let grouping = grouping(&opts.id, Path::new("config.json"));
+        // The library's spawn honours runc options' ShimCgroup; shim.toml's, moved into last,
+        // is where the shim ends up when both name one.
         let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;
+        if !config.runtime.shim_cgroup.is_empty() {
+            confine(&address, &config.runtime.shim_cgroup)
+                .map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        }
         // containerd 1.7 reads this on restart; 2.x keeps its own bootstrap.json.
         write_str_to_file("address", &address).await?;
         Ok(address)
@@ -165,6 +173,31 @@ impl Service {
 }
 
 /// The socket the group's shim was started on, as `start` noted it in the bundle.
+/// Moves the shim serving at `address` into the node's shim cgroup. One this `start` spawned
+/// that cannot be moved is killed and its socket removed (a failed start leaves nothing, as with
+/// containerd's runc shim); one already serving the pod's other containers is left serving.
+fn confine(address: &str, cgroup: &str) -> crate::error::Result<()> {
+    let pid = podshim_common::socket::peer_pid(address).map_err(crate::error::Error::io(
+        format!("find the shim serving {address}"),
+    ))?;
+    let Err(e) = cgroup::move_into(pid, cgroup) else {
+        return Ok(());
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let parent = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<u32>().ok());
+    if parent == Some(std::process::id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = std::fs::remove_file(podshim_common::socket::socket_path(address));
+    }
+    Err(e)
+}
+
 fn shim_socket(bundle: &Path) -> Option<PathBuf> {
     let address = std::fs::read_to_string(bundle.join("address")).ok()?;
     let path = address.trim();

@@ -80,14 +80,27 @@ fn write_shim_config(dir: &Path, opts: &Options, p: &Paths) -> Result<()> {
             Some(b) => format!("binary = \"{}\"\n", b.display()),
             None => String::new(),
         };
+        let shim_cgroup = match opts.shim_cgroup {
+            true => format!("shim_cgroup = \"{}\"\n", shim_cgroup(dir)),
+            false => String::new(),
+        };
         format!(
-            "[runtime]\n{binary}root = \"{}/podshim-runc\"\n",
+            "[runtime]\n{binary}root = \"{}/podshim-runc\"\n{shim_cgroup}",
             dir.display()
         )
     } else {
         opts.shim_config.replace("{dir}", &dir.to_string_lossy())
     };
     Ok(fs::write(&p.shim_config, text)?)
+}
+
+/// The cgroup `Options::shim_cgroup` puts the shims in: under the run's cgroup root (named after
+/// its directory, see `Containerd::start`), which teardown removes.
+pub(super) fn shim_cgroup(dir: &Path) -> String {
+    format!(
+        "/{}/shims",
+        dir.file_name().unwrap_or_default().to_string_lossy()
+    )
 }
 
 /// A bridge network of its own per run (`Slot`), or one naming a plugin that does not exist.

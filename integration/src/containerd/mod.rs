@@ -135,6 +135,10 @@ impl Containerd {
         let paths = Paths::of(&dir);
         let stream_port = free_port()?;
         config::write(&dir, &opts, &paths, &slot, &bins, stream_port)?;
+        if opts.shim_cgroup {
+            let rel = config::shim_cgroup(&dir);
+            sys::make_cgroup(&rel).with_context(|| format!("make cgroup {rel}"))?;
+        }
 
         let snapshotter = match &bins.snapshotter {
             Some(bin) => Some(
@@ -356,6 +360,11 @@ impl Containerd {
     }
 
     /// All shim processes of this containerd, any binary.
+    /// Where `Options::shim_cgroup` puts podshim's shims.
+    pub fn shim_cgroup(&self) -> String {
+        config::shim_cgroup(&self.dir)
+    }
+
     pub fn all_shims(&self) -> Vec<sys::Proc> {
         sys::shim_processes(&self.sock)
     }

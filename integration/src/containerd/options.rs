@@ -83,6 +83,9 @@ pub struct Options {
     /// The OCI runtime binary of every handler (runc's `BinaryName`, podshim's `[runtime]
     /// binary`); `None`: the `runc` on PATH.
     pub oci_runtime: Option<PathBuf>,
+    /// podshim's shims run in `<the run's cgroup root>/shims` (`[runtime] shim_cgroup` in the
+    /// default shim config), made in every hierarchy before containerd starts.
+    pub shim_cgroup: bool,
 }
 
 impl Options {
@@ -108,6 +111,7 @@ impl Options {
             cni_plugin_missing: false,
             private_bins: false,
             oci_runtime: None,
+            shim_cgroup: false,
         }
     }
 }

@@ -143,6 +143,14 @@ e2e!(
     super::runtime::runtime_options_opts
 );
 e2e!(
+    runtime::shim_cgroup[podshim, podshim_pauseless, podshim_sandboxer],
+    super::runtime::shim_cgroup_opts
+);
+e2e!(
+    runtime::shim_cgroup_missing[podshim, podshim_pauseless, podshim_sandboxer],
+    super::runtime::shim_cgroup_missing_opts
+);
+e2e!(
     userns::host_users_false_shared_runc,
     super::userns::shared_runc
 );

@@ -153,3 +153,76 @@ fn install_wrapper(c: &Containerd, record: &str) -> Result<()> {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
+
+pub fn shim_cgroup_opts(o: Options) -> Options {
+    Options {
+        shim_cgroup: true,
+        ..o
+    }
+}
+
+/// `[runtime] shim_cgroup` (runc's `ShimCgroup`): every pod shim of the run (a warm pool's
+/// too) is in the node's shim cgroup in every hierarchy, the pod's containers are not, and
+/// the pod runs.
+pub async fn shim_cgroup(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("shimcg").await?;
+    let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
+    let r = c.cri.exec_sync(&id, &["echo", "inside"], 10).await?;
+    ensure!(r.stdout == b"inside\n", "ExecSync: {r:?}");
+    let want = c.shim_cgroup();
+    let shims = c.all_shims();
+    ensure!(!shims.is_empty(), "no shim runs");
+    let memberships = |pid: i32| -> Result<Vec<String>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        // cgroup v1 hierarchies (`n:controllers:path`), or the v2 tree of a v2 host.
+        let v1 = text.lines().any(|l| !l.starts_with("0::"));
+        Ok(text
+            .lines()
+            .filter(|l| !v1 || !l.starts_with("0::"))
+            .map(|l| l.splitn(3, ':').nth(2).unwrap_or_default().to_string())
+            .collect())
+    };
+    for shim in &shims {
+        let paths = memberships(shim.pid)?;
+        ensure!(
+            !paths.is_empty() && paths.iter().all(|p| *p == want),
+            "shim {} is in {paths:?}, not all {want}",
+            shim.pid
+        );
+    }
+    let init = pod.container_init_pid(&id)?;
+    let paths = memberships(init)?;
+    ensure!(
+        !paths.contains(&want),
+        "the container's init is in the shim cgroup: {paths:?}"
+    );
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
+
+pub fn shim_cgroup_missing_opts(o: Options) -> Options {
+    Options {
+        shim_config:
+            "[runtime]\nroot = \"{dir}/podshim-runc\"\nshim_cgroup = \"{dir}/no-such-cgroup\"\n"
+                .into(),
+        ..o
+    }
+}
+
+/// A shim cgroup that does not exist: RunPodSandbox fails naming it, and the shim that could
+/// not be moved is gone with everything else of the pod.
+pub async fn shim_cgroup_missing(c: &mut Containerd) -> Result<()> {
+    let cfg = c.pod_config("nocg");
+    let err = match c.run_pod_with(cfg).await {
+        Ok(p) => anyhow::bail!(
+            "RunPodSandbox succeeded without its shim cgroup: pod {}",
+            p.id
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("no-such-cgroup") && err.contains("create it first"),
+        "error does not name the missing shim cgroup: {err}"
+    );
+    crate::util::assert_failed_pod_left_nothing(c).await
+}

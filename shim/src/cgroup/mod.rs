@@ -1,9 +1,10 @@
 //! A container's cgroup: containerd's Metrics (cgroup v1 and v2), OOM notifications, and a pod
-//! cgroup's limits.
+//! cgroup's limits; and moving the shim into the node's shim cgroup (`join.rs`).
 //!
 //! Everything is read straight from cgroupfs. Roots are parameters so tests can run
 //! against fixture trees; `for_pid` binds them to /proc and /sys/fs/cgroup.
 
+mod join;
 mod limits;
 mod oom;
 mod read;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{Error, Result};
 
+pub use join::move_into;
 pub use limits::PodLimits;
 
 const PROC_ROOT: &str = "/proc";
