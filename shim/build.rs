@@ -95,6 +95,7 @@ fn cold_text() {
         "_ZN12podshim_shim7service7confine",
         "_ZN12podshim_shim6cgroup4join",
         "_ZN14podshim_common6socket8peer_pid",
+        "_ZN12podshim_shim3sys17sched_core_create",
     ] {
         patterns.push_str(&format!(
             "    *(.text.{start_only}* .text.unlikely.{start_only}*)\n"

@@ -301,6 +301,29 @@ pub fn make_cgroup(rel: &str) -> Result<()> {
     Ok(())
 }
 
+/// The core-scheduling cookie of process `pid` (0: none; `pid` 0: this process), or the
+/// kernel's refusal where it has no core scheduling (or no SMT).
+pub fn sched_core_cookie(pid: i32) -> std::io::Result<u64> {
+    const PR_SCHED_CORE: libc::c_int = 62;
+    const PR_SCHED_CORE_GET: libc::c_ulong = 0;
+    const PIDTYPE_PID: libc::c_ulong = 0;
+    let mut cookie: u64 = 0;
+    // SAFETY: PR_SCHED_CORE_GET writes one u64 through the pointer, which points at `cookie`.
+    let rc = unsafe {
+        libc::prctl(
+            PR_SCHED_CORE,
+            PR_SCHED_CORE_GET,
+            pid as libc::c_ulong,
+            PIDTYPE_PID,
+            &mut cookie as *mut u64,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 pub fn cgroup_exists(rel: &str) -> bool {
     !cgroup_dirs(rel).is_empty()
 }

@@ -60,6 +60,13 @@ impl Shim for Service {
         let config =
             Config::load().map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
         let grouping = grouping(&opts.id, Path::new("config.json"));
+        // containerd's shim manager `env = ["SCHED_CORE=1"]`: the shim and every process it
+        // starts share one core-scheduling cookie, as with containerd's runc shim.
+        if std::env::var_os("SCHED_CORE").is_some_and(|v| !v.is_empty()) {
+            crate::sys::sched_core_create().map_err(|e| {
+                containerd_shim::Error::Other(format!("enable sched core support: {e}"))
+            })?;
+        }
         // The library's spawn honours runc options' ShimCgroup; shim.toml's, moved into last,
         // is where the shim ends up when both name one.
         let address = containerd_shim::spawn(opts, &grouping, Vec::new()).await?;

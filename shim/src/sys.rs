@@ -254,3 +254,19 @@ pub fn spawn_with_fds(
     }
     cmd.spawn()
 }
+
+/// A new core-scheduling cookie for this process's group (prctl PR_SCHED_CORE_CREATE,
+/// PIDTYPE_PGID), which children forked afterwards inherit: only tasks with the same cookie
+/// share a core's SMT siblings. Fails where the kernel has no core scheduling or no SMT.
+#[cold]
+pub fn sched_core_create() -> io::Result<()> {
+    const PR_SCHED_CORE: libc::c_int = 62;
+    const PR_SCHED_CORE_CREATE: libc::c_ulong = 1;
+    const PIDTYPE_PGID: libc::c_ulong = 2;
+    // SAFETY: prctl with integer arguments only; the kernel reads no memory of ours.
+    let rc = unsafe { libc::prctl(PR_SCHED_CORE, PR_SCHED_CORE_CREATE, 0, PIDTYPE_PGID, 0) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

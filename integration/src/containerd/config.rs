@@ -318,6 +318,13 @@ imports = [{imports}]
             None => String::new(),
         },
     );
+    let mut cfg = cfg;
+    if !opts.shim_env.is_empty() {
+        cfg.push_str(&format!(
+            "\n[plugins.\"io.containerd.shim.v1.manager\"]\n  env = {:?}\n",
+            opts.shim_env
+        ));
+    }
     Ok(fs::write(&p.config, cfg)?)
 }
 

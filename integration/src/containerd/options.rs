@@ -86,6 +86,8 @@ pub struct Options {
     /// podshim's shims run in `<the run's cgroup root>/shims` (`[runtime] shim_cgroup` in the
     /// default shim config), made in every hierarchy before containerd starts.
     pub shim_cgroup: bool,
+    /// What containerd's shim manager adds to every shim's environment (its `env`).
+    pub shim_env: Vec<String>,
 }
 
 impl Options {
@@ -112,6 +114,7 @@ impl Options {
             private_bins: false,
             oci_runtime: None,
             shim_cgroup: false,
+            shim_env: Vec::new(),
         }
     }
 }

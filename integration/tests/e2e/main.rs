@@ -146,6 +146,11 @@ e2e!(
     runtime::shim_cgroup[podshim, podshim_pauseless, podshim_sandboxer],
     super::runtime::shim_cgroup_opts
 );
+// podshim-sandboxer starts its shims itself: containerd's shim manager env is not theirs.
+e2e!(
+    runtime::sched_core[runc, podshim, podshim_pauseless],
+    super::runtime::sched_core_opts
+);
 e2e!(
     runtime::shim_cgroup_missing[podshim, podshim_pauseless, podshim_sandboxer],
     super::runtime::shim_cgroup_missing_opts

@@ -226,3 +226,46 @@ pub async fn shim_cgroup_missing(c: &mut Containerd) -> Result<()> {
     );
     crate::util::assert_failed_pod_left_nothing(c).await
 }
+
+pub fn sched_core_opts(o: Options) -> Options {
+    Options {
+        shim_env: vec!["SCHED_CORE=1".into()],
+        ..o
+    }
+}
+
+/// containerd's shim manager `env = ["SCHED_CORE=1"]`: where the kernel has core scheduling,
+/// the pod's shim and its containers share one cookie; where it has none (this host's kernel),
+/// the shim's start fails saying so, as runc's shim's does, and nothing is left.
+pub async fn sched_core(c: &mut Containerd) -> Result<()> {
+    if let Err(e) = podshim_integration::sys::sched_core_cookie(0) {
+        let cfg = c.pod_config("schedcore");
+        let err = match c.run_pod_with(cfg).await {
+            Ok(p) => anyhow::bail!(
+                "RunPodSandbox succeeded with SCHED_CORE=1 on a kernel without core scheduling ({e}): pod {}",
+                p.id
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(
+            err.contains("sched core"),
+            "error does not say core scheduling failed: {err}"
+        );
+        return crate::util::assert_failed_pod_left_nothing(c).await;
+    }
+    let pod = c.run_pod("schedcore").await?;
+    let id = c.run_container(&pod, sh("app", "exec sleep 1000")).await?;
+    let init = pod.container_init_pid(&id)?;
+    let theirs = podshim_integration::sys::sched_core_cookie(init)?;
+    ensure!(theirs != 0, "the container has no core-scheduling cookie");
+    for shim in c.all_shims() {
+        let ours = podshim_integration::sys::sched_core_cookie(shim.pid)?;
+        ensure!(
+            ours == theirs,
+            "shim {} cookie {ours:x}, container's {theirs:x}",
+            shim.pid
+        );
+    }
+    c.remove_pod(&pod).await?;
+    Ok(())
+}
