@@ -137,7 +137,8 @@ E2E_ENV = PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/debu
 e2e: shim-release snapshotter-bin sandboxer-bin
 	$(E2E_ENV) bash scripts/e2e-release.sh $(or $(CONTAINERD),system) -- $(E2E_FILTER)
 
-## e2e-matrix: the same against the containerd on PATH and every release in $(SHARED_DIR)/containerd
+## e2e-matrix: the same against the containerd on PATH and every release in $(SHARED_DIR)/containerd,
+## then on the containerd on PATH with podshim-snapshotter as every handler's snapshotter
 e2e-matrix: shim-release snapshotter-bin sandboxer-bin
 	$(E2E_ENV) bash scripts/e2e-matrix.sh -- $(E2E_FILTER)
 

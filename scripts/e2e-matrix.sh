@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the e2e suite against every containerd release this machine has: the containerd on PATH
-# ("system", Debian's 2.1.9) and each archive in $SHARED_DIR/containerd (scripts/e2e-release.sh).
+# ("system", Debian's 2.1.9) and each archive in $SHARED_DIR/containerd (scripts/e2e-release.sh);
+# then once more on the containerd on PATH with podshim-snapshotter as CRI's default snapshotter
+# for every handler ("system-podsnap": the README's recommended snapshotter setup).
 # E2E_MATRIX_JOBS releases run at once (each with E2E_THREADS cases at once); a release's output
 # goes to $TARGET_DIR/e2e-matrix-<release>.out and is printed whole when it ends. Exits non-zero
 # if any release failed; a release whose archive is missing is reported as skipped.
@@ -27,6 +29,7 @@ if [ ${#releases[@]} -eq 1 ]; then
   echo "e2e-matrix: SKIPPED every release but the containerd on PATH: no $SHARED_DIR/containerd" \
        "(the project's archives of containerd 2.2 and 2.3; a user's machine has none)" >&2
 fi
+releases+=(system-podsnap)
 echo "e2e-matrix: releases ${releases[*]}, $JOBS at a time, ${E2E_THREADS:-2} cases at a time each"
 
 mkdir -p "$TARGET_DIR"
@@ -50,7 +53,10 @@ for r in "${releases[@]}"; do
     first=${running[0]}; running=("${running[@]:1}")
     finish_one "${pid_of[$first]}" "$first"
   done
-  bash scripts/e2e-release.sh --if-present "$r" -- "$@" >"$TARGET_DIR/e2e-matrix-$r.out" 2>&1 &
+  case "$r" in
+    system-podsnap) PODSHIM_E2E_SNAPSHOTTER=podsnap bash scripts/e2e-release.sh system -- "$@" ;;
+    *) bash scripts/e2e-release.sh --if-present "$r" -- "$@" ;;
+  esac >"$TARGET_DIR/e2e-matrix-$r.out" 2>&1 &
   pid_of[$r]=$!
   running+=("$r")
 done

@@ -9,6 +9,9 @@
 # $TARGET_DIR/containerd-X.Y.Z and put first on PATH for the run. With --if-present a missing
 # archive is reported as skipped (a user's machine has no ../shared); without, it is an error.
 #
+# PODSHIM_E2E_SNAPSHOTTER=podsnap: every case's containerd has podshim-snapshotter as CRI's default
+# snapshotter (the drop-in's recommended setup); the log is then e2e-<release>-podsnap.log.
+#
 # Cases that need a later release carry `needs_<major>_<minor>` at the end of their test name
 # (integration/tests/e2e/main.rs): they are passed to the runner as --skip, which reports them as
 # filtered out, not passed. The output is also kept in $TARGET_DIR/e2e-<release>.log.
@@ -85,10 +88,12 @@ if [ ! -f "$runc_archive" ]; then
   no_runc="no $runc_archive: "
 fi
 
-log="$TARGET_DIR/e2e-$version.log"
+suffix=""
+if [ "${PODSHIM_E2E_SNAPSHOTTER:-}" = podsnap ]; then suffix="-podsnap"; fi
+log="$TARGET_DIR/e2e-$version$suffix.log"
 mkdir -p "$TARGET_DIR"
 {
-  echo "=== e2e against containerd $version ($(command -v containerd))"
+  echo "=== e2e against containerd $version ($(command -v containerd))${suffix:+, podshim-snapshotter as CRI's default snapshotter}"
   if [ ${#skips[@]} -gt 0 ]; then echo "=== filtered out (${no_runc}they need a later containerd or that runc): ${skips[*]}"; fi
 } | tee "$log"
 set +e

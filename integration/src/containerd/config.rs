@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::bins::{which, Bins};
 use super::slot::Slot;
 use super::{Options, SnapshotterUse};
-use crate::{images, snapshotter};
+use crate::images;
 
 /// Where each file and socket of a run lives under its temp dir.
 pub(super) struct Paths {
@@ -63,7 +63,7 @@ pub(super) fn write(
     write_registry_hosts(p)?;
     let mut imports = operator_dropins()?;
     if opts.snapshotter != SnapshotterUse::Off {
-        let f = dir.join("60-podshim-snapshotter.toml");
+        let f = dir.join(SNAPSHOTTER_DROPIN);
         fs::write(&f, snapshotter_dropin(dir, opts.snapshotter)?)?;
         imports.push(f);
     }
@@ -237,11 +237,6 @@ fn write_containerd(
         .map(|i| format!("{:?}", i.display().to_string()))
         .collect::<Vec<_>>()
         .join(", ");
-    let cri_snapshotter = if opts.snapshotter == SnapshotterUse::CriDefault {
-        snapshotter::SNAPSHOTTER
-    } else {
-        "overlayfs"
-    };
     let mut images_extra = String::new();
     if let Some(s) = opts.stats_collect_period {
         images_extra.push_str(&format!("  stats_collect_period = {s}\n"));
@@ -282,7 +277,8 @@ imports = [{imports}]
   stream_server_port = "{stream_port}"
 
 [plugins."io.containerd.cri.v1.images"]
-  snapshotter = "{cri_snapshotter}"
+  # As Debian's config.toml names it; the snapshotter drop-in's [node] lines override it.
+  snapshotter = "overlayfs"
 {images_extra}  [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = "{pause}"
 
@@ -328,10 +324,13 @@ imports = [{imports}]
     Ok(fs::write(&p.config, cfg)?)
 }
 
+/// The run's copy of the snapshotter drop-in, in its temp dir.
+pub(super) const SNAPSHOTTER_DROPIN: &str = "60-podshim-snapshotter.toml";
+
 /// `config-snippets/conf.d/60-podshim-snapshotter.toml` as an operator would install it, with its
-/// socket and root moved into `dir` and, unless `use_` is `Registered`, its optional lines
-/// (commented `[table]` and `key = value` lines of the "Enable" part) uncommented.
-fn snapshotter_dropin(dir: &Path, use_: SnapshotterUse) -> Result<String> {
+/// socket and root moved into `dir` and, unless `use_` is `Registered`, the commented `[table]`
+/// and `key = value` lines of the setup `use_` names uncommented.
+pub(super) fn snapshotter_dropin(dir: &Path, use_: SnapshotterUse) -> Result<String> {
     let p = images::repo_root().join("config-snippets/conf.d/60-podshim-snapshotter.toml");
     let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let text = text
@@ -348,27 +347,32 @@ fn snapshotter_dropin(dir: &Path, use_: SnapshotterUse) -> Result<String> {
         "{} no longer names the default socket/root paths this harness rewrites",
         p.display()
     );
-    if use_ == SnapshotterUse::Registered {
-        return Ok(text);
-    }
+    // The setups whose commented lines are enabled (`# --- Enable [tag]: …` opens a section).
+    let tags: &[&str] = match use_ {
+        SnapshotterUse::Off | SnapshotterUse::Registered => return Ok(text),
+        SnapshotterUse::PodshimPods => &["[podshim]", "[both]"],
+        SnapshotterUse::CriDefault => &["[node]", "[both]"],
+    };
     let mut out = String::new();
-    let mut optional = false;
-    let mut enabled = 0;
+    let mut on = false;
+    let mut enabled = Vec::new();
     for line in text.lines() {
-        if line.starts_with("# ---") && line.contains("Enable") {
-            optional = true;
+        if let Some(heading) = line.strip_prefix("# --- Enable ") {
+            on = tags.iter().any(|t| heading.starts_with(t));
+            if on {
+                enabled.push(heading.split(':').next().unwrap_or_default().to_string());
+            }
         }
-        if optional && (line.starts_with("# [") || line.starts_with("#   ")) {
+        if on && (line.starts_with("# [") || line.starts_with("#   ")) {
             out.push_str(&line[2..]);
-            enabled += 1;
         } else {
             out.push_str(line);
         }
         out.push('\n');
     }
     anyhow::ensure!(
-        enabled >= 10,
-        "{}: found only {enabled} optional lines to enable",
+        enabled.len() == tags.len(),
+        "{}: sections {tags:?} wanted, found {enabled:?}",
         p.display()
     );
     Ok(out)

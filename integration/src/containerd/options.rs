@@ -35,11 +35,12 @@ pub enum SnapshotterUse {
     /// Only registered (the snippet as shipped, its optional lines commented): reachable through
     /// containerd's snapshots API by name, used by nothing else.
     Registered,
-    /// The snippet's optional lines enabled: the `podshim` runtime's snapshotter, PullImage for
-    /// podshim pods (`runtime_platforms`) and the transfer service's `unpack_config`.
+    /// The snippet's `[podshim]` setup enabled: the `podshim` runtime's snapshotter, PullImage for
+    /// podshim pods (`runtime_platforms`), and the transfer service's `unpack_config`.
     PodshimPods,
-    /// `PodshimPods`, and podshim-snapshotter is also CRI's default snapshotter: containerd 2.1 collects
-    /// writable-layer usage (ContainerStats) and ImageFsInfo for its default snapshotter only.
+    /// The snippet's `[node]` setup (the recommended one) enabled: podshim-snapshotter is CRI's
+    /// default snapshotter, for every handler; containerd collects writable-layer usage
+    /// (ContainerStats) and ImageFsInfo for its default snapshotter only.
     CriDefault,
 }
 
@@ -105,7 +106,12 @@ impl Options {
             shim_config: String::new(),
             sandboxer_pool: 0,
             with_sandboxer: false,
-            snapshotter: SnapshotterUse::Off,
+            // `PODSHIM_E2E_SNAPSHOTTER=podsnap`: the whole suite with podshim-snapshotter as
+            // CRI's default snapshotter (the README's recommended setup), every handler on it.
+            snapshotter: match std::env::var("PODSHIM_E2E_SNAPSHOTTER").as_deref() {
+                Ok("podsnap") => SnapshotterUse::CriDefault,
+                _ => SnapshotterUse::Off,
+            },
             snapshotter_usage_refresh: 60,
             stats_collect_period: None,
             registry: false,

@@ -47,6 +47,21 @@ impl Containerd {
         Snapshots::connect(&self.sock, snapshotter, namespace)
     }
 
+    /// What an operator does to switch the node's snapshotter setup: the snapshotter drop-in
+    /// rewritten for `use_` (e.g. from `Registered` to the recommended `CriDefault`), then
+    /// containerd restarted with its state; running pods stay.
+    pub async fn switch_snapshotter_use(&mut self, use_: crate::SnapshotterUse) -> Result<()> {
+        anyhow::ensure!(
+            self.snapshotter.is_some() && use_ != crate::SnapshotterUse::Off,
+            "switching needs this run's podshim-snapshotter and a setup that uses it"
+        );
+        let dropin = super::config::snapshotter_dropin(&self.dir, use_)?;
+        self.kill_containerd().await?;
+        std::fs::write(self.dir.join(super::config::SNAPSHOTTER_DROPIN), dropin)?;
+        self.opts.snapshotter = use_;
+        self.respawn().await
+    }
+
     /// The run's podshim-snapshotter (an error if `opts.snapshotter` is `Off`).
     pub fn snapshotter_daemon(&self) -> Result<&Daemon> {
         self.snapshotter

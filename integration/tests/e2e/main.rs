@@ -205,9 +205,10 @@ e2e!(
     snapshotter::pull_unpack_run[podshim],
     super::snapshotter::pull_opts
 );
+e2e!(snapshotter::stats_imagefs, super::snapshotter::stats_opts);
 e2e!(
-    snapshotter::stats_imagefs[podshim],
-    super::snapshotter::stats_opts
+    snapshotter::switch_to_podsnap,
+    super::snapshotter::switch_opts
 );
 e2e!(
     sandboxer::sandboxer_restart_mid_pod[podshim_sandboxer],

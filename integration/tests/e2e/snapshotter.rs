@@ -350,26 +350,15 @@ fn is_whiteout(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// With podshim-snapshotter as CRI's snapshotter: ContainerStats' writable layer shows what the container
-/// wrote (within 256 KiB: directories copied up and inode blocks), on podshim-snapshotter's root, and goes
-/// with the container; ImageFsInfo reports podshim-snapshotter's root.
-pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
-    let root = c.snapshotter_daemon()?.root.clone();
-    let pod = c.run_pod("snapstats").await?;
-    let id = c
-        .run_container(&pod, sh("writer", "exec sleep 1000"))
-        .await?;
-    let keys = snapshotter_keys(c).await?;
-    ensure!(
-        keys.iter()
-            .any(|k| k.1 == Kind::Active as i32 && k.0.ends_with(&id)),
-        "the container's snapshot is not in podshim-snapshotter: {keys:?}"
-    );
+/// The container `id` writes 4 MB: ContainerStats' writable layer shows them (within 256 KiB:
+/// directories copied up and inode blocks) on podshim-snapshotter's root `root`. Returns the
+/// bytes written.
+async fn writes_show_in_its_writable_layer(c: &Containerd, id: &str, root: &Path) -> Result<u64> {
     let n: u64 = 4_000_000;
     const TOLERANCE: u64 = 256 * 1024;
     exec_ok(
         c,
-        &id,
+        id,
         &format!("head -c {n} /dev/urandom > /tmp/blob; sync"),
     )
     .await?;
@@ -377,7 +366,7 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
         Duration::from_secs(30),
         "ContainerStats writable layer",
         || async {
-            let s = c.cri.container_stats(&id).await?;
+            let s = c.cri.container_stats(id).await?;
             let w = s.writable_layer.clone().unwrap_or_default();
             let used = w.used_bytes.map(|v| v.value).unwrap_or(0);
             let mp = w.fs_id.map(|f| f.mountpoint).unwrap_or_default();
@@ -403,6 +392,25 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
         },
     )
     .await?;
+    Ok(n)
+}
+
+/// With podshim-snapshotter as CRI's snapshotter: ContainerStats' writable layer shows what the container
+/// wrote (within 256 KiB: directories copied up and inode blocks), on podshim-snapshotter's root, and goes
+/// with the container; ImageFsInfo reports podshim-snapshotter's root.
+pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
+    let root = c.snapshotter_daemon()?.root.clone();
+    let pod = c.run_pod("snapstats").await?;
+    let id = c
+        .run_container(&pod, sh("writer", "exec sleep 1000"))
+        .await?;
+    let keys = snapshotter_keys(c).await?;
+    ensure!(
+        keys.iter()
+            .any(|k| k.1 == Kind::Active as i32 && k.0.ends_with(&id)),
+        "the container's snapshot is not in podshim-snapshotter: {keys:?}"
+    );
+    let n = writes_show_in_its_writable_layer(c, &id, &root).await?;
 
     let fs = c.cri.image_fs_info().await?;
     eprintln!("ImageFsInfo: {fs:?}");
@@ -444,4 +452,93 @@ pub async fn stats_imagefs(c: &mut Containerd) -> Result<()> {
     )
     .await?;
     remove_pod_and_check(c, &pod).await
+}
+
+pub fn switch_opts(mut o: Options) -> Options {
+    o.snapshotter = SnapshotterUse::Registered;
+    o.snapshotter_usage_refresh = 1;
+    o.stats_collect_period = Some(1);
+    o
+}
+
+/// Container snapshot keys `ctr` shows for `snapshotter` in k8s.io.
+async fn snapshot_keys_of(c: &Containerd, snapshotter: &str) -> Result<Vec<String>> {
+    let list = c.snapshots(snapshotter, "k8s.io")?.list().await?;
+    Ok(list.into_iter().map(|i| i.name).collect())
+}
+
+/// `ctr -n k8s.io <args>` against the run's containerd.
+async fn ctr_k8s(c: &Containerd, args: &[&str]) -> Result<String> {
+    let o = tokio::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&c.sock)
+        .args(["-n", "k8s.io"])
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        o.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// README "Switching a node to podsnap", step by step: a node on overlayfs (images unpacked
+/// there, a pod running) gets the drop-in's recommended setup and containerd restarts. The
+/// running pod stays on overlayfs and keeps working; a new pod's images are unpacked into
+/// podshim-snapshotter on first use and its writable layer is in CRI stats; once the old pod is
+/// gone, dropping the images' overlayfs references frees every overlayfs snapshot.
+pub async fn switch_to_podsnap(c: &mut Containerd) -> Result<()> {
+    let root = c.snapshotter_daemon()?.root.clone();
+    let old = c.run_pod("onoverlay").await?;
+    let old_id = c.run_container(&old, sh("old", "exec sleep 1000")).await?;
+    ensure!(
+        snapshot_keys_of(c, "overlayfs")
+            .await?
+            .iter()
+            .any(|k| k.ends_with(&old_id)),
+        "the container before the switch is not on overlayfs"
+    );
+
+    c.switch_snapshotter_use(SnapshotterUse::CriDefault).await?;
+    exec_ok(c, &old_id, "echo still > /tmp/x; cat /tmp/x").await?;
+    let new = c.run_pod("onpodsnap").await?;
+    let new_id = c.run_container(&new, sh("new", "exec sleep 1000")).await?;
+    let keys = snapshotter_keys(c).await?;
+    ensure!(
+        keys.iter().any(|k| k.0.ends_with(&new_id)),
+        "the container after the switch is not in podshim-snapshotter: {keys:?}"
+    );
+    writes_show_in_its_writable_layer(c, &new_id, &root).await?;
+
+    c.remove_pod(&old).await?;
+    c.remove_pod(&new).await?;
+    c.collect_garbage().await?;
+    let images_there = snapshot_keys_of(c, "overlayfs").await?;
+    ensure!(
+        !images_there.is_empty(),
+        "no image snapshot left in overlayfs to free"
+    );
+    // What the README gives operators: drop the images' references to their overlayfs snapshots.
+    let content = ctr_k8s(c, &["content", "ls"]).await?;
+    for line in content.lines() {
+        if line.contains("containerd.io/gc.ref.snapshot.overlayfs=") {
+            let digest = line.split_whitespace().next().unwrap_or_default();
+            ctr_k8s(
+                c,
+                &[
+                    "content",
+                    "label",
+                    digest,
+                    "containerd.io/gc.ref.snapshot.overlayfs",
+                ],
+            )
+            .await?;
+        }
+    }
+    c.collect_garbage().await?;
+    let left = snapshot_keys_of(c, "overlayfs").await?;
+    ensure!(left.is_empty(), "overlayfs still holds {left:?}");
+    Ok(())
 }
