@@ -111,19 +111,19 @@ fn cold_text() {
 }
 
 /// The read-only data only that cold code reads (the symbolizer's tables, libunwind's CFI
-/// parser, the float parsers' and printers' power tables: no shim parses or prints a float,
-/// nix's errno tables: only an error's message reads them), after `.eh_frame`, which
-/// nothing reads either under `panic = "abort"`: `.rodata` is resident whole, 64 KiB window by
-/// window, and is one window shorter without them.
+/// parser, the float parsers' and printers' power tables: no shim parses or prints a float),
+/// after `.eh_frame`, which nothing reads either under `panic = "abort"`: `.rodata` is resident
+/// whole, 64 KiB window by window, and is one window shorter without them. Whatever a pod's
+/// shim does read must stay out: nix's errno tables (a shim formats an errno in a pod's
+/// ordinary life) made it touch one window of `.rodata.cold` too, 64 KiB more per shim, until
+/// they went back (measured with the pages of /proc/<pid>/pagemap).
 fn cold_rodata() {
-    const SECTIONS: [&str; 8] = [
+    const SECTIONS: [&str; 7] = [
         ".rodata.*5gimli*",
         ".rodata.*14rustc_demangle*",
         ".rodata.*11miniz_oxide*",
         ".rodata.*dec2flt*",
         ".rodata.*flt2dec*",
-        // errno names and messages, read only to print an error
-        ".rodata..Lswitch.table.*nix..errno*",
         ".rodata._ZN9libunwind*",
         ".rodata._ZN10serde_json2de5POW10*",
     ];
