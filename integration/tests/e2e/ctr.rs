@@ -242,14 +242,7 @@ pub fn failing_runtime_opts(o: podshim_integration::Options) -> podshim_integrat
 /// podshim configured with an OCI runtime that always fails: RunPodSandbox fails with an error
 /// naming the runtime, and nothing (shim, mounts, netns, processes) is left.
 pub async fn failing_runtime(c: &mut Containerd) -> Result<()> {
-    let cfg = c.pod_config("failing");
-    let err = match c.run_pod_with(cfg).await {
-        Ok(p) => bail!(
-            "RunPodSandbox succeeded with runtime binary /bin/false: pod {}",
-            p.id
-        ),
-        Err(e) => format!("{e:#}"),
-    };
+    let err = crate::util::run_pod_fails(c, "failing", "with runtime binary /bin/false").await?;
     ensure!(
         err.contains("/bin/false"),
         "error does not name the failing runtime binary /bin/false: {err}"

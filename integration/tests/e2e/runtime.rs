@@ -212,14 +212,7 @@ pub fn shim_cgroup_missing_opts(o: Options) -> Options {
 /// A shim cgroup that does not exist: RunPodSandbox fails naming it, and the shim that could
 /// not be moved is gone with everything else of the pod.
 pub async fn shim_cgroup_missing(c: &mut Containerd) -> Result<()> {
-    let cfg = c.pod_config("nocg");
-    let err = match c.run_pod_with(cfg).await {
-        Ok(p) => anyhow::bail!(
-            "RunPodSandbox succeeded without its shim cgroup: pod {}",
-            p.id
-        ),
-        Err(e) => format!("{e:#}"),
-    };
+    let err = crate::util::run_pod_fails(c, "nocg", "without its shim cgroup").await?;
     ensure!(
         err.contains("no-such-cgroup") && err.contains("create it first"),
         "error does not name the missing shim cgroup: {err}"
@@ -239,14 +232,8 @@ pub fn sched_core_opts(o: Options) -> Options {
 /// the shim's start fails saying so, as runc's shim's does, and nothing is left.
 pub async fn sched_core(c: &mut Containerd) -> Result<()> {
     if let Err(e) = podshim_integration::sys::sched_core_cookie(0) {
-        let cfg = c.pod_config("schedcore");
-        let err = match c.run_pod_with(cfg).await {
-            Ok(p) => anyhow::bail!(
-                "RunPodSandbox succeeded with SCHED_CORE=1 on a kernel without core scheduling ({e}): pod {}",
-                p.id
-            ),
-            Err(e) => format!("{e:#}"),
-        };
+        let why = format!("with SCHED_CORE=1 on a kernel without core scheduling ({e})");
+        let err = crate::util::run_pod_fails(c, "schedcore", &why).await?;
         ensure!(
             err.contains("sched core"),
             "error does not say core scheduling failed: {err}"

@@ -44,6 +44,20 @@ pub fn ppid(pid: i32) -> Result<i32> {
     podshim_integration::sys::ppid(pid).with_context(|| format!("no process {pid}"))
 }
 
+/// A pod named `name` whose RunPodSandbox must fail (`why`: what should have stopped it): the
+/// error, whole.
+pub async fn run_pod_fails(
+    c: &mut podshim_integration::Containerd,
+    name: &str,
+    why: &str,
+) -> Result<String> {
+    let cfg = c.pod_config(name);
+    match c.run_pod_with(cfg).await {
+        Ok(p) => bail!("RunPodSandbox succeeded {why}: pod {}", p.id),
+        Err(e) => Ok(format!("{e:#}")),
+    }
+}
+
 /// After a RunPodSandbox that failed: no pod is listed, and within 10 s (shims leave
 /// asynchronously after containerd's cleanup) nothing of this containerd's is left, nor a
 /// sandbox podshim-sandboxer keeps (the cases run it without a warm pool).

@@ -46,6 +46,14 @@ fn owner() -> IoOwner<'static> {
     }
 }
 
+/// What `ProcessIo::open` refuses `p` with.
+async fn open_error(p: &StdioPaths, dir: &Path) -> Error {
+    match ProcessIo::open(p, &owner(), dir, "init", limits()).await {
+        Ok(_) => panic!("{p:?} was opened"),
+        Err(e) => e,
+    }
+}
+
 fn limits() -> IoLimits {
     IoLimits {
         memory_bytes: 64 * 1024,
@@ -419,10 +427,7 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
         stderr: dir.path().join("missing").display().to_string(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
-        .await
-        .err()
-        .unwrap();
+    let err = open_error(&p, dir.path()).await;
     assert!(
         matches!(err, Error::NotFound(ref m) if m.contains("missing")),
         "{err}"
@@ -438,10 +443,7 @@ async fn missing_fifo_is_not_found_and_leaks_nothing() {
             ..Default::default()
         },
     ] {
-        let err = ProcessIo::open(&uri, &owner(), dir.path(), "init", limits())
-            .await
-            .err()
-            .unwrap();
+        let err = open_error(&uri, dir.path()).await;
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 }
@@ -582,10 +584,7 @@ async fn a_logging_binary_that_is_not_ready_fails_the_open_and_is_gone() {
             stdout: uri,
             ..Default::default()
         };
-        let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
-            .await
-            .err()
-            .unwrap();
+        let err = open_error(&p, dir.path()).await;
         assert!(
             matches!(err, Error::FailedPrecondition(_)),
             "{scheme}: {err}"
@@ -600,10 +599,7 @@ async fn a_logging_binary_that_is_not_ready_fails_the_open_and_is_gone() {
         stdout: "binary:///no/such/logger".into(),
         ..Default::default()
     };
-    let err = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
-        .await
-        .err()
-        .unwrap();
+    let err = open_error(&p, dir.path()).await;
     assert!(
         matches!(err, Error::NotFound(ref m) if m.contains("/no/such/logger")),
         "{err}"
