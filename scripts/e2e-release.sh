@@ -88,12 +88,14 @@ if [ ! -f "$runc_archive" ]; then
   no_runc="no $runc_archive: "
 fi
 
-suffix=""
-if [ "${PODSHIM_E2E_SNAPSHOTTER:-}" = podsnap ]; then suffix="-podsnap"; fi
+suffix="" setup=""
+if [ "${PODSHIM_E2E_SNAPSHOTTER:-}" = podsnap ]; then
+  suffix="-podsnap" setup=", podshim-snapshotter as the default snapshotter of CRI"
+fi
 log="$TARGET_DIR/e2e-$version$suffix.log"
 mkdir -p "$TARGET_DIR"
 {
-  echo "=== e2e against containerd $version ($(command -v containerd))${suffix:+, podshim-snapshotter as CRI's default snapshotter}"
+  echo "=== e2e against containerd $version ($(command -v containerd))$setup"
   if [ ${#skips[@]} -gt 0 ]; then echo "=== filtered out (${no_runc}they need a later containerd or that runc): ${skips[*]}"; fi
 } | tee "$log"
 set +e
