@@ -144,6 +144,77 @@ pub fn check(binary: &Path, budget: &[(String, u64)]) -> Result<Vec<String>> {
     Ok(report)
 }
 
+/// The windows of `binary`'s mapping into process `pid` that hold resident pages but overlap
+/// no section that is loaded hot, each with the sections it overlaps: what a running shim reads
+/// of its cold sections (`.text.cold`, `.rodata.cold`, `.eh_frame`, …), which `check` cannot see.
+/// Windows of the ELF header page and of writable sections count as hot.
+pub fn cold_windows_touched(pid: i32, binary: &Path) -> Result<Vec<String>> {
+    let elf = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let secs = sections(&elf)?;
+    let resident = resident_pages(pid, binary)?;
+    Ok(cold_windows(&secs, &resident))
+}
+
+/// Which of `pages` (addresses) lie in windows that overlap only cold sections.
+fn cold_windows(secs: &[Section], pages: &[u64]) -> Vec<String> {
+    const COLD: [&str; 5] = [
+        ".text.cold",
+        ".rodata.cold",
+        ".eh_frame",
+        ".eh_frame_hdr",
+        ".gcc_except_table",
+    ];
+    let mut windows: Vec<u64> = pages.iter().map(|p| p / WINDOW).collect();
+    windows.dedup();
+    let mut out = Vec::new();
+    for w in windows {
+        let (start, end) = (w * WINDOW, (w + 1) * WINDOW);
+        let overlapping: Vec<&str> = secs
+            .iter()
+            .filter(|s| s.size > 0 && s.addr < end && s.addr + s.size > start)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !overlapping.is_empty() && overlapping.iter().all(|n| COLD.contains(n)) {
+            out.push(format!("{start:#x}: {}", overlapping.join(", ")));
+        }
+    }
+    out
+}
+
+/// Addresses of the pages of `binary`'s mappings in process `pid` that are resident
+/// (/proc/<pid>/pagemap bit 63), in order.
+fn resident_pages(pid: i32, binary: &Path) -> Result<Vec<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut pages = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(path)) = (f.next(), f.nth(4)) else {
+            continue;
+        };
+        if Path::new(path) != binary {
+            continue;
+        }
+        let (a, b) = range.split_once('-').context("maps range")?;
+        let (a, b) = (u64::from_str_radix(a, 16)?, u64::from_str_radix(b, 16)?);
+        let mut entries = vec![0u8; ((b - a) / 4096 * 8) as usize];
+        pagemap.seek(SeekFrom::Start(a / 4096 * 8))?;
+        pagemap.read_exact(&mut entries)?;
+        for (i, e) in entries.chunks_exact(8).enumerate() {
+            if u64::from_le_bytes(e.try_into()?) >> 63 == 1 {
+                pages.push(a + i as u64 * 4096);
+            }
+        }
+    }
+    anyhow::ensure!(
+        !pages.is_empty(),
+        "process {pid} has no resident page of {}",
+        binary.display()
+    );
+    Ok(pages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +235,28 @@ mod tests {
         assert_eq!(sec(0x10000, 0).windows(), 0);
         assert_eq!(sec(0x10000, 0x100).room(), 0x10000 - 0x100);
         assert_eq!(sec(0x10000, 0x10000).room(), 0);
+    }
+
+    #[test]
+    fn a_window_holding_only_cold_sections_is_reported() {
+        let named = |name: &str, addr, size| Section {
+            name: name.into(),
+            addr,
+            size,
+        };
+        let secs = [
+            named(".text", 0x10010, 0x1fff0),
+            named(".text.cold", 0x30000, 0x18000),
+            named(".rodata", 0x50000, 0x8000),
+            named(".eh_frame", 0x58000, 0x10000),
+            named(".rodata.cold", 0x68000, 0x8000),
+        ];
+        // Hot windows, the last one shared by .text and .text.cold, and .rodata's with .eh_frame.
+        assert!(cold_windows(&secs, &[0x10000, 0x2f000, 0x51000, 0x5f000]).is_empty());
+        assert_eq!(
+            cold_windows(&secs, &[0x40000, 0x41000, 0x60000, 0x68000]),
+            ["0x40000: .text.cold", "0x60000: .eh_frame, .rodata.cold"]
+        );
     }
 
     #[test]

@@ -707,3 +707,39 @@ fn missing_pod_stats(stats: &[k8s_cri::v1::PodSandboxStats], pods: &[&str]) -> V
     }
     missing
 }
+
+/// Through a pod's ordinary life (a container that logs, ExecSync, stats, a container that
+/// exits), every shim of the run keeps to the hot windows of its binary: no resident page lies
+/// in a 64 KiB window of cold sections only (`.text.cold`, `.rodata.cold`, `.eh_frame`, …; see
+/// shim/build.rs), where each window touched is 64 KiB more RSS in every pod's shim.
+pub async fn shim_stays_in_hot_windows(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("hotwin").await?;
+    let id = c
+        .run_container(&pod, sh("app", "echo ready; exec sleep 1000"))
+        .await?;
+    let r = c
+        .cri
+        .exec_sync(&id, &["sh", "-c", "echo out; echo err >&2"], 10)
+        .await?;
+    ensure!(r.stdout == b"out\n", "ExecSync: {r:?}");
+    c.cri.container_stats(&id).await?;
+    let done = c
+        .run_container(&pod, sh("done", "echo bye; exit 3"))
+        .await?;
+    let st = c.cri.wait_exited(&done, Duration::from_secs(30)).await?;
+    ensure!(st.exit_code == 3, "exit {st:?}");
+    let shims = c.all_shims();
+    ensure!(!shims.is_empty(), "no shim runs");
+    for shim in shims {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", shim.pid))?;
+        let cold = podshim_integration::layout::cold_windows_touched(shim.pid, &exe)?;
+        ensure!(
+            cold.is_empty(),
+            "shim {} ({}) has pages in cold windows: {cold:?}",
+            shim.pid,
+            exe.display()
+        );
+    }
+    c.remove_pod(&pod).await?;
+    Ok(())
+}

@@ -120,6 +120,7 @@ e2e!(lifecycle::exit_codes);
 e2e!(lifecycle::oom_killed);
 e2e!(lifecycle::oom_killed_at_once [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(lifecycle::update_container_resources);
+e2e!(lifecycle::shim_stays_in_hot_windows [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::shim_killed);
 e2e!(lifecycle::one_shim_per_pod);
