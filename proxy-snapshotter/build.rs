@@ -6,9 +6,10 @@ fn method(name: &str, route: &str, input: &str, output: &str) -> tonic_build::ma
     tonic_build::manual::Method::builder()
         .name(name)
         .route_name(route)
-        .input_type(format!(
-            "containerd_client::services::v1::snapshots::{input}"
-        ))
+        .input_type(match input.starts_with("crate::") {
+            true => input.to_string(),
+            false => format!("containerd_client::services::v1::snapshots::{input}"),
+        })
         .output_type(output)
         .codec_path("tonic_prost::ProstCodec")
         .build()
@@ -47,7 +48,13 @@ fn main() {
             "MountsRequest",
             &snap("MountsResponse"),
         ))
-        .method(method("commit", "Commit", "CommitSnapshotRequest", empty))
+        // containerd-client's message predates containerd 2.2's `parent` field (rebase).
+        .method(method(
+            "commit",
+            "Commit",
+            "crate::service::CommitSnapshotRequest",
+            empty,
+        ))
         .method(method("remove", "Remove", "RemoveSnapshotRequest", empty))
         .method(method(
             "stat",

@@ -37,6 +37,24 @@ pub const METHODS: &[&str] = &[
 /// `google.protobuf.Empty` as prost maps it (named so build.rs can refer to it).
 pub type Empty = ();
 
+/// `containerd.services.snapshots.v1.CommitSnapshotRequest` with containerd 2.2's `parent`
+/// (field 5: the committed snapshot to rebase onto, sent by containerd's parallel unpack to a
+/// snapshotter that advertises `rebase`), which containerd-client's message lacks: prost would
+/// drop it unread.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CommitSnapshotRequest {
+    #[prost(string, tag = "1")]
+    pub snapshotter: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(string, tag = "3")]
+    pub key: String,
+    #[prost(map = "string, string", tag = "4")]
+    pub labels: std::collections::HashMap<String, String>,
+    #[prost(string, tag = "5")]
+    pub parent: String,
+}
+
 /// List responses carry this many infos each (as containerd's own service).
 const LIST_BATCH: usize = 100;
 
@@ -182,13 +200,13 @@ impl generated::snapshots_server::Snapshots for Service {
 
     async fn commit(
         &self,
-        req: Request<api::CommitSnapshotRequest>,
+        req: Request<CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         self.run(Some(&key), move |s| {
-            log::debug!("commit as {:?}", r.name);
-            s.commit(&r.name, &r.key, labels(r.labels))
+            log::debug!("commit as {:?} (parent {:?})", r.name, r.parent);
+            s.commit(&r.name, &r.key, &r.parent, labels(r.labels))
         })
         .await?;
         Ok(Response::new(()))

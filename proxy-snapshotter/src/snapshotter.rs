@@ -15,8 +15,8 @@
 //!   served (`repair_lost_renames`): the rename is redone, or the empty directories that
 //!   Prepare made are made again (nothing can have been written into a directory whose
 //!   creation was lost, since later writes are journaled after it).
-//! * Commit: walk the upper dir once (usage), then one transaction renames the key; no
-//!   directory moves.
+//! * Commit: walk the upper dir once (usage), then one transaction renames the key (and, for a
+//!   rebase, names the parent); no directory moves.
 //! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/` and
 //!   delete it. A crash in between leaves an unreferenced directory.
 //! * Cleanup: under the write transaction (no Prepare in flight) move every directory in
@@ -329,7 +329,16 @@ impl Snapshotter {
         Ok(())
     }
 
-    pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
+    /// `parent` non-empty: rebase onto it (containerd 2.2's parallel unpack prepares each layer
+    /// without a parent and names it at Commit); overlay layers are separate directories, so
+    /// only the record changes.
+    pub fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()> {
         validate_key("name", name)?;
         validate_key("key", key)?;
         validate_labels(&labels)?;
@@ -346,7 +355,7 @@ impl Snapshotter {
         // The one walk of this layer's lifetime, outside the write lock.
         let usage = disk_usage(&self.upper(before.id))?;
         let tx = self.store.write()?;
-        let r = tx.commit_active(key, name, labels, usage)?;
+        let r = tx.commit_active(key, name, parent, labels, usage)?;
         if r.id != before.id {
             return Err(Error::FailedPrecondition(format!(
                 "snapshot {key:?} was replaced during commit"

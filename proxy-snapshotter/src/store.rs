@@ -417,11 +417,14 @@ impl WriteTx<'_> {
         Ok(r)
     }
 
-    /// Turns active snapshot `key` into committed snapshot `name` (same id, same directory).
+    /// Turns active snapshot `key` into committed snapshot `name` (same id, same directory),
+    /// rebased onto committed snapshot `parent` when one is named (a snapshot prepared without
+    /// a parent takes it; one with a parent must already have that one).
     pub fn commit_active(
         &self,
         key: &str,
         name: &str,
+        parent: &str,
         labels: BTreeMap<String, String>,
         usage: Usage,
     ) -> Result<Record> {
@@ -433,6 +436,23 @@ impl WriteTx<'_> {
             return Err(Error::FailedPrecondition(format!(
                 "snapshot {key:?} is not active"
             )));
+        }
+        if !parent.is_empty() && r.parent != parent {
+            if !r.parent.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "snapshot {key:?} has parent {:?}: it cannot be rebased onto {parent:?}",
+                    r.parent
+                )));
+            }
+            let p = self.get(parent)?;
+            if p.kind != Kind::Committed {
+                return Err(Error::FailedPrecondition(format!(
+                    "rebase parent {parent:?} is not committed"
+                )));
+            }
+            r.parent = parent.to_string();
+            r.parent_ids = std::iter::once(p.id).chain(p.parent_ids).collect();
+            self.tx.open_table(CHILDREN)?.insert((p.id, r.id), ())?;
         }
         let now = Timestamp::now();
         r.kind = Kind::Committed;
@@ -533,7 +553,7 @@ mod tests {
 
     fn commit(s: &Store, key: &str, name: &str, usage: Usage) -> Result<Record> {
         let tx = s.write()?;
-        let r = tx.commit_active(key, name, labels(&[("c", "1")]), usage)?;
+        let r = tx.commit_active(key, name, "", labels(&[("c", "1")]), usage)?;
         tx.commit()?;
         Ok(r)
     }

@@ -47,7 +47,7 @@ fn lost_mkdir_is_made_again_empty() {
     let root = t.path().join("root");
     let s = open(&root);
     s.prepare("base-active", "", BTreeMap::new()).unwrap();
-    s.commit("base", "base-active", BTreeMap::new()).unwrap();
+    s.commit("base", "base-active", "", BTreeMap::new()).unwrap();
     let dir = snapshot_dir(&s.prepare("b", "base", BTreeMap::new()).unwrap());
     drop(s);
 
@@ -67,7 +67,7 @@ fn committed_snapshot_without_directory_is_reported_not_invented() {
     let root = t.path().join("root");
     let s = open(&root);
     let dir = snapshot_dir(&s.prepare("l-active", "", BTreeMap::new()).unwrap());
-    s.commit("l", "l-active", BTreeMap::new()).unwrap();
+    s.commit("l", "l-active", "", BTreeMap::new()).unwrap();
     drop(s);
 
     fs::remove_dir_all(&dir).unwrap();
