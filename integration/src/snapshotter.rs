@@ -88,6 +88,8 @@ impl Daemon {
             .arg(&self.sock)
             .arg("--usage-refresh")
             .arg(self.usage_refresh_secs.to_string())
+            // Each request's line (e.g. a Commit's parent) is what some cases check.
+            .args(["--log-level", "debug"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

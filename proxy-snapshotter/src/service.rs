@@ -198,10 +198,7 @@ impl generated::snapshots_server::Snapshots for Service {
         }))
     }
 
-    async fn commit(
-        &self,
-        req: Request<CommitSnapshotRequest>,
-    ) -> Result<Response<()>, Status> {
+    async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
         self.run(Some(&key), move |s| {

@@ -39,6 +39,9 @@ use crate::usage::{disk_usage, UsageTracker};
 
 pub use crate::layout::STORE_FILE;
 
+/// The label containerd's unpacker puts on a layer's extraction snapshot (its chain id).
+const SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
+
 /// A mount as containerd's `types.Mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mount {
@@ -449,6 +452,18 @@ impl Snapshotter {
     }
 
     fn mounts_of(&self, r: &Record) -> Vec<Mount> {
+        if r.parent_ids.is_empty() && r.kind == Kind::Active && r.labels.contains_key(SNAPSHOT_REF)
+        {
+            // A layer being unpacked: containerd's applier writes an `overlay` mount's upper dir
+            // directly, turning the layer's whiteouts into overlay whiteouts; through a bind
+            // mount it would apply them as deletions in an empty directory and lose them. With
+            // the rebase capability, containerd unpacks every layer without a parent.
+            return vec![Mount {
+                kind: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!("upperdir={}", path_str(&self.upper(r.id)))],
+            }];
+        }
         if r.parent_ids.is_empty() {
             let rw = if r.kind == Kind::View { "ro" } else { "rw" };
             return vec![Mount {

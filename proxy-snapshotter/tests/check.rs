@@ -63,9 +63,11 @@ fn check_reports_what_a_start_would_find_and_changes_nothing() {
     let root = t.path().join("root");
     let s = Snapshotter::open(Config::new(&root)).unwrap();
     let lost = snapshot_dir(&s.prepare("lost-active", "", BTreeMap::new()).unwrap());
-    s.commit("lost", "lost-active", "", BTreeMap::new()).unwrap();
+    s.commit("lost", "lost-active", "", BTreeMap::new())
+        .unwrap();
     let base = snapshot_dir(&s.prepare("base-active", "", BTreeMap::new()).unwrap());
-    s.commit("base", "base-active", "", BTreeMap::new()).unwrap();
+    s.commit("base", "base-active", "", BTreeMap::new())
+        .unwrap();
     let renamed = snapshot_dir(&s.prepare("renamed", "base", BTreeMap::new()).unwrap());
     let emptied = snapshot_dir(&s.prepare("emptied", "base", BTreeMap::new()).unwrap());
 

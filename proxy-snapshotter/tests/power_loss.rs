@@ -47,7 +47,8 @@ fn lost_mkdir_is_made_again_empty() {
     let root = t.path().join("root");
     let s = open(&root);
     s.prepare("base-active", "", BTreeMap::new()).unwrap();
-    s.commit("base", "base-active", "", BTreeMap::new()).unwrap();
+    s.commit("base", "base-active", "", BTreeMap::new())
+        .unwrap();
     let dir = snapshot_dir(&s.prepare("b", "base", BTreeMap::new()).unwrap());
     drop(s);
 

@@ -83,3 +83,30 @@ fn the_commit_message_reads_containerd_2_2_s_parent_and_the_older_message() {
     assert_eq!(from_older.parent, "");
     assert_eq!(from_older.labels, ours.labels);
 }
+
+/// A parentless layer being unpacked (containerd's `containerd.io/snapshot.ref` label) mounts as
+/// an overlay upper dir, which containerd's applier writes with whiteouts converted; any other
+/// parentless snapshot stays a bind mount, which a container can mount.
+#[test]
+fn a_parentless_layer_being_unpacked_mounts_as_an_upper_dir() {
+    let t = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(Config::new(t.path().join("root"))).unwrap();
+    let unpack: BTreeMap<String, String> = [(
+        "containerd.io/snapshot.ref".to_string(),
+        "sha256:1".to_string(),
+    )]
+    .into();
+    let m = s.prepare("extract-1 sha256:1", "", unpack).unwrap();
+    assert_eq!(
+        (m[0].kind.as_str(), m[0].source.as_str()),
+        ("overlay", "overlay")
+    );
+    let dir = snapshot_dir(&m);
+    assert_eq!(
+        m[0].options,
+        [format!("upperdir={}", dir.join("fs").display())]
+    );
+    assert_eq!(s.mounts("extract-1 sha256:1").unwrap(), m);
+    let m = s.prepare("scratch", "", BTreeMap::new()).unwrap();
+    assert_eq!(m[0].kind, "bind");
+}

@@ -315,6 +315,11 @@ imports = [{imports}]
         },
     );
     let mut cfg = cfg;
+    if let Some(n) = opts.max_concurrent_unpacks {
+        cfg.push_str(&format!(
+            "\n[plugins.\"io.containerd.transfer.v1.local\"]\n  max_concurrent_unpacks = {n}\n"
+        ));
+    }
     if !opts.shim_env.is_empty() {
         cfg.push_str(&format!(
             "\n[plugins.\"io.containerd.shim.v1.manager\"]\n  env = {:?}\n",

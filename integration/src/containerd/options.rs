@@ -89,6 +89,10 @@ pub struct Options {
     pub shim_cgroup: bool,
     /// What containerd's shim manager adds to every shim's environment (its `env`).
     pub shim_env: Vec<String>,
+    /// The transfer service's `max_concurrent_unpacks` (containerd's default 1: one layer at a
+    /// time); above 1, containerd ≥ 2.2 unpacks layers in parallel into a snapshotter that
+    /// advertises `rebase`.
+    pub max_concurrent_unpacks: Option<u32>,
 }
 
 impl Options {
@@ -121,6 +125,7 @@ impl Options {
             oci_runtime: None,
             shim_cgroup: false,
             shim_env: Vec::new(),
+            max_concurrent_unpacks: None,
         }
     }
 }

@@ -20,6 +20,9 @@ const GC_WITHIN: Duration = Duration::from_secs(30);
 pub fn pull_opts(mut o: Options) -> Options {
     o.snapshotter = SnapshotterUse::PodshimPods;
     o.registry = true;
+    // From containerd 2.2 the layered image's layers are unpacked in parallel (podsnap
+    // advertises `rebase`), whiteouts and opaque directories included.
+    o.max_concurrent_unpacks = Some(3);
     o
 }
 
@@ -186,6 +189,16 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
         "PullImage {reference} ({image_ref}) should have committed its 3 layers in podshim-snapshotter; new: {new_committed:?}, all: {after:?}"
     );
     eprintln!("pulled {reference} into podshim-snapshotter: {new_committed:?}");
+    // containerd ≥ 2.2 unpacked the layers side by side and rebased each at its Commit.
+    let log = std::fs::read_to_string(&c.snapshotter_daemon()?.log_path)?;
+    let rebased = log.matches("(parent \"k8s.io/").count();
+    match c.release.at_least(2, 2) {
+        true => ensure!(
+            rebased == 2,
+            "want layers 2 and 3 rebased at Commit; {rebased} were"
+        ),
+        false => ensure!(rebased == 0, "containerd < 2.2 rebased {rebased} commits"),
+    }
     let overlay_after = overlay.list().await?.len();
     ensure!(
         overlay_after == overlay_before,
