@@ -48,13 +48,16 @@ pub struct Daemon {
     pub sock: PathBuf,
     pub log_path: PathBuf,
     pub usage_refresh_secs: u64,
+    /// `--log-level debug`: a line per request (a Commit's parent, say) for cases to read; off
+    /// where figures are measured.
+    pub debug: bool,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Starts the daemon and waits until its socket accepts connections.
     pub async fn start(root: &Path, sock: &Path, usage_refresh_secs: u64) -> Result<Daemon> {
-        Daemon::start_bin(bin_path()?, root, sock, usage_refresh_secs).await
+        Daemon::start_bin(bin_path()?, root, sock, usage_refresh_secs, false).await
     }
 
     /// [`Daemon::start`] from the binary at `bin` (every restart runs what is at that path then).
@@ -63,6 +66,7 @@ impl Daemon {
         root: &Path,
         sock: &Path,
         usage_refresh_secs: u64,
+        debug: bool,
     ) -> Result<Daemon> {
         let mut d = Daemon {
             bin,
@@ -70,6 +74,7 @@ impl Daemon {
             sock: sock.to_path_buf(),
             log_path: root.with_extension("log"),
             usage_refresh_secs,
+            debug,
             child: None,
         };
         d.spawn().await?;
@@ -88,8 +93,7 @@ impl Daemon {
             .arg(&self.sock)
             .arg("--usage-refresh")
             .arg(self.usage_refresh_secs.to_string())
-            // Each request's line (e.g. a Commit's parent) is what some cases check.
-            .args(["--log-level", "debug"])
+            .args(["--log-level", if self.debug { "debug" } else { "info" }])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -147,6 +147,7 @@ impl Containerd {
                     &dir.join("podsnap"),
                     &dir.join("podsnap.sock"),
                     opts.snapshotter_usage_refresh,
+                    opts.snapshotter_debug,
                 )
                 .await?,
             ),

@@ -93,6 +93,8 @@ pub struct Options {
     /// time); above 1, containerd ≥ 2.2 unpacks layers in parallel into a snapshotter that
     /// advertises `rebase`.
     pub max_concurrent_unpacks: Option<u32>,
+    /// podshim-snapshotter logs every request (`--log-level debug`).
+    pub snapshotter_debug: bool,
 }
 
 impl Options {
@@ -126,6 +128,7 @@ impl Options {
             shim_cgroup: false,
             shim_env: Vec::new(),
             max_concurrent_unpacks: None,
+            snapshotter_debug: false,
         }
     }
 }

@@ -23,6 +23,8 @@ pub fn pull_opts(mut o: Options) -> Options {
     // From containerd 2.2 the layered image's layers are unpacked in parallel (podsnap
     // advertises `rebase`), whiteouts and opaque directories included.
     o.max_concurrent_unpacks = Some(3);
+    // Its Commit lines show which layers were rebased.
+    o.snapshotter_debug = true;
     o
 }
 
