@@ -292,7 +292,7 @@ pub async fn ctr_log_uri(c: &mut Containerd) -> Result<()> {
     // containerd's runc shim hands the shared file to its stdout copy unwrapped (copyPipes in
     // its process/io.go): that copy ending first closes the file under stderr's, whose lines
     // are then lost. podshim gives each stream its own descriptor.
-    let stderr_kept = is_podshim(&c.opts.handler) || text.contains("to-err\n");
+    let stderr_kept = !is_podshim(&c.opts.handler) || text.contains("to-err\n");
     ensure!(
         text.contains("to-out\n") && stderr_kept,
         "file:// log: {text:?}"

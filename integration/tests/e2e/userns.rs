@@ -97,15 +97,23 @@ async fn exec_out(c: &Containerd, id: &str, script: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&r.stdout).into_owned())
 }
 
-/// The host pid of the one process whose command line is `sleep <marker>`.
-fn pid_of_sleep(marker: &str) -> Result<i32> {
+/// The host pid of the one process whose command line is `sleep <marker>`, within 10 s: a
+/// started container's `sh -c "exec sleep …"` may not have exec'd yet.
+async fn pid_of_sleep(marker: &str) -> Result<i32> {
     let want = format!("sleep\0{marker}\0");
-    let pids: Vec<i32> = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|pid: &i32| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
-        })
-        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids: Vec<i32> = std::fs::read_dir("/proc")?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|pid: &i32| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+            })
+            .collect();
+        if !pids.is_empty() || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     match pids[..] {
         [pid] => Ok(pid),
         _ => anyhow::bail!("processes `sleep {marker}`: {pids:?}"),
@@ -197,7 +205,7 @@ async fn userns_pod(c: &mut Containerd, host_network: bool) -> Result<()> {
         "ids inside: {lines:?}"
     );
 
-    let (pa, pb) = (pid_of_sleep(&ma)?, pid_of_sleep(&mb)?);
+    let (pa, pb) = (pid_of_sleep(&ma).await?, pid_of_sleep(&mb).await?);
     for pid in [pa, pb] {
         for field in ["Uid:", "Gid:"] {
             let ids = host_ids(pid, field)?;
