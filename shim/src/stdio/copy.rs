@@ -436,7 +436,8 @@ pub async fn copy_input(source: OwnedFd, target: Arc<AsyncFd<OwnedFd>>, close: A
     }
 }
 
-async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
+/// One read of a non-blocking descriptor, once it is readable.
+pub(super) async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
         match guard.try_io(|fd| nix::unistd::read(fd.get_ref().as_fd(), buf).map_err(Into::into)) {

@@ -7,7 +7,7 @@
 //! and reaped before `start` returns.
 
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    os::fd::OwnedFd,
     path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
@@ -127,19 +127,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// Until the logger closes its end of the ready pipe (or exits).
 async fn ready(ready: OwnedFd, byte_required: bool) -> std::result::Result<(), String> {
     let ready = crate::sys::register(ready).map_err(|e| e.to_string())?;
-    let read = async {
-        loop {
-            let mut guard = ready.readable().await?;
-            let mut b = [0u8; 1];
-            match guard
-                .try_io(|fd| nix::unistd::read(fd.get_ref().as_fd(), &mut b).map_err(Into::into))
-            {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
-        }
-    };
-    match tokio::time::timeout(READY_BOUND, read).await {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout(READY_BOUND, super::copy::read(&ready, &mut b)).await {
         Err(_) => Err(format!("not ready after {READY_BOUND:?}")),
         Ok(Err(e)) => Err(format!("read its ready pipe: {e}")),
         Ok(Ok(0)) if byte_required => {
