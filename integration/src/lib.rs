@@ -14,6 +14,7 @@ pub mod images;
 pub mod layout;
 pub mod logs;
 pub mod pod;
+pub mod port;
 pub mod registry;
 pub mod release;
 pub mod shared;

@@ -18,19 +18,15 @@ pub struct Registry {
     pub host: String,
     pub dir: PathBuf,
     child: Option<Child>,
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
+    _port: crate::port::PortLease,
 }
 
 impl Registry {
     /// Starts a registry storing under `dir` and waits until it answers `GET /v2/`.
     pub fn start(dir: &Path) -> Result<Registry> {
         fs::create_dir_all(dir.join("storage"))?;
-        let port = free_port()?;
-        let host = format!("127.0.0.1:{port}");
+        let port = crate::port::lease()?;
+        let host = format!("127.0.0.1:{}", port.port);
         let config = dir.join("config.yml");
         // No auth, no TLS: it only listens on loopback and lives for one test.
         fs::write(
@@ -57,6 +53,7 @@ impl Registry {
             host,
             dir: dir.to_path_buf(),
             child: Some(child),
+            _port: port,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

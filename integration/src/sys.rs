@@ -475,6 +475,18 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 /// An exclusive lock on `f` if nobody holds one, without waiting.
+pub fn open_lock(path: &Path) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))
+}
+
 pub fn flock_nb(f: &fs::File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a valid fd.

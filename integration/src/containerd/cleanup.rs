@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::{open_lock, Containerd, TMP_PREFIX};
+use super::{Containerd, TMP_PREFIX};
 use crate::sys;
+use crate::sys::open_lock;
 
 /// Remove what crashed earlier runs (whose owner process is gone) left behind.
 pub(super) fn reap_stale_runs() {

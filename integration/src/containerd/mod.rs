@@ -14,7 +14,6 @@ mod slot;
 mod snapshots;
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,7 +66,8 @@ pub struct Containerd {
     pub subnet_prefix: String,
     /// Relative cgroup path every pod's cgroup_parent lives under (`/psit-XXXXXX`).
     pub cgroup_root: String,
-    pub stream_port: u16,
+    /// CRI's streaming server port, leased for the run's life.
+    pub stream_port: crate::port::PortLease,
     pub cri: Cri,
     /// podshim-snapshotter, when `opts.snapshotter` is not `Off`.
     pub snapshotter: Option<snapshotter::Daemon>,
@@ -84,17 +84,6 @@ pub struct Containerd {
     pod_seq: std::sync::atomic::AtomicU32,
 }
 
-fn open_lock(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))
-}
-
 /// A fresh `/tmp/psit-XXXXXX` for one run, and its owner lock, held. The directory gets its
 /// name only once the lock is held (made as `.new-psit-XXXXXX`, locked, renamed): a directory
 /// named `psit-*` with its lock free is a dead run's, which `reap_stale_runs` removes.
@@ -103,7 +92,7 @@ fn new_run_dir() -> Result<(PathBuf, File)> {
         .prefix(&format!(".new-{TMP_PREFIX}"))
         .tempdir_in("/tmp")?
         .keep();
-    let owner_lock = open_lock(&unnamed.join("owner.lock"))?;
+    let owner_lock = crate::sys::open_lock(&unnamed.join("owner.lock"))?;
     anyhow::ensure!(
         sys::flock_nb(&owner_lock),
         "cannot lock {}",
@@ -114,11 +103,6 @@ fn new_run_dir() -> Result<(PathBuf, File)> {
     fs::rename(&unnamed, &dir)
         .with_context(|| format!("renaming {} to {}", unnamed.display(), dir.display()))?;
     Ok((dir, owner_lock))
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 impl Containerd {
@@ -133,8 +117,8 @@ impl Containerd {
         let bins = Bins::resolve(&opts, &dir)?;
         let slot = Slot::take(&dir)?;
         let paths = Paths::of(&dir);
-        let stream_port = free_port()?;
-        config::write(&dir, &opts, &paths, &slot, &bins, stream_port)?;
+        let stream_port = crate::port::lease()?;
+        config::write(&dir, &opts, &paths, &slot, &bins, stream_port.port)?;
         if opts.shim_cgroup {
             let rel = config::shim_cgroup(&dir);
             sys::make_cgroup(&rel).with_context(|| format!("make cgroup {rel}"))?;

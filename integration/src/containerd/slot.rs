@@ -6,8 +6,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 
-use super::open_lock;
-use crate::sys;
+use crate::sys::{self, open_lock};
 
 /// Where the per-run lock files for bridge/subnet slots live.
 const SLOT_DIR: &str = "/run/podshim-e2e";
