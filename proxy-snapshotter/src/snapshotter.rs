@@ -128,6 +128,18 @@ impl Snapshotter {
                 mkdir_mode(d, mode)?;
             }
         }
+        // Every snapshot directory is born in tmp/. On ext4 without a journal, creating a file
+        // scans past each inode of its block group freed in the last minutes (more while its
+        // inode table is unwritten); a layer's thousands of files beside the daemon's own
+        // churn (and the node's) pay that per file. As the tops of their own hierarchies,
+        // snapshot directories are spread by the Orlov allocator over the disk's emptier groups.
+        // Other filesystems refuse the flag, harmlessly.
+        if let Err(e) = fs::File::open(&layout.tmp).and_then(|f| crate::sys::set_topdir(&f)) {
+            log::debug!(
+                "{}: not marked as a top directory: {e}",
+                layout.tmp.display()
+            );
+        }
         let store = Store::open(&layout.store())?;
         let mut overlay_options = Vec::new();
         // As containerd: disable the overlay index when the kernel has the parameter, so
