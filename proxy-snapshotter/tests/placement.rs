@@ -58,7 +58,7 @@ fn a_filesystem_without_the_flag_serves_as_before() {
     }
     let fs = common::Tmpfs::mount("16m");
     let s = Snapshotter::open(Config::new(fs.path().join("root"))).unwrap();
-    assert!(attrs(&fs.path().join("root/tmp")).map_or(true, |a| !a.contains('T')));
+    assert!(attrs(&fs.path().join("root/tmp")).is_none_or(|a| !a.contains('T')));
     s.prepare("a", "", BTreeMap::new()).unwrap();
     s.commit("a1", "a", "", BTreeMap::new()).unwrap();
     s.prepare("b", "a1", BTreeMap::new()).unwrap();
