@@ -3,11 +3,9 @@
 #
 #   scripts/e2e-release.sh [--if-present] [RELEASE] [-- extra test-runner args]
 #
-# RELEASE empty or "system": the containerd on PATH (Debian's 2.1.9 on this project's machines).
-# RELEASE X.Y.Z: containerd-X.Y.Z-linux-<arch>.tar.xz from $SHARED_DIR/containerd (built unmodified
-# from containerd's release tag: containerd, ctr and its runc shim), unpacked once under
-# $TARGET_DIR/containerd-X.Y.Z and put first on PATH for the run. With --if-present a missing
-# archive is reported as skipped (a user's machine has no ../shared); without, it is an error.
+# RELEASE empty or "system": the containerd on PATH; X.Y.Z: that release from $SHARED_DIR
+# (scripts/release-env.sh). With --if-present a missing archive is reported as skipped (a user's
+# machine has no ../shared); without, it is an error.
 #
 # PODSHIM_E2E_SNAPSHOTTER=podsnap: every case's containerd has podshim-snapshotter as CRI's default
 # snapshotter (the drop-in's recommended setup); the log is then e2e-<release>-podsnap.log.
@@ -29,37 +27,12 @@ SHARED_DIR="$(realpath -m "${SHARED_DIR:-$PWD/../shared}")"
 E2E_THREADS="${E2E_THREADS:-2}"
 CARGO="${CARGO:-cargo}"
 
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  *) arch="$(uname -m)" ;;
-esac
-
-if [ "$release" != "system" ]; then
-  archive="$SHARED_DIR/containerd/containerd-$release-linux-$arch.tar.xz"
-  if [ ! -f "$archive" ]; then
-    msg="e2e containerd $release: no archive $archive (the project's shared releases are not on this machine)"
-    if [ "$if_present" = 1 ]; then echo "SKIPPED: $msg" >&2; exit 0; fi
-    echo "$msg" >&2; exit 1
-  fi
-  dir="$TARGET_DIR/containerd-$release"
-  stamp="$dir/.unpacked-from"
-  want="$(stat -c '%s %Y' "$archive") $archive"
-  if [ ! -x "$dir/bin/containerd" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    rm -rf "$dir" && mkdir -p "$dir"
-    tar -xJf "$archive" -C "$dir"
-    echo "$want" >"$stamp"
-  fi
-  export PATH="$dir/bin:$PATH"
-fi
-
-version_line="$(containerd --version)"
-version="$(echo "$version_line" | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1 || true)"
-if [ -z "$version" ]; then echo "e2e: cannot read a release from: $version_line" >&2; exit 1; fi
-if [ "$release" != "system" ] && [ "$version" != "$release" ]; then
-  echo "e2e: asked for containerd $release, $(command -v containerd) is $version" >&2; exit 1
-fi
-major="${version%%.*}"; rest="${version#*.}"; minor="${rest%%.*}"
+# shellcheck source=scripts/release-env.sh
+. scripts/release-env.sh
+rc=0
+use_release "$release" e2e "$([ "$if_present" = 1 ] && echo --if-present)" || rc=$?
+case $rc in 0) ;; 3) exit 0 ;; *) exit 1 ;; esac
+version="$containerd_version" major="$containerd_major" minor="$containerd_minor"
 
 # The test binary, run directly: parallel releases must not wait on cargo's build-directory lock.
 if ! "$CARGO" test --no-run -q -p podshim-integration --test e2e; then
@@ -81,7 +54,7 @@ done
 
 # Cases named *shared_runc* run on runc 1.4.3 from $SHARED_DIR/runc (user namespaces need its
 # id-mapped mounts): filtered out, and said so, where that archive is missing.
-runc_archive="$SHARED_DIR/runc/runc-1.4.3-linux-$arch.xz"
+runc_archive="$SHARED_DIR/runc/runc-1.4.3-linux-$(release_arch).xz"
 no_runc=""
 if [ ! -f "$runc_archive" ]; then
   skips+=(--skip shared_runc)
