@@ -19,6 +19,7 @@ pub mod registry;
 pub mod release;
 pub mod shared;
 pub mod snapshotter;
+pub mod stats;
 pub mod streaming;
 #[allow(unsafe_code)]
 pub mod sys;

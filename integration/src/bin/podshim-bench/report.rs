@@ -4,43 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use podshim_integration::stats::{fmt_num, median, quantile};
 use podshim_integration::{bench_snapshots, Containerd, HANDLER_RUNC};
 
 use crate::args::Args;
 use crate::results::*;
-
-pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    // nearest-rank
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-pub(crate) fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
-}
-
-pub(crate) fn fmt_num(v: f64) -> String {
-    if v.is_nan() {
-        "–".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
 
 /// Samples at or above this count are summarised as median and p99, below as min / median / max.
 pub(crate) const MANY: usize = 20;
