@@ -33,7 +33,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-snapshots clippy
+.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-pull bench-snapshots clippy
 
 all: build
 
@@ -190,6 +190,14 @@ bench-smoke:
 		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/debug/podshim-sandboxer \
 		$(TARGET_DIR)/debug/podshim-bench --quick --pods 2 \
 		--out $(TARGET_DIR)/bench/bench-smoke.json $(BENCH_ARGS)
+
+## bench-pull: the pull figure (parallel layer unpack on containerd >= 2.2) on each release:
+## the containerd on PATH, then 2.2.7 and 2.3.4 from $(SHARED_DIR) (SKIPPED where missing)
+bench-pull:
+	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
+	$(CARGO) build -p podshim-integration --bin podshim-bench-snapshots
+	PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter TARGET_DIR=$(TARGET_DIR) \
+		SHARED_DIR=$(SHARED_DIR) bash scripts/bench-pull-releases.sh $(BENCH_ARGS)
 
 ## bench-snapshots: only the snapshotter figures (release podshim-snapshotter), on their own containerd
 bench-snapshots:

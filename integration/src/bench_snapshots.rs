@@ -9,6 +9,10 @@
 //! * Unpack: `ctr images import --local --snapshotter S` of a multi-layer image whose content is
 //!   already in the store (so the figure is unpack: walking differ + Prepare/Commit per layer,
 //!   plus ctr's start and a scan of the archive, the same for both).
+//! * Pull ([`pull`], its own run per containerd release): `ctr images pull` of an image of
+//!   `pull_layers` layers from the loopback registry through containerd's transfer service, whose
+//!   `max_concurrent_unpacks` the run sets: above 1, containerd ≥ 2.2 unpacks that many layers
+//!   at once into a snapshotter that can rebase (both can), 2.1 one at a time.
 //! * Usage: of an active snapshot holding `usage_files` files. overlayfs walks the upper dir on
 //!   every call; podshim-snapshotter answers from its cache (refreshed in the background every
 //!   `--usage-refresh` s; the daemon runs with the refresh the harness gives it), after its cache
@@ -27,6 +31,7 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::types::Mount;
 
 use crate::snapshotter::{labels, Snapshots, SNAPSHOTTER};
+use crate::stats::{fmt_num, median, quantile, sorted};
 use crate::{images, Containerd};
 
 pub const BUILTIN: &str = "overlayfs";
@@ -45,6 +50,9 @@ pub struct Settings {
     pub unpack_files_per_layer: usize,
     pub usage_files: usize,
     pub usage_calls: usize,
+    pub pull_reps: usize,
+    pub pull_layers: usize,
+    pub pull_files_per_layer: usize,
 }
 
 impl Settings {
@@ -57,6 +65,9 @@ impl Settings {
             unpack_files_per_layer: 2000,
             usage_files: 100_000,
             usage_calls: 20,
+            pull_reps: 5,
+            pull_layers: 8,
+            pull_files_per_layer: 1000,
         }
     }
 
@@ -70,6 +81,9 @@ impl Settings {
             unpack_files_per_layer: 100,
             usage_files: 1000,
             usage_calls: 5,
+            pull_reps: 1,
+            pull_layers: 3,
+            pull_files_per_layer: 50,
         }
     }
 }
@@ -114,19 +128,8 @@ impl Report {
             .iter()
             .find(|f| f.name == figure)
             .and_then(|f| f.samples.get(snapshotter))
-            .map(|v| median(v))
+            .map(|v| median(&sorted(v)))
             .unwrap_or(f64::NAN)
-    }
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => s[n / 2],
-        _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 
@@ -334,14 +337,14 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
                 c,
                 &ns,
                 &["images", "import", "--local", "--no-unpack"],
-                &archive,
+                Some(&archive),
             )?;
             let t = Instant::now();
             ctr(
                 c,
                 &ns,
                 &["images", "import", "--local", "--snapshotter", name],
-                &archive,
+                Some(&archive),
             )?;
             r.rec(&unpack_name, "ms", name, ms(t.elapsed()));
             let check = Snapshots::connect(&c.sock, name, &ns)?.list().await?;
@@ -404,13 +407,83 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
     Ok(r)
 }
 
-fn ctr(c: &Containerd, ns: &str, args: &[&str], archive: &Path) -> Result<()> {
+/// The pull figure alone (on a containerd started with `registry`, its `max_concurrent_unpacks`
+/// as the options say): each sample pulls into a namespace of its own, so no layer is unpacked
+/// there yet; the blobs come from the registry over loopback, the same for both.
+pub async fn pull(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Result<Report> {
+    c.snapshotter_daemon()?;
+    let reg = c
+        .registry
+        .as_ref()
+        .context("the pull figure needs the harness's registry")?;
+    let (layers, files) = (s.pull_layers, s.pull_files_per_layer);
+    let image = format!("podshim.test/bench-{layers}x{files}:1");
+    let (host, dir) = (reg.host.clone(), reg.dir.clone());
+    let reference = tokio::task::spawn_blocking(move || -> Result<String> {
+        let archive = images::bench_archive(&image, layers, files)?;
+        crate::registry::Registry::push_to(
+            &host,
+            &dir,
+            &archive,
+            &format!("bench/{layers}x{files}:1"),
+        )
+    })
+    .await??;
+    progress(&format!(
+        "snapshotter: pull of a {layers}-layer image ({files} files of 1 KiB per layer) x{}, containerd {}",
+        s.pull_reps, c.release
+    ));
+    let mut r = Report::default();
+    let run_id = crate::pod::rand_u64() % 1_000_000;
+    let unpacks = c.opts.max_concurrent_unpacks.unwrap_or(1);
+    let name = format!(
+        "Pull ({layers} layers × {files} files), containerd {}, max_concurrent_unpacks {unpacks}",
+        c.release
+    );
+    let hosts = c.registry_hosts_dir.to_string_lossy().into_owned();
+    for rep in 0..s.pull_reps {
+        for snapshotter in order(rep) {
+            let ns = format!("{NS}-pull-{run_id}-{rep}-{snapshotter}");
+            let t = Instant::now();
+            ctr(
+                c,
+                &ns,
+                &[
+                    "images",
+                    "pull",
+                    "--hosts-dir",
+                    &hosts,
+                    "--snapshotter",
+                    snapshotter,
+                    &reference,
+                ],
+                None,
+            )?;
+            r.rec(&name, "ms", snapshotter, ms(t.elapsed()));
+            let committed = Snapshots::connect(&c.sock, snapshotter, &ns)?
+                .list()
+                .await?;
+            if committed.len() < layers {
+                bail!(
+                    "{snapshotter}: after pull {} snapshots in {ns}, want {layers}",
+                    committed.len()
+                );
+            }
+        }
+    }
+    r.notes.push(format!(
+        "Pull = wall time of `ctr images pull` (transfer service) from a registry on loopback, into a fresh namespace."
+    ));
+    Ok(r)
+}
+
+fn ctr(c: &Containerd, ns: &str, args: &[&str], archive: Option<&Path>) -> Result<()> {
     let o = Command::new("ctr")
         .arg("--address")
         .arg(&c.sock)
         .args(["-n", ns])
         .args(args)
-        .arg(archive)
+        .args(archive)
         .output()
         .context("running ctr")?;
     if !o.status.success() {
@@ -424,41 +497,46 @@ fn ctr(c: &Containerd, ns: &str, args: &[&str], archive: &Path) -> Result<()> {
     Ok(())
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.is_nan() {
-        "–".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 0.1 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
+/// Samples at or above this count also get a p99.
+const P99_FROM: usize = 100;
 
-/// The figures as a Markdown table: medians, sample counts, podshim-snapshotter/overlayfs ratio.
+/// The figures as a Markdown table: medians (and p99 where there are enough samples), sample
+/// counts, podshim-snapshotter/overlayfs ratios.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
     s.push_str("| figure | unit | n | overlayfs (built-in) | podshim-snapshotter | podshim-snapshotter/overlayfs |\n");
     s.push_str("|---|---|---:|---:|---:|---:|\n");
+    let ratio = |a: f64, b: f64| match a > 0.0 && !b.is_nan() {
+        true => format!("{:.3}", b / a),
+        false => "–".into(),
+    };
     for f in &r.figures {
         let n = f.samples.values().map(Vec::len).max().unwrap_or(0);
-        let a = r.median(&f.name, BUILTIN);
-        let b = r.median(&f.name, SNAPSHOTTER);
-        let ratio = if a > 0.0 && !b.is_nan() {
-            format!("{:.3}", b / a)
-        } else {
-            "–".into()
-        };
+        let (a, b) = (r.median(&f.name, BUILTIN), r.median(&f.name, SNAPSHOTTER));
         s.push_str(&format!(
-            "| {} | {} (median) | {n} | {} | {} | {ratio} |\n",
+            "| {} | {} (median) | {n} | {} | {} | {} |\n",
             f.name,
             f.unit,
             fmt_num(a),
-            fmt_num(b)
+            fmt_num(b),
+            ratio(a, b)
         ));
+        if n >= P99_FROM {
+            let p99 = |k: &str| {
+                f.samples
+                    .get(k)
+                    .map_or(f64::NAN, |v| quantile(&sorted(v), 0.99))
+            };
+            let (a, b) = (p99(BUILTIN), p99(SNAPSHOTTER));
+            s.push_str(&format!(
+                "| {} | {} (p99) | {n} | {} | {} | {} |\n",
+                f.name,
+                f.unit,
+                fmt_num(a),
+                fmt_num(b),
+                ratio(a, b)
+            ));
+        }
     }
     for n in &r.notes {
         s.push_str(&format!("\n{n}"));

@@ -1,7 +1,11 @@
 //! The snapshotter figures of `make bench` alone: containerd's built-in overlayfs against
 //! podshim-snapshotter on one private containerd (see `podshim_integration::bench_snapshots`).
 //!
-//! Usage: podshim-bench-snapshots [--quick] [--usage-files N] [--out path.json]
+//! Usage: podshim-bench-snapshots [--quick] [--pull [--unpacks N]] [--usage-files N] [--out path.json]
+//!
+//! `--pull`: only the pull figure, against the containerd on PATH, with the transfer service's
+//! `max_concurrent_unpacks` = N (default 1: one layer at a time); scripts/bench-pull-releases.sh
+//! runs it per release.
 #![deny(unsafe_code)]
 
 use std::path::PathBuf;
@@ -10,7 +14,9 @@ use podshim_integration::bench_snapshots::{self, Settings};
 use podshim_integration::{images, Containerd, Options, SnapshotterUse, HANDLER_RUNC};
 
 fn usage() -> ! {
-    eprintln!("usage: podshim-bench-snapshots [--quick] [--usage-files N] [--out path.json]");
+    eprintln!(
+        "usage: podshim-bench-snapshots [--quick] [--pull [--unpacks N]] [--usage-files N] [--out path.json]"
+    );
     std::process::exit(2)
 }
 
@@ -23,10 +29,19 @@ async fn main() {
         Settings::full()
     };
     let mut out = images::repo_root().join("target/bench/bench-snapshots.json");
+    let mut pull = false;
+    let mut unpacks = 1;
     let mut it = argv.into_iter();
     while let Some(k) = it.next() {
         match k.as_str() {
             "--quick" => {}
+            "--pull" => pull = true,
+            "--unpacks" => {
+                unpacks = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--usage-files" => {
                 s.usage_files = it
                     .next()
@@ -41,6 +56,13 @@ async fn main() {
     opts.log_level = "info".into();
     opts.snapshotter = SnapshotterUse::Registered;
     opts.snapshotter_usage_refresh = bench_snapshots::USAGE_REFRESH_SECS;
+    if pull {
+        // The drop-in's recommended setup: its unpack lines let the transfer service unpack
+        // into podsnap (and keep overlayfs).
+        opts.snapshotter = SnapshotterUse::CriDefault;
+        opts.registry = true;
+        opts.max_concurrent_unpacks = Some(unpacks);
+    }
     let mut c = match Containerd::start(opts).await {
         Ok(c) => c,
         Err(e) => {
@@ -49,7 +71,10 @@ async fn main() {
         }
     };
     let progress = |m: &str| eprintln!("[bench] {m}");
-    let r = bench_snapshots::run(&c, &s, &progress).await;
+    let r = match pull {
+        true => bench_snapshots::pull(&c, &s, &progress).await,
+        false => bench_snapshots::run(&c, &s, &progress).await,
+    };
     let stop = c.stop().await;
     let code = match r {
         Ok(r) => {
