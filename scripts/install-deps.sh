@@ -33,7 +33,8 @@ fi
 
 need_update=1
 pkgs=(runc crun containernetworking-plugins busybox-static iproute2 iptables skopeo docker-registry
-      util-linux procps psmisc kmod protobuf-compiler gcc libc6-dev shellcheck dpkg-dev criu)
+      util-linux procps psmisc kmod protobuf-compiler gcc libc6-dev shellcheck dpkg-dev criu
+      btrfs-progs)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ! command -v containerd >/dev/null 2>&1 || ! containerd --version | grep -q ' 2\.'; then missing+=(containerd/forky); fi

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod layout;
 pub mod metrics;
 pub mod service;
+pub mod size_limit;
 pub mod snapshotter;
 pub mod store;
 #[allow(unsafe_code)]

@@ -6,7 +6,8 @@
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
 //! * Prepare/View: inside the write transaction allocate the id and write the record, build
-//!   `tmp/new-<id>`, rename it to `snapshots/<id>`, then commit (redb fsyncs). A crash before
+//!   `tmp/new-<id>` (a btrfs subvolume when size-limited: `size_limit.rs`), rename it to
+//!   `snapshots/<id>`, then commit (redb fsyncs). A crash before
 //!   the commit leaves an unreferenced directory; the id is not reused before startup cleanup
 //!   has removed it. The rename is not fsynced of its own (that fsync was most of the cost of a
 //!   Prepare beyond containerd's overlayfs, which fsyncs nothing but its bbolt commit): after a
@@ -34,6 +35,7 @@ use std::time::Duration;
 use crate::error::{Error, IoContext, Result};
 use crate::filter::Filter;
 use crate::layout::Layout;
+use crate::size_limit;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
 use crate::usage::{disk_usage, UsageTracker};
 
@@ -250,6 +252,9 @@ impl Snapshotter {
             validate_key("parent", parent)?;
         }
         validate_labels(&labels)?;
+        if let Some(limit) = size_limit::requested(kind, &labels)? {
+            size_limit::check_root(&self.layout.root, limit)?;
+        }
         let tx = self.store.write()?;
         let r = tx.create(kind, key, parent, labels)?;
         let td = self.layout.new_dir(r.id);
@@ -287,7 +292,10 @@ impl Snapshotter {
 
     /// The empty directories of a new snapshot, at `td`.
     fn build_dir(&self, td: &Path, r: &Record) -> Result<()> {
-        mkdir_mode(td, 0o700)?;
+        match size_limit::requested(r.kind, &r.labels)? {
+            Some(limit) => size_limit::make_dir(td, limit)?,
+            None => mkdir_mode(td, 0o700)?,
+        }
         let fs_dir = td.join("fs");
         mkdir_mode(&fs_dir, 0o755)?;
         if r.kind == Kind::Active {

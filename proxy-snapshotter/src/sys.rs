@@ -47,3 +47,84 @@ pub fn set_topdir(dir: &std::fs::File) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `statfs(2)`'s `f_type` of the filesystem holding `p`.
+pub fn fs_magic(p: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statfs is a valid value of the plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs(2) reads the NUL-terminated path and writes one struct through the valid
+    // pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as u64)
+}
+
+pub const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
+
+/// `struct btrfs_ioctl_vol_args` (linux/btrfs.h).
+#[repr(C)]
+struct BtrfsVolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+/// `struct btrfs_ioctl_qgroup_limit_args` (linux/btrfs.h).
+#[repr(C)]
+struct BtrfsQgroupLimitArgs {
+    qgroupid: u64,
+    flags: u64,
+    max_rfer: u64,
+    max_excl: u64,
+    rsv_rfer: u64,
+    rsv_excl: u64,
+}
+
+/// `_IOW(BTRFS_IOCTL_MAGIC, 14, struct btrfs_ioctl_vol_args)`.
+const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940e;
+/// `_IOR(BTRFS_IOCTL_MAGIC, 43, struct btrfs_ioctl_qgroup_limit_args)`.
+const BTRFS_IOC_QGROUP_LIMIT: libc::c_ulong = 0x8030_942b;
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+
+/// Creates the btrfs subvolume `name` in the directory `parent`.
+pub fn btrfs_subvol_create(parent: &std::fs::File, name: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut args = BtrfsVolArgs {
+        fd: 0,
+        name: [0; 4088],
+    };
+    if name.is_empty() || name.len() >= args.name.len() || name.contains(['/', '\0']) {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    args.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: the kernel reads one btrfs_ioctl_vol_args (NUL-terminated name) through the valid
+    // pointer during the call.
+    if unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SUBVOL_CREATE, &args) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Limits the bytes the subvolume open as `subvol` may reference (its own qgroup). ENOTCONN:
+/// quotas are off on the filesystem.
+pub fn btrfs_qgroup_limit(subvol: &std::fs::File, max_bytes: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut args = BtrfsQgroupLimitArgs {
+        // 0: the qgroup of the subvolume the descriptor is in.
+        qgroupid: 0,
+        flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
+        max_rfer: max_bytes,
+        max_excl: 0,
+        rsv_rfer: 0,
+        rsv_excl: 0,
+    };
+    // SAFETY: the kernel reads (and may write back) one btrfs_ioctl_qgroup_limit_args through
+    // the valid pointer during the call.
+    if unsafe { libc::ioctl(subvol.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT, &mut args) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

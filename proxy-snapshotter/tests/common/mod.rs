@@ -178,3 +178,75 @@ pub fn snapshot_dir(m: &[podshim_snapshotter::Mount]) -> PathBuf {
     };
     PathBuf::from(upper).parent().unwrap().to_path_buf()
 }
+
+/// A btrfs filesystem on a loop device (an image file in a temp dir), quotas on or off;
+/// unmounted (which frees the loop device) and deleted on drop, also when a test fails. None,
+/// said on stderr, where mkfs.btrfs is not installed or the process is not root.
+pub struct Btrfs {
+    dir: tempfile::TempDir,
+}
+
+impl Btrfs {
+    pub fn mount(size: &str, quotas: bool) -> Option<Btrfs> {
+        if !is_root() {
+            eprintln!("SKIPPED: a loop-mounted btrfs needs root");
+            return None;
+        }
+        if Command::new("mkfs.btrfs")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!(
+                "SKIPPED: mkfs.btrfs is not installed (btrfs-progs: scripts/install-deps.sh)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let run = |c: &mut Command| {
+            let o = c.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(Command::new("truncate").args(["-s", size]).arg(&img));
+        run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        let fs = Btrfs { dir };
+        if quotas {
+            run(Command::new("btrfs").args(["quota", "enable"]).arg(&mnt));
+        }
+        Some(fs)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// `btrfs subvolume list`'s paths.
+    pub fn subvolumes(&self) -> Vec<String> {
+        let o = Command::new("btrfs")
+            .args(["subvolume", "list", "-o"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split(" path ").nth(1).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
