@@ -178,6 +178,43 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A btrfs of `size` bytes in the sparse image file `img`, loop-mounted on `at`, quotas on. It
+/// goes like every mount of a run ([`umount_all_under`]); the loop device goes with its mount.
+pub fn mount_btrfs_image(img: &Path, at: &Path, size: u64) -> Result<()> {
+    fs::File::create(img)?.set_len(size)?;
+    fs::create_dir_all(at)?;
+    let mount = format!("{}", at.display());
+    for (cmd, args) in [
+        (
+            "mkfs.btrfs",
+            vec!["-q".to_string(), img.display().to_string()],
+        ),
+        (
+            "mount",
+            vec![
+                "-o".into(),
+                "loop".into(),
+                img.display().to_string(),
+                mount.clone(),
+            ],
+        ),
+        ("btrfs", vec!["quota".into(), "enable".into(), mount]),
+    ] {
+        let o = std::process::Command::new(cmd)
+            .args(&args)
+            .output()
+            .with_context(|| format!("running {cmd} (btrfs-progs: scripts/install-deps.sh)"))?;
+        if !o.status.success() {
+            anyhow::bail!(
+                "{cmd} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Lazily unmount everything at or below `dir`, deepest first. Returns what was mounted.
 pub fn umount_all_under(dir: &Path) -> Vec<PathBuf> {
     let mut all = BTreeSet::new();

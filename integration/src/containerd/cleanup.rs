@@ -176,6 +176,10 @@ impl Containerd {
             ));
         }
         for m in sys::mounts_under(&self.dir) {
+            // The snapshotter's own filesystem, unmounted after it stops.
+            if self.opts.snapshotter_btrfs && m == self.podsnap_btrfs() {
+                continue;
+            }
             v.push(format!("mount {}", m.display()));
         }
         if let Ok(rd) = fs::read_dir(self.state.join("netns")) {

@@ -125,16 +125,25 @@ impl Containerd {
         }
 
         let snapshotter = match &bins.snapshotter {
-            Some(bin) => Some(
-                snapshotter::Daemon::start_bin(
-                    bin.clone(),
-                    &dir.join("podsnap"),
-                    &dir.join("podsnap.sock"),
-                    opts.snapshotter_usage_refresh,
-                    opts.snapshotter_debug,
+            Some(bin) => {
+                if opts.snapshotter_btrfs {
+                    let (img, at) = (dir.join("podsnap.img"), dir.join("podsnap"));
+                    tokio::task::spawn_blocking(move || {
+                        sys::mount_btrfs_image(&img, &at, 512 << 20)
+                    })
+                    .await??;
+                }
+                Some(
+                    snapshotter::Daemon::start_bin(
+                        bin.clone(),
+                        &dir.join("podsnap"),
+                        &dir.join("podsnap.sock"),
+                        opts.snapshotter_usage_refresh,
+                        opts.snapshotter_debug,
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
+            }
             None => None,
         };
         let registry = if opts.registry {
@@ -465,6 +474,9 @@ impl Containerd {
                 problems.push(format!("{e:#}"));
             }
         }
+        if self.opts.snapshotter_btrfs {
+            sys::umount_all_under(&self.podsnap_btrfs());
+        }
         if let Err(e) = self.stop_sandboxer().await {
             problems.push(format!("{e:#}"));
         }
@@ -567,6 +579,11 @@ impl Containerd {
     }
 
     /// The socket path containerd's shim helpers derive for (ns, id).
+    /// Where [`Options::snapshotter_btrfs`] mounts podshim-snapshotter's root.
+    fn podsnap_btrfs(&self) -> PathBuf {
+        self.dir.join("podsnap")
+    }
+
     pub fn shim_socket_path(&self, ns: &str, id: &str) -> PathBuf {
         shim_socket_path(&self.sock, ns, id)
     }

@@ -95,6 +95,9 @@ pub struct Options {
     pub max_concurrent_unpacks: Option<u32>,
     /// podshim-snapshotter logs every request (`--log-level debug`).
     pub snapshotter_debug: bool,
+    /// podshim-snapshotter's root on a btrfs of its own (a loop-mounted image in the run's
+    /// directory, quotas on), where snapshots can be size-limited.
+    pub snapshotter_btrfs: bool,
 }
 
 impl Options {
@@ -129,6 +132,7 @@ impl Options {
             shim_env: Vec::new(),
             max_concurrent_unpacks: None,
             snapshotter_debug: false,
+            snapshotter_btrfs: false,
         }
     }
 }

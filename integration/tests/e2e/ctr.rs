@@ -32,7 +32,7 @@ pub async fn ctr(c: &Containerd, args: &[String]) -> Result<Out> {
     })
 }
 
-fn runtime_args(c: &Containerd, id: &str) -> Vec<String> {
+pub fn runtime_args(c: &Containerd, id: &str) -> Vec<String> {
     let mut v = vec!["run".to_string(), "--rm".into()];
     if is_podshim(&c.opts.handler) {
         v.extend(["--runtime".into(), "io.containerd.podshim.v1".into()]);
@@ -48,7 +48,7 @@ fn runtime_args(c: &Containerd, id: &str) -> Vec<String> {
 }
 
 /// Nothing of a `ctr run` container is left: shim, bundle, mounts, container record.
-async fn assert_ctr_gone(c: &Containerd, id: &str) -> Result<()> {
+pub async fn assert_ctr_gone(c: &Containerd, id: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut left = Vec::new();

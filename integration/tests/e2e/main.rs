@@ -17,6 +17,7 @@ mod restart;
 mod runtime;
 mod sandbox;
 mod sandboxer;
+mod size_limit;
 mod snapshotter;
 mod streaming;
 mod upgrade;
@@ -207,6 +208,14 @@ e2e!(
     super::snapshotter::pull_opts
 );
 e2e!(snapshotter::stats_imagefs, super::snapshotter::stats_opts);
+e2e!(
+    size_limit::write_past_the_limit_fails[runc, podshim],
+    super::size_limit::btrfs_opts
+);
+e2e!(
+    size_limit::a_limit_podsnap_cannot_keep_is_refused[runc, podshim],
+    super::size_limit::registered
+);
 e2e!(
     snapshotter::switch_to_podsnap,
     super::snapshotter::switch_opts

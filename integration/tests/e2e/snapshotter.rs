@@ -15,7 +15,7 @@ use podshim_integration::{sh, Containerd, Options, Pod, SnapshotterUse};
 
 /// How long removals may take to reach the snapshotter: containerd's metadata store forgets a
 /// snapshot at once and its garbage collector removes it from the backend after.
-const GC_WITHIN: Duration = Duration::from_secs(30);
+pub const GC_WITHIN: Duration = Duration::from_secs(30);
 
 pub fn pull_opts(mut o: Options) -> Options {
     o.snapshotter = SnapshotterUse::PodshimPods;
