@@ -471,9 +471,7 @@ pub async fn pull(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resu
             }
         }
     }
-    r.notes.push(format!(
-        "Pull = wall time of `ctr images pull` (transfer service) from a registry on loopback, into a fresh namespace."
-    ));
+    r.notes.push("Pull = wall time of `ctr images pull` (transfer service) from a registry on loopback, into a fresh namespace.".into());
     Ok(r)
 }
 
