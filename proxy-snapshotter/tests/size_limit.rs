@@ -38,9 +38,16 @@ fn entries(p: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Nothing of a refused Prepare: no record, nothing in tmp/ or snapshots/.
-fn assert_nothing_left(s: &Snapshotter, root: &Path, key: &str) {
-    assert!(matches!(s.stat(key), Err(Error::NotFound(_))));
+/// A limited Prepare on the snapshotter at `root` fails with FailedPrecondition saying `reason`,
+/// and leaves no record and nothing in tmp/ or snapshots/.
+fn assert_refused(root: &Path, reason: &str) {
+    let s = Snapshotter::open(Config::new(root)).unwrap();
+    let e = s.prepare("a", "", limit("1048576")).unwrap_err();
+    assert!(
+        matches!(&e, Error::FailedPrecondition(m) if m.contains(reason)),
+        "{e}"
+    );
+    assert!(matches!(s.stat("a"), Err(Error::NotFound(_))));
     assert_eq!(entries(&root.join("tmp")), Vec::<String>::new());
     assert_eq!(entries(&root.join("snapshots")), Vec::<String>::new());
 }
@@ -78,28 +85,14 @@ fn btrfs_with_quotas_off_refuses_a_limit_and_keeps_nothing() {
     let Some(fs) = Btrfs::mount("256M", false) else {
         return;
     };
-    let root = fs.path().join("root");
-    let s = Snapshotter::open(Config::new(&root)).unwrap();
-    let e = s.prepare("a", "", limit("1048576")).unwrap_err();
-    assert!(
-        matches!(&e, Error::FailedPrecondition(m) if m.contains("btrfs quota enable")),
-        "{e}"
-    );
-    assert_nothing_left(&s, &root, "a");
+    assert_refused(&fs.path().join("root"), "btrfs quota enable");
     assert_eq!(fs.subvolumes(), Vec::<String>::new());
 }
 
 #[test]
 fn a_root_that_cannot_keep_a_limit_refuses_it_and_keeps_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path().join("root");
-    let s = Snapshotter::open(Config::new(&root)).unwrap();
-    let e = s.prepare("a", "", limit("1048576")).unwrap_err();
-    assert!(
-        matches!(&e, Error::FailedPrecondition(m) if m.contains("cannot limit a snapshot's size")),
-        "{e}"
-    );
-    assert_nothing_left(&s, &root, "a");
+    assert_refused(&t.path().join("root"), "cannot limit a snapshot's size");
 }
 
 #[test]
