@@ -547,10 +547,26 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
 /// containers do not outlive it, CRI reports the pod not ready and its container exited, and
 /// Stop/RemovePodSandbox, retried as kubelet retries them, leave nothing behind.
 pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
+    shim_killed_with(c, false).await
+}
+
+/// As [`shim_killed`], with a second container created but not started when the shim dies.
+pub async fn shim_killed_beside_a_created_container(c: &mut Containerd) -> Result<()> {
+    shim_killed_with(c, true).await
+}
+
+async fn shim_killed_with(c: &mut Containerd, created_too: bool) -> Result<()> {
     let pod = c.run_pod("shimkill").await?;
     let id = c
         .run_container(&pod, sh("sleeper", "exec sleep 1000"))
         .await?;
+    let created = match created_too {
+        true => Some(
+            c.create_container(&pod, sh("never", "exec sleep 1000"))
+                .await?,
+        ),
+        false => None,
+    };
     let init = pod.container_init_pid(&id)?;
     let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
     ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
@@ -608,7 +624,8 @@ pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
             }
         }
     }
-    assert_pod_gone(c, &pod, &[id]).await
+    let ids: Vec<String> = std::iter::once(id).chain(created).collect();
+    assert_pod_gone(c, &pod, &ids).await
 }
 
 /// Runc's pods beside the handler's: the pause image is there.
