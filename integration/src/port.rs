@@ -5,13 +5,11 @@
 //! file held for the listener's life, so that parallel runs never pick the same one.
 
 use std::fs::File;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::sys;
 
-const LOCK_DIR: &str = "/run/podshim-e2e";
 /// How many ports below the ephemeral range the harness may use.
 const SPAN: u16 = 2000;
 
@@ -27,21 +25,16 @@ pub fn lease() -> Result<PortLease> {
         bail!("the ephemeral port range starts at {lo}: no room below it for the harness's ports");
     }
     let first = lo - SPAN;
-    std::fs::create_dir_all(LOCK_DIR)?;
-    let start = (std::process::id() as usize).wrapping_mul(7) % SPAN as usize;
-    for i in 0..SPAN as usize {
-        let port = first + ((start + i) % SPAN as usize) as u16;
-        let lock = sys::open_lock(&Path::new(LOCK_DIR).join(format!("port-{port}.lock")))?;
-        if !sys::flock_nb(&lock) {
-            continue;
-        }
-        // Something outside the harness may listen there.
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        return Ok(PortLease { port, _lock: lock });
+    let port = |n: usize| first + n as u16;
+    // Something outside the harness may listen there.
+    let free = |n: usize| std::net::TcpListener::bind(("127.0.0.1", port(n))).is_ok();
+    match sys::lease_number(SPAN as usize, |n| format!("port-{}.lock", port(n)), free)? {
+        Some((n, lock)) => Ok(PortLease {
+            port: port(n),
+            _lock: lock,
+        }),
+        None => Err(anyhow!("no free port in {first}-{}", lo - 1)),
     }
-    Err(anyhow!("no free port in {first}-{}", lo - 1))
 }
 
 /// `/proc/sys/net/ipv4/ip_local_port_range`.

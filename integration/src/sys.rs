@@ -181,38 +181,35 @@ fn unescape_mountinfo(s: &str) -> String {
 /// A btrfs of `size` bytes in the sparse image file `img`, loop-mounted on `at`, quotas on. It
 /// goes like every mount of a run ([`umount_all_under`]); the loop device goes with its mount.
 pub fn mount_btrfs_image(img: &Path, at: &Path, size: u64) -> Result<()> {
+    use std::ffi::OsStr;
     fs::File::create(img)?.set_len(size)?;
     fs::create_dir_all(at)?;
-    let mount = format!("{}", at.display());
-    for (cmd, args) in [
-        (
-            "mkfs.btrfs",
-            vec!["-q".to_string(), img.display().to_string()],
-        ),
-        (
-            "mount",
-            vec![
-                "-o".into(),
-                "loop".into(),
-                img.display().to_string(),
-                mount.clone(),
-            ],
-        ),
-        ("btrfs", vec!["quota".into(), "enable".into(), mount]),
-    ] {
+    let run = |cmd: &str, args: &[&OsStr]| -> Result<()> {
         let o = std::process::Command::new(cmd)
-            .args(&args)
+            .args(args)
             .output()
             .with_context(|| format!("running {cmd} (btrfs-progs: scripts/install-deps.sh)"))?;
-        if !o.status.success() {
-            anyhow::bail!(
-                "{cmd} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-    }
-    Ok(())
+        anyhow::ensure!(
+            o.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    run("mkfs.btrfs", &["-q".as_ref(), img.as_os_str()])?;
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "loop".as_ref(),
+            img.as_os_str(),
+            at.as_os_str(),
+        ],
+    )?;
+    run(
+        "btrfs",
+        &["quota".as_ref(), "enable".as_ref(), at.as_os_str()],
+    )
 }
 
 /// Lazily unmount everything at or below `dir`, deepest first. Returns what was mounted.
@@ -511,7 +508,28 @@ fn is_mountpoint(p: &Path) -> bool {
     }
 }
 
-/// An exclusive lock on `f` if nobody holds one, without waiting.
+/// Where the harness's lock files live: run slots and ports, shared by parallel runs.
+pub const LOCK_DIR: &str = "/run/podshim-e2e";
+
+/// The first of `count` numbered leases, tried from a per-process starting point, whose lock
+/// file `LOCK_DIR/<name(n)>` nobody else holds and that `usable(n)` accepts; with its lock held.
+pub fn lease_number(
+    count: usize,
+    name: impl Fn(usize) -> String,
+    mut usable: impl FnMut(usize) -> bool,
+) -> Result<Option<(usize, fs::File)>> {
+    fs::create_dir_all(LOCK_DIR)?;
+    let start = (std::process::id() as usize).wrapping_mul(7) % count;
+    for i in 0..count {
+        let n = (start + i) % count;
+        let lock = open_lock(&Path::new(LOCK_DIR).join(name(n)))?;
+        if flock_nb(&lock) && usable(n) {
+            return Ok(Some((n, lock)));
+        }
+    }
+    Ok(None)
+}
+
 pub fn open_lock(path: &Path) -> Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
@@ -524,6 +542,7 @@ pub fn open_lock(path: &Path) -> Result<fs::File> {
         .with_context(|| format!("opening lock file {}", path.display()))
 }
 
+/// An exclusive lock on `f` if nobody holds one, without waiting.
 pub fn flock_nb(f: &fs::File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a valid fd.

@@ -578,12 +578,12 @@ impl Containerd {
         }
     }
 
-    /// The socket path containerd's shim helpers derive for (ns, id).
     /// Where [`Options::snapshotter_btrfs`] mounts podshim-snapshotter's root.
     fn podsnap_btrfs(&self) -> PathBuf {
         self.dir.join("podsnap")
     }
 
+    /// The socket path containerd's shim helpers derive for (ns, id).
     pub fn shim_socket_path(&self, ns: &str, id: &str) -> PathBuf {
         shim_socket_path(&self.sock, ns, id)
     }

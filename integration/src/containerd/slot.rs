@@ -6,10 +6,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 
-use crate::sys::{self, open_lock};
+use crate::sys;
 
-/// Where the per-run lock files for bridge/subnet slots live.
-const SLOT_DIR: &str = "/run/podshim-e2e";
+/// Slots 1 to this many (`slot-<n>.lock` in [`sys::LOCK_DIR`]).
+const SLOTS: usize = 250;
 /// Pod subnets are 10.88.<slot>.0/24 on a bridge `psit<slot>`; nothing is routed beyond the bridge.
 const SUBNET_BASE: &str = "10.88";
 
@@ -28,22 +28,20 @@ impl Slot {
     /// Takes a free slot and records its bridge and network name in `dir` (for a later run that
     /// cleans up after this one, should it die).
     pub fn take(dir: &Path) -> Result<Slot> {
-        fs::create_dir_all(SLOT_DIR)?;
-        let start = (std::process::id() as usize).wrapping_mul(7) % 250;
-        for i in 0..250usize {
-            let s = (start + i) % 250 + 1;
-            let lock = open_lock(&Path::new(SLOT_DIR).join(format!("slot-{s}.lock")))?;
-            if !sys::flock_nb(&lock) {
-                continue;
-            }
+        let usable = |n: usize| {
+            let s = n + 1;
             let bridge = format!("psit{s}");
             if sys::link_exists(&bridge) {
                 // Left by a run that died: we hold its slot lock now.
                 let _ = sys::link_delete(&bridge);
             }
-            if sys::route_exists(&format!("{SUBNET_BASE}.{s}.0/24")) {
-                continue;
-            }
+            !sys::route_exists(&format!("{SUBNET_BASE}.{s}.0/24"))
+        };
+        if let Some((n, lock)) =
+            sys::lease_number(SLOTS, |n| format!("slot-{}.lock", n + 1), usable)?
+        {
+            let s = n + 1;
+            let bridge = format!("psit{s}");
             let network_name = format!("podshim-e2e-{s}");
             fs::write(dir.join("bridge"), &bridge)?;
             fs::write(dir.join("network-name"), &network_name)?;
@@ -54,6 +52,6 @@ impl Slot {
                 lock,
             });
         }
-        Err(anyhow!("no free bridge/subnet slot in {SLOT_DIR}"))
+        Err(anyhow!("no free bridge/subnet slot in {}", sys::LOCK_DIR))
     }
 }
