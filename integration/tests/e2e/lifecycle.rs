@@ -547,26 +547,45 @@ pub async fn one_shim_per_pod(c: &mut Containerd) -> Result<()> {
 /// containers do not outlive it, CRI reports the pod not ready and its container exited, and
 /// Stop/RemovePodSandbox, retried as kubelet retries them, leave nothing behind.
 pub async fn shim_killed(c: &mut Containerd) -> Result<()> {
-    shim_killed_with(c, false).await
+    shim_killed_with(c, Before::Nothing).await
 }
 
 /// As [`shim_killed`], with a second container created but not started when the shim dies.
 pub async fn shim_killed_beside_a_created_container(c: &mut Containerd) -> Result<()> {
-    shim_killed_with(c, true).await
+    shim_killed_with(c, Before::CreateAnother).await
 }
 
-async fn shim_killed_with(c: &mut Containerd, created_too: bool) -> Result<()> {
+/// As [`shim_killed`], after containerd restarted and reloaded the pod's tasks: containerd then
+/// cleans up each of the dead shim's tasks by running the shim binary's `delete`, and removes a
+/// task's bundle only if that command succeeds within its 5 s cleanup timeout.
+pub async fn shim_killed_after_containerd_restart(c: &mut Containerd) -> Result<()> {
+    shim_killed_with(c, Before::ContainerdRestart).await
+}
+
+/// What happens to the pod before its shim is killed.
+#[derive(PartialEq)]
+enum Before {
+    Nothing,
+    CreateAnother,
+    ContainerdRestart,
+}
+
+async fn shim_killed_with(c: &mut Containerd, before: Before) -> Result<()> {
     let pod = c.run_pod("shimkill").await?;
     let id = c
         .run_container(&pod, sh("sleeper", "exec sleep 1000"))
         .await?;
-    let created = match created_too {
+    let created = match before == Before::CreateAnother {
         true => Some(
             c.create_container(&pod, sh("never", "exec sleep 1000"))
                 .await?,
         ),
         false => None,
     };
+    if before == Before::ContainerdRestart {
+        c.kill_containerd().await?;
+        c.respawn().await?;
+    }
     let init = pod.container_init_pid(&id)?;
     let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
     ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
@@ -599,21 +618,7 @@ async fn shim_killed_with(c: &mut Containerd, created_too: bool) -> Result<()> {
     }
     let cs = c.cri.wait_exited(&id, within).await?;
     ensure!(cs.exit_code != 0, "exit code of a killed container: {cs:?}");
-    let deadline = Instant::now() + within;
-    loop {
-        let removed = match c.cri.stop_pod(&pod.id).await {
-            Ok(()) => c.cri.remove_pod(&pod.id).await,
-            Err(e) => Err(e),
-        };
-        match removed {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("StopPodSandbox/RemovePodSandbox after the shim died: {e:#}; again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e.context("RemovePodSandbox after the shim died")),
-        }
-    }
+    remove_pod_retrying(c, &pod, within).await?;
     if !is_podshim(&c.opts.handler) {
         // containerd's runc shim leaves its socket files when it is killed (nothing of containerd
         // removes them): note that, and take them away so the rest is checked.
@@ -626,6 +631,55 @@ async fn shim_killed_with(c: &mut Containerd, created_too: bool) -> Result<()> {
     }
     let ids: Vec<String> = std::iter::once(id).chain(created).collect();
     assert_pod_gone(c, &pod, &ids).await
+}
+
+/// Stop/RemovePodSandbox asked again until they succeed, as kubelet does while containerd
+/// cleans up after a shim.
+async fn remove_pod_retrying(c: &Containerd, pod: &Pod, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let removed = match c.cri.stop_pod(&pod.id).await {
+            Ok(()) => c.cri.remove_pod(&pod.id).await,
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("StopPodSandbox/RemovePodSandbox: {e:#}; again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.context(format!("RemovePodSandbox, asked for {within:?}"))),
+        }
+    }
+}
+
+/// containerd killed inside a pause-less pod's `shim start`, after the shim serves and before
+/// containerd notes which binary it is (`shim-binary-path`): the restarted containerd cannot
+/// load the sandbox (it looks a runtime up by container, and a sandbox is none), calls it
+/// exited and deletes its bundle. Nothing can reach that shim any more: it must stop its pod
+/// and leave once its containers are gone, and Stop/RemovePodSandbox leave nothing.
+/// (Reproduced by removing the file while containerd is down; chaos found it by timing.)
+pub async fn shim_let_go_by_containerd(c: &mut Containerd) -> Result<()> {
+    let pod = c.run_pod("letgo").await?;
+    let id = c
+        .run_container(&pod, sh("sleeper", "exec sleep 1000"))
+        .await?;
+    let bundle = c.sandbox_bundle_dir("k8s.io", &pod.id);
+    c.kill_containerd().await?;
+    std::fs::remove_file(bundle.join("shim-binary-path"))?;
+    c.respawn().await?;
+    let within = Duration::from_secs(20);
+    let deadline = Instant::now() + within;
+    while bundle.exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "containerd kept the sandbox bundle {} it could not load",
+            bundle.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remove_pod_retrying(c, &pod, within).await?;
+    assert_pod_gone(c, &pod, &[id]).await
 }
 
 /// Runc's pods beside the handler's: the pause image is there.
