@@ -4,7 +4,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{ErrorKind, Write},
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
@@ -16,6 +16,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 
 use super::read::{gone, Content};
 use crate::error::{Error, Result};
+use crate::readiness::wait_and_drain;
 
 /// The watchers only run as tasks: fail instead of letting tokio panic outside a runtime.
 fn ensure_runtime() -> Result<()> {
@@ -38,10 +39,11 @@ pub(super) fn watch_v1(
     register_oom_eventfd(memory_dir, eventfd.as_raw_fd())?;
     let eventfd = register(OwnedFd::from(eventfd))?;
     let dir = memory_dir.to_path_buf();
+    let what = format!("OOM watcher for {container_id}");
     tokio::spawn(async move {
         // Each wakeup may sum several notifications in the counter; containerd also
         // reports one.
-        while wait_and_drain(&eventfd, &container_id).await {
+        while wait_and_drain(&eventfd, &what).await {
             if !dir.exists() {
                 return;
             }
@@ -109,10 +111,11 @@ pub(super) fn watch_v2(
     let mut last = oom_kills(dir)?.unwrap_or(0);
     let inotify = register(OwnedFd::from(inotify))?;
     let dir = dir.to_path_buf();
+    let what = format!("OOM watcher for {container_id}");
     tokio::spawn(async move {
         // The events themselves don't matter: the files are reread either way, and once
         // memory.events is gone (IN_IGNORED) rereading it fails, which ends the loop.
-        while wait_and_drain(&inotify, &container_id).await {
+        while wait_and_drain(&inotify, &what).await {
             let step = step(&dir, &mut last);
             for _ in 0..step.kills {
                 if tx.send(container_id.clone()).is_err() {
@@ -129,32 +132,6 @@ pub(super) fn watch_v2(
 
 fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
     crate::sys::register(fd).map_err(Error::io("register with the event loop"))
-}
-
-/// Waits for the descriptor (eventfd or inotify) to be readable and consumes what is
-/// pending; false when it can no longer be waited on.
-async fn wait_and_drain(fd: &AsyncFd<OwnedFd>, container_id: &str) -> bool {
-    // Large enough for a batch of inotify events; an eventfd read takes 8 bytes.
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut ready = match fd.readable().await {
-            Ok(ready) => ready,
-            Err(e) => {
-                log::warn!("OOM watcher for {container_id}: {e}");
-                return false;
-            }
-        };
-        match ready.try_io(|fd| {
-            nix::unistd::read(fd.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)
-        }) {
-            Ok(Ok(_)) => return true,
-            Ok(Err(e)) => {
-                log::warn!("OOM watcher for {container_id}: read: {e}");
-                return false;
-            }
-            Err(_would_block) => continue,
-        }
-    }
 }
 
 struct Step {
