@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     connections::OpenConnections,
     error::{Error, Result},
+    let_go,
     sandbox::{pod_api, SandboxService},
     service::Service,
     sys,
@@ -58,6 +59,11 @@ pub async fn serve(runtime_id: &str, flags: Flags) -> Result<()> {
     let mut service = Service::new(runtime_id, &flags, &mut config).await;
     let task = service.task_service(ttrpc_address);
     let sandbox = Arc::new(SandboxService::new(task.pod()));
+    // The daemon runs in its bundle (containerd starts `start` there).
+    let bundle = std::env::current_dir().map_err(Error::io("read the shim's bundle path"))?;
+    if let Err(e) = let_go::watch(&bundle, sandbox.clone()) {
+        warn!("{e}; the shim leaves only when asked to");
+    }
     let connections = OpenConnections::default();
     let listener = connections
         .listener(listener)

@@ -377,6 +377,15 @@ impl Sandboxes {
     pub async fn shutdown(&self, id: &str) -> Result<()> {
         shut_down(&self.pod, &self.current, id).await
     }
+
+    /// containerd let go of the shim (see let_go.rs): ShutdownSandbox for whatever sandbox it
+    /// serves, or for none.
+    pub async fn let_go(&self) {
+        let id = lock(&self.current).as_ref().map(|s| s.id.clone());
+        if let Err(e) = shut_down(&self.pod, &self.current, id.as_deref().unwrap_or("")).await {
+            warn!("letting go: {e}");
+        }
+    }
 }
 
 async fn shut_down(pod: &Pod, current: &Mutex<Option<Arc<PodSandbox>>>, id: &str) -> Result<()> {

@@ -46,6 +46,11 @@ impl SandboxService {
 }
 
 impl SandboxService {
+    /// containerd let go of the shim: see let_go.rs.
+    pub async fn let_go(&self) {
+        self.sandboxes.let_go().await
+    }
+
     /// In-place pod resize, from podshim-sandboxer (`pod_api`; containerd's own `shim` sandboxer
     /// does not pass it on): the pod cgroup takes the new resources.
     pub async fn update_sandbox(
