@@ -4,7 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -212,16 +212,29 @@ fn shim_socket(bundle: &Path) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path))
 }
 
+/// How long a connection to a live shim stays quiet before `delete` believes it serves.
+const SERVING_QUIET: Duration = Duration::from_millis(200);
+
 /// containerd runs `delete` when its connection to a shim closes, which is not proof that the
 /// shim died; a pod's shim that still accepts on its socket serves other tasks and keeps them.
-/// Anything but a refusal or a missing socket counts as serving.
+/// A connection that stays quiet, or an error other than a refusal or a missing socket, counts
+/// as serving.
 fn still_serving(socket: &Path) -> bool {
+    use std::io::{ErrorKind, Read};
     match std::os::unix::net::UnixStream::connect(socket) {
-        Ok(_) => true,
-        Err(e) => {
-            e.kind() != std::io::ErrorKind::ConnectionRefused
-                && e.kind() != std::io::ErrorKind::NotFound
+        // A connect alone does not tell: the kernel completes it against the listener of a
+        // process being killed until its descriptors are closed, which resets the connection.
+        // A ttrpc server never speaks first, so a live one leaves the connection quiet.
+        Ok(mut conn) => {
+            let quiet = conn
+                .set_read_timeout(Some(SERVING_QUIET))
+                .and_then(|()| conn.read(&mut [0u8; 1]));
+            match quiet {
+                Ok(n) => n > 0,
+                Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            }
         }
+        Err(e) => e.kind() != ErrorKind::ConnectionRefused && e.kind() != ErrorKind::NotFound,
     }
 }
 
@@ -255,5 +268,21 @@ mod tests {
         drop(listener);
         assert!(sock.exists());
         assert!(!still_serving(&sock));
+    }
+
+    /// containerd runs `delete` as soon as the killed shim's connection drops, which can be
+    /// before the dying process has closed its listener: the kernel still completes a connect
+    /// then. The connection is reset once the listener closes; that is a dead shim too.
+    #[test]
+    fn a_shim_being_killed_is_not_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let dying = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(listener);
+        });
+        assert!(!still_serving(&sock));
+        dying.join().unwrap();
     }
 }
