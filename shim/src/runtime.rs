@@ -90,6 +90,11 @@ impl RuncCli {
         }
     }
 
+    /// The runtime's state root (with the containerd namespace).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn command(&self, log: Option<&Path>) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root);

@@ -619,18 +619,23 @@ async fn shim_killed_with(c: &mut Containerd, before: Before) -> Result<()> {
     let cs = c.cri.wait_exited(&id, within).await?;
     ensure!(cs.exit_code != 0, "exit code of a killed container: {cs:?}");
     remove_pod_retrying(c, &pod, within).await?;
-    if !is_podshim(&c.opts.handler) {
-        // containerd's runc shim leaves its socket files when it is killed (nothing of containerd
-        // removes them): note that, and take them away so the rest is checked.
-        for s in c.pod_leftovers(&pod, std::slice::from_ref(&id)) {
-            if let Some(path) = s.strip_prefix("shim socket ") {
-                eprintln!("containerd-shim-runc-v2 left its socket {path}");
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
+    take_runc_shim_sockets(c, &pod, &id);
     let ids: Vec<String> = std::iter::once(id).chain(created).collect();
     assert_pod_gone(c, &pod, &ids).await
+}
+
+/// containerd's runc shim leaves its socket files when it is killed (nothing of containerd
+/// removes them): noted, and taken away so the rest is checked.
+fn take_runc_shim_sockets(c: &Containerd, pod: &Pod, id: &str) {
+    if is_podshim(&c.opts.handler) {
+        return;
+    }
+    for s in c.pod_leftovers(pod, &[id.to_string()]) {
+        if let Some(path) = s.strip_prefix("shim socket ") {
+            eprintln!("containerd-shim-runc-v2 left its socket {path}");
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Stop/RemovePodSandbox asked again until they succeed, as kubelet does while containerd
@@ -680,6 +685,102 @@ pub async fn shim_let_go_by_containerd(c: &mut Containerd) -> Result<()> {
     }
     remove_pod_retrying(c, &pod, within).await?;
     assert_pod_gone(c, &pod, &[id]).await
+}
+
+/// The handler's OCI runtime is runc behind a wrapper that, once the case writes `hold` in the
+/// wrapper's directory, holds each `create` until the case lets it go: it writes
+/// `create-started` there and waits for `go`.
+pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration::Options {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("run")
+        .replace("::", "-");
+    let dir = std::path::Path::new(sys::LOCK_DIR)
+        .join("held-create")
+        .join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the held-create directory");
+    let runc = o
+        .oci_runtime
+        .clone()
+        .unwrap_or_else(|| "runc".into())
+        .display()
+        .to_string();
+    let wrapper = dir.join("runc");
+    let d = dir.display();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             for a in \"$@\"; do\n\
+             \x20 if [ \"$a\" = create ] && [ -e {d}/hold ]; then\n\
+             \x20   touch {d}/create-started; i=0\n\
+             \x20   while [ ! -e {d}/go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n\
+             \x20 fi\n\
+             done\n\
+             exec {runc} \"$@\"\n"
+        ),
+    )
+    .expect("write the runtime wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the runtime wrapper");
+    podshim_integration::Options {
+        oci_runtime: Some(wrapper),
+        ..o
+    }
+}
+
+/// The pod's shim SIGKILLed while its OCI runtime's `create` of a container runs, which then
+/// goes on without the shim: containerd's cleanup after the dead shim and Stop/RemovePodSandbox
+/// must leave no process in the pod's cgroup, and nothing else. (Chaos once found a `runc init`
+/// left this way: the create finished after the dead shim's `delete` had listed the runtime's
+/// containers and before containerd removed the container's bundle. That interleaving is not
+/// forced here, where the create runs after containerd removed the bundle and fails; the
+/// `delete` now waits for running `create`s before it lists, see shim/src/sandbox/remains.rs.)
+pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
+    let dir = c
+        .opts
+        .oci_runtime
+        .as_ref()
+        .and_then(|w| w.parent())
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("the case runs with_held_create"))?;
+    let pod = c.run_pod("increate").await?;
+    std::fs::write(dir.join("hold"), "")?;
+    let id = c
+        .create_container(&pod, sh("held", "exec sleep 1000"))
+        .await?;
+    let cri = c.cri.clone();
+    let start = {
+        let id = id.clone();
+        tokio::spawn(async move { cri.start_container(&id).await })
+    };
+    let within = Duration::from_secs(20);
+    let deadline = Instant::now() + within;
+    while !dir.join("create-started").exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "the runtime's create did not start within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
+    ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
+    sys::kill(shims[0], libc::SIGKILL);
+    std::fs::write(dir.join("go"), "")?;
+    let started = start.await?;
+    ensure!(
+        started.is_err(),
+        "StartContainer succeeded although its shim was killed inside create"
+    );
+    // The orphaned create finishes on its own.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    remove_pod_retrying(c, &pod, within).await?;
+    take_runc_shim_sockets(c, &pod, &id);
+    let r = assert_pod_gone(c, &pod, &[id]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 /// Runc's pods beside the handler's: the pause image is there.

@@ -126,7 +126,11 @@ e2e!(lifecycle::pod_cleanup);
 e2e!(lifecycle::shim_killed);
 e2e!(lifecycle::shim_killed_beside_a_created_container);
 e2e!(lifecycle::shim_killed_after_containerd_restart);
-e2e!(lifecycle::shim_let_go_by_containerd [podshim_pauseless]);
+e2e!(lifecycle::shim_let_go_by_containerd[podshim_pauseless]);
+e2e!(
+    lifecycle::shim_killed_inside_create,
+    super::lifecycle::with_held_create
+);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
 e2e!(restart::containerd_restart_backlog[podshim]);
