@@ -1049,6 +1049,13 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
         }
         for l in c.pod_leftovers(pod, &ctrs) {
             rep.leaks.push(format!("pod {} ({}): {l}", p.name, pod.id));
+            let named = ctrs
+                .iter()
+                .chain([&pod.id])
+                .find(|id| l.contains(id.as_str()));
+            if let Some(id) = named {
+                rep.leaks.extend(log_evidence(&containerd_log, id));
+            }
         }
     }
     // podshim-sandboxer goes as systemd stops it, its idle pool with it; then nothing of this
@@ -1079,6 +1086,17 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
         }
     }
     std::mem::take(rep)
+}
+
+/// containerd's warnings and errors about `id`, to read beside what it left: the first few,
+/// each cut to a readable length.
+fn log_evidence(containerd_log: &str, id: &str) -> Vec<String> {
+    containerd_log
+        .lines()
+        .filter(|l| l.contains(id) && (l.contains("level=error") || l.contains("level=warning")))
+        .take(6)
+        .map(|l| format!("  containerd: {}", l.chars().take(400).collect::<String>()))
+        .collect()
 }
 
 /// Every handler in turn; the reports in order.
