@@ -65,10 +65,21 @@ pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
             let pids = if init.status() == ProcessStatus::Stopped || init.is_reaped() {
                 vec![init.pid()]
             } else {
-                pod.runtime
+                let listed = pod
+                    .runtime
                     .ps(&req.id)
                     .await
-                    .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?
+                    .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?;
+                if listed.is_empty() {
+                    // containerd's loader takes this answer for a leaked shim and deletes the task.
+                    log::warn!(
+                        "Pids of {}: the runtime lists no process while init {} is {:?}",
+                        req.id,
+                        init.pid(),
+                        init.status()
+                    );
+                }
+                listed
             };
             (pids, container.exec_processes())
         }
