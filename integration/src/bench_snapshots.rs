@@ -4,6 +4,12 @@
 //! gRPC hop), samples interleaved (A B, then B A) so machine noise shifts both alike. Nothing
 //! here asserts a figure.
 //!
+//! Prepare+Mounts and Commit are also timed on podshim-snapshotter's own socket, without
+//! containerd (the `direct` series, interleaved with the other two): a second daemon of the same
+//! binary, root beside the first, that containerd does not know (containerd's garbage collector
+//! removes from a proxy snapshotter every snapshot its metadata does not name). What containerd's
+//! metadata layer and the proxy hop add is the difference, median for median and p99 for p99.
+//!
 //! * Prepare+Mounts: `Prepare(key, parent)` on a committed one-layer parent, then `Mounts(key)`.
 //! * Commit: of an active snapshot holding 10 files of 4 KiB (both walk the upper dir once).
 //! * Unpack: `ctr images import --local --snapshotter S` of a multi-layer image whose content is
@@ -30,11 +36,13 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::types::Mount;
 
-use crate::snapshotter::{labels, Snapshots, SNAPSHOTTER};
+use crate::snapshotter::{labels, Daemon, Snapshots, SNAPSHOTTER};
 use crate::stats::{fmt_num, median, quantile, sorted};
 use crate::{images, Containerd};
 
 pub const BUILTIN: &str = "overlayfs";
+/// podshim-snapshotter called on its own socket, not through containerd.
+pub const DIRECT: &str = "direct";
 /// The daemon's `--usage-refresh` for the benchmark: short, so its cache catches up with the
 /// files within the run (the shipped default is 60 s, which only makes its answers staler, not
 /// slower).
@@ -144,6 +152,12 @@ fn order(i: usize) -> [&'static str; 2] {
     } else {
         [SNAPSHOTTER, BUILTIN]
     }
+}
+
+/// Both snapshotters and the direct series, each first in turn.
+fn order3(i: usize) -> [&'static str; 3] {
+    let all = [BUILTIN, SNAPSHOTTER, DIRECT];
+    [all[i % 3], all[(i + 1) % 3], all[(i + 2) % 3]]
 }
 
 fn gc_root() -> std::collections::HashMap<String, String> {
@@ -263,8 +277,16 @@ fn write_files(dir: &Path, n: usize, size: usize) -> Result<()> {
 
 /// Runs every figure on `c`, whose config must register podshim-snapshotter (any `SnapshotterUse` but `Off`).
 pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Result<Report> {
-    c.snapshotter_daemon()?;
-    let api: BTreeMap<&str, Api> = [BUILTIN, SNAPSHOTTER]
+    let daemon = c.snapshotter_daemon()?;
+    let direct = Daemon::start_bin(
+        daemon.bin.clone(),
+        &c.dir.join("podsnap-direct"),
+        &c.dir.join("podsnap-direct.sock"),
+        daemon.usage_refresh_secs,
+        false,
+    )
+    .await?;
+    let mut api: BTreeMap<&str, Api> = [BUILTIN, SNAPSHOTTER]
         .into_iter()
         .map(|n| {
             Ok((
@@ -275,6 +297,12 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
             ))
         })
         .collect::<Result<_>>()?;
+    api.insert(
+        DIRECT,
+        Api {
+            s: Snapshots::connect(&direct.sock, SNAPSHOTTER, NS)?,
+        },
+    );
     let mut r = Report::default();
     let run_id = crate::pod::rand_u64() % 1_000_000;
 
@@ -292,7 +320,7 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
         s.prepare_iterations
     ));
     for i in 0..s.prepare_iterations {
-        for name in order(i) {
+        for name in order3(i) {
             let a = &api[name];
             let key = format!("pm-{run_id}-{i}");
             let t = Instant::now();
@@ -305,7 +333,7 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
 
     progress(&format!("snapshotter: Commit x{}", s.commit_iterations));
     for i in 0..s.commit_iterations {
-        for name in order(i) {
+        for name in order3(i) {
             let a = &api[name];
             let key = format!("ca-{run_id}-{i}");
             let committed = format!("cc-{run_id}-{i}");
@@ -363,8 +391,8 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
         s.usage_calls
     ));
     let key = format!("usage-{run_id}");
-    for (name, a) in &api {
-        let m = a.prepare(&key, &base).await?;
+    for name in [BUILTIN, SNAPSHOTTER] {
+        let m = api[name].prepare(&key, &base).await?;
         let dir = upper_dir(&m)?;
         tokio::task::spawn_blocking(move || write_files(&dir, n, 0))
             .await?
@@ -396,8 +424,10 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
             }
         }
     }
-    for a in api.values() {
-        a.remove(&key).await?;
+    for (name, a) in &api {
+        if *name != DIRECT {
+            a.remove(&key).await?;
+        }
         a.remove(&base).await?;
     }
     r.notes.push(format!(
@@ -499,11 +529,15 @@ fn ctr(c: &Containerd, ns: &str, args: &[&str], archive: Option<&Path>) -> Resul
 const P99_FROM: usize = 100;
 
 /// The figures as a Markdown table: medians (and p99 where there are enough samples), sample
-/// counts, podshim-snapshotter/overlayfs ratios.
+/// counts, podshim-snapshotter/overlayfs ratios, and the direct series where there is one.
 pub fn markdown(r: &Report) -> String {
     let mut s = String::new();
-    s.push_str("| figure | unit | n | overlayfs (built-in) | podshim-snapshotter | podshim-snapshotter/overlayfs |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|\n");
+    s.push_str("| figure | unit | n | overlayfs (built-in) | podshim-snapshotter | podshim-snapshotter/overlayfs | podshim-snapshotter without containerd |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    let direct = |v: f64| match v.is_nan() {
+        true => "–".to_string(),
+        false => fmt_num(v),
+    };
     let ratio = |a: f64, b: f64| match a > 0.0 && !b.is_nan() {
         true => format!("{:.3}", b / a),
         false => "–".into(),
@@ -512,12 +546,13 @@ pub fn markdown(r: &Report) -> String {
         let n = f.samples.values().map(Vec::len).max().unwrap_or(0);
         let (a, b) = (r.median(&f.name, BUILTIN), r.median(&f.name, SNAPSHOTTER));
         s.push_str(&format!(
-            "| {} | {} (median) | {n} | {} | {} | {} |\n",
+            "| {} | {} (median) | {n} | {} | {} | {} | {} |\n",
             f.name,
             f.unit,
             fmt_num(a),
             fmt_num(b),
-            ratio(a, b)
+            ratio(a, b),
+            direct(r.median(&f.name, DIRECT))
         ));
         if n >= P99_FROM {
             let p99 = |k: &str| {
@@ -527,12 +562,13 @@ pub fn markdown(r: &Report) -> String {
             };
             let (a, b) = (p99(BUILTIN), p99(SNAPSHOTTER));
             s.push_str(&format!(
-                "| {} | {} (p99) | {n} | {} | {} | {} |\n",
+                "| {} | {} (p99) | {n} | {} | {} | {} | {} |\n",
                 f.name,
                 f.unit,
                 fmt_num(a),
                 fmt_num(b),
-                ratio(a, b)
+                ratio(a, b),
+                direct(p99(DIRECT))
             ));
         }
     }
@@ -554,6 +590,7 @@ pub fn json(r: &Report) -> serde_json::Value {
                 "median": {
                     BUILTIN: r.median(&f.name, BUILTIN),
                     SNAPSHOTTER: r.median(&f.name, SNAPSHOTTER),
+                    DIRECT: r.median(&f.name, DIRECT),
                 },
                 "samples": f.samples,
             })
