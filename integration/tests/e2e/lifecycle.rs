@@ -691,10 +691,15 @@ pub async fn shim_let_go_by_containerd(c: &mut Containerd) -> Result<()> {
 /// wrapper's directory, holds each `create` until the case lets it go: it writes
 /// `create-started` there and waits for `go`.
 pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration::Options {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("run")
-        .replace("::", "-");
+    // Releases run side by side, each a process of its own, with the same case names.
+    let test = format!(
+        "{}-{}",
+        std::thread::current()
+            .name()
+            .unwrap_or("run")
+            .replace("::", "-"),
+        std::process::id()
+    );
     let dir = std::path::Path::new(sys::LOCK_DIR)
         .join("held-create")
         .join(test);
