@@ -95,8 +95,12 @@ impl RuncCli {
         &self.root
     }
 
+    /// Every runtime command dies with the shim: a `create` that went on without it would make
+    /// a container nobody manages, in a bundle containerd is removing (runc makes its mount
+    /// points in the bare rootfs directory, and the bundle then cannot be removed).
     fn command(&self, log: Option<&Path>) -> Command {
         let mut cmd = Command::new(&self.binary);
+        crate::sys::kill_with_parent(&mut cmd);
         cmd.arg("--root").arg(&self.root);
         if let Some(log) = log {
             cmd.arg("--log").arg(log).args(["--log-format", "json"]);

@@ -34,6 +34,34 @@ pub fn set_window_size(fd: BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<(
     Ok(())
 }
 
+/// Has `cmd`'s process killed (SIGKILL) when this process dies. Parent death is the death of
+/// the thread that forked; the serving shim runs its runtime commands from its one thread.
+pub fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl, getppid
+    // and _exit, which are async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died before the prctl: nothing would signal us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Takes ownership of a descriptor the kernel just installed in this process (SCM_RIGHTS).
 pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: recvmsg created this descriptor for us; nothing else refers to it, so exactly one
