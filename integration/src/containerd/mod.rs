@@ -534,10 +534,7 @@ impl Containerd {
         let _ = fs::create_dir_all(&d);
         let name = format!(
             "{}-{}.log",
-            std::thread::current()
-                .name()
-                .unwrap_or("run")
-                .replace("::", "-"),
+            case_name(),
             self.dir.file_name().unwrap().to_string_lossy()
         );
         d.join(name)
@@ -587,6 +584,15 @@ impl Containerd {
     pub fn shim_socket_path(&self, ns: &str, id: &str) -> PathBuf {
         shim_socket_path(&self.sock, ns, id)
     }
+}
+
+/// The running test's name as a file name (`case::handler` → `case-handler`): test threads are
+/// named after their test; anything else is `run`.
+pub fn case_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("run")
+        .replace("::", "-")
 }
 
 impl Drop for Containerd {

@@ -694,10 +694,7 @@ pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration:
     // Releases run side by side, each a process of its own, with the same case names.
     let test = format!(
         "{}-{}",
-        std::thread::current()
-            .name()
-            .unwrap_or("run")
-            .replace("::", "-"),
+        podshim_integration::containerd::case_name(),
         std::process::id()
     );
     let dir = std::path::Path::new(sys::LOCK_DIR)
