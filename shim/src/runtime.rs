@@ -90,11 +90,6 @@ impl RuncCli {
         }
     }
 
-    /// The runtime's state root (with the containerd namespace).
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Every runtime command dies with the shim: a `create` that went on without it would make
     /// a container nobody manages, in a bundle containerd is removing (runc makes its mount
     /// points in the bare rootfs directory, and the bundle then cannot be removed).

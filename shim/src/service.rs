@@ -28,7 +28,7 @@ use crate::{
     sandbox::{
         files::{PodFiles, Record},
         holder::kill_orphan,
-        remains::{delete_pod_containers, wait_for_creates},
+        remains::delete_pod_containers,
     },
     task::TaskService,
 };
@@ -89,7 +89,6 @@ impl Shim for Service {
             Config::default()
         });
         let runtime = runtime_for(&config, &self.namespace);
-        wait_for_creates(&runtime);
         if let Err(e) = runtime.force_delete_blocking(&self.id) {
             warn!("delete {}: {e}", self.id);
         }

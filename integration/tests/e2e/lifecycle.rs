@@ -733,13 +733,11 @@ pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration:
     }
 }
 
-/// The pod's shim SIGKILLed while its OCI runtime's `create` of a container runs, which then
-/// goes on without the shim: containerd's cleanup after the dead shim and Stop/RemovePodSandbox
-/// must leave no process in the pod's cgroup, and nothing else. (Chaos once found a `runc init`
-/// left this way: the create finished after the dead shim's `delete` had listed the runtime's
-/// containers and before containerd removed the container's bundle. That interleaving is not
-/// forced here, where the create runs after containerd removed the bundle and fails; the
-/// `delete` now waits for running `create`s before it lists, see shim/src/sandbox/remains.rs.)
+/// The pod's shim SIGKILLed while its OCI runtime's `create` of a container runs: containerd's
+/// cleanup after the dead shim and Stop/RemovePodSandbox must leave no process in the pod's
+/// cgroup, no bundle, and nothing else. A create that went on without the shim left a `runc init`
+/// (chaos) or, once containerd had unmounted the rootfs, a bundle that cannot be removed (this
+/// case on 2.2.7); runtime commands now die with the shim (`sys::kill_with_parent`).
 pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
     let dir = c
         .opts
@@ -776,7 +774,7 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
         started.is_err(),
         "StartContainer succeeded although its shim was killed inside create"
     );
-    // The orphaned create finishes on its own.
+    // Time for a create that outlived the shim to finish, were there one.
     tokio::time::sleep(Duration::from_secs(2)).await;
     remove_pod_retrying(c, &pod, within).await?;
     take_runc_shim_sockets(c, &pod, &id);

@@ -247,10 +247,10 @@ pub async fn exit_while_containerd_down(c: &mut Containerd) -> Result<()> {
     Ok(())
 }
 
-/// containerd killed right after StartContainer returned, while the pod's second container
-/// starts (chaos saw containerd's loader, back, take such a running container's task for a
-/// leaked shim and delete it): after the restart the first container still runs, as CRI reports
-/// it, and keeps writing to its log.
+/// containerd stopped (SIGTERM, as `kill_containerd` does) right after StartContainer returned,
+/// while the pod's second container starts (chaos saw containerd's loader, back, take such a
+/// running container's task for a leaked shim and delete it): after the restart the first
+/// container still runs, as CRI reports it, and keeps writing to its log.
 pub async fn containerd_killed_right_after_start(c: &mut Containerd) -> Result<()> {
     for round in 0..5 {
         let pod = c.run_pod(&format!("fresh{round}")).await?;
