@@ -523,7 +523,14 @@ fn class_of(p: &PodRec, c: &CtrRec, handler: &str, exit_seen: bool) -> Option<Cl
 }
 
 /// The shims serving a pod: parents of the processes in its cgroup, and shims named after it.
+/// A `shim delete` run is not one: containerd runs it to clean up after a dead shim, and killing
+/// it leaves that pod's bundle and cgroup until containerd restarts, whatever the shim (runc's
+/// too): a fault of containerd's cleanup, not of a pod's server.
 fn pod_shims(pod: &Pod, shims: &[sys::Proc]) -> BTreeSet<i32> {
+    let shims: Vec<&sys::Proc> = shims
+        .iter()
+        .filter(|p| p.cmdline.last().map(String::as_str) != Some("delete"))
+        .collect();
     let pids: BTreeSet<i32> = shims.iter().map(|p| p.pid).collect();
     let mut v: BTreeSet<i32> = sys::cgroup_pids(&pod.cgroup_parent)
         .into_iter()

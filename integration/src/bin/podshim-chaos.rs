@@ -92,23 +92,7 @@ async fn run() -> Result<bool> {
         "\n## Containers per class (complete: exactly lines 1..N; the others: a gap-free prefix)\n\n{}",
         chaos::classes_table(&reports)
     );
-    let mut ok = true;
-    for r in &reports {
-        if !r.leaks.is_empty() {
-            ok = false;
-            println!("\n## {}: leaks\n", r.handler);
-            for l in &r.leaks {
-                println!("- {l}");
-            }
-        }
-        if !r.violations.is_empty() {
-            ok = false;
-            println!("\n## {}: violations\n", r.handler);
-            for v in &r.violations {
-                println!("- {v}");
-            }
-        }
-    }
+    // What is tolerated first, faults last: CI shows a long report's head and tail only.
     for r in &reports {
         if !r.known.is_empty() {
             println!(
@@ -124,8 +108,27 @@ async fn run() -> Result<bool> {
         "\n## Long-lived processes (margins: fds +{FD_MARGIN}, RSS +{RSS_MARGIN_PCT}%)\n\n{}",
         chaos::usage_table(&reports)
     );
+    let mut ok = true;
+    for r in &reports {
+        if !r.leaks.is_empty() {
+            ok = false;
+            println!("\n## {}: leaks\n", r.handler);
+            for l in &r.leaks {
+                println!("- {l}");
+            }
+        }
+    }
+    for r in &reports {
+        if !r.violations.is_empty() {
+            ok = false;
+            println!("\n## {}: violations\n", r.handler);
+            for v in &r.violations {
+                println!("- {v}");
+            }
+        }
+    }
     println!(
-        "## Summary (seed {})\n\n{}",
+        "\n## Summary (seed {})\n\n{}",
         cfg.seed,
         chaos::table(&reports)
     );
