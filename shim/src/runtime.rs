@@ -295,6 +295,21 @@ async fn collect(mut child: std::process::Child, input: Option<&[u8]>) -> std::i
     })
 }
 
+/// `ps`'s answer: the pids, NotFound for a container the runtime does not know (containerd's
+/// loader cleans up after a task whose `Pids` says so, and on 2.3 keeps it on any other
+/// error), or the runtime's message. runc prints `null` for an empty list.
+fn ps_answer(id: &str, out: &Output, fail: impl FnOnce(String) -> Error) -> Result<Vec<u32>> {
+    if out.status != 0 {
+        if is_not_exist(&out.stderr) {
+            return Err(Error::NotFound(format!("container {id} does not exist")));
+        }
+        return Err(fail(runtime_message(&out.stderr, out.status)));
+    }
+    let pids: Option<Vec<u32>> =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("unreadable output: {e}")))?;
+    Ok(pids.unwrap_or_default())
+}
+
 /// runc prints `null` for an empty root.
 fn parse_list(stdout: &[u8]) -> std::result::Result<Vec<ListedContainer>, String> {
     let listed: Option<Vec<ListedContainer>> =
@@ -457,11 +472,9 @@ impl OciRuntime for RuncCli {
 
     async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         let out = self
-            .run_ok("ps", &os(&["ps", "--format", "json", id]), None)
+            .run("ps", &os(&["ps", "--format", "json", id]), None)
             .await?;
-        let pids: Option<Vec<u32>> = serde_json::from_slice(&out)
-            .map_err(|e| self.fail("ps", format!("unreadable output: {e}")))?;
-        Ok(pids.unwrap_or_default())
+        ps_answer(id, &out, |m| self.fail("ps", m))
     }
 
     async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()> {
@@ -606,5 +619,28 @@ mod tests {
         assert_eq!(runtime_message(err, 1), "container \"x\" does not exist");
         assert_eq!(runtime_message(b"plain failure\n", 1), "plain failure");
         assert!(is_not_exist(err));
+    }
+
+    /// containerd's loader cleans up after a task whose `Pids` answers NotFound and (2.3) keeps
+    /// it on any other error: `ps` tells "does not know the container" from "could not tell".
+    #[test]
+    fn ps_tells_an_unknown_container_from_a_failure() {
+        let answer = |status: u32, stdout: &[u8], stderr: &[u8]| {
+            let out = Output {
+                stdout: stdout.to_vec(),
+                stderr: stderr.to_vec(),
+                status,
+            };
+            ps_answer("c1", &out, Error::Other)
+        };
+        let unknown = br#"level=error msg="container \"c1\" does not exist""#;
+        assert!(matches!(answer(1, b"", unknown), Err(Error::NotFound(_))));
+        assert!(matches!(
+            answer(1, b"", b"resource temporarily unavailable"),
+            Err(Error::Other(m)) if m == "resource temporarily unavailable"
+        ));
+        assert_eq!(answer(0, b"[7,8]\n", b"").unwrap(), [7, 8]);
+        assert!(answer(0, b"null\n", b"").unwrap().is_empty());
+        assert!(matches!(answer(0, b"oops", b""), Err(Error::Other(_))));
     }
 }

@@ -816,6 +816,38 @@ async fn a_reaped_init_not_yet_stopped_answers_pids_with_its_pid() {
     assert_eq!(h.pids("c1").await.unwrap(), [pid]);
 }
 
+/// containerd's loader deletes the task of a shim whose `Pids` fails or lists nothing, whatever
+/// the error (2.1's `len(pInfo) == 0 || NotFound`). The OCI runtime's `ps` failing or listing
+/// nothing (runc's state or cgroup read under load) must not cost a live container its task:
+/// the shim answers with the init it has not reaped, created or running. A container the
+/// runtime does not know answers NotFound.
+#[tokio::test(flavor = "current_thread")]
+async fn a_live_container_answers_pids_with_its_init_whatever_ps_says() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let created = h.create("c1").await;
+    assert_eq!(h.pids("c1").await.unwrap(), [created]);
+    let running = h.create("c2").await;
+    h.start("c2", "").await.unwrap();
+    assert_eq!(h.pids("c2").await.unwrap(), [running]);
+
+    let h = Harness::new(ScriptedRuntime {
+        fail_ps: Some("state.json: resource temporarily unavailable".into()),
+        ..ScriptedRuntime::working()
+    });
+    let running = h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    assert_eq!(h.pids("c1").await.unwrap(), [running]);
+
+    // A container the runtime does not know: containerd is to clean up after it.
+    let h = Harness::new(ScriptedRuntime {
+        ps_unknown: true,
+        ..ScriptedRuntime::working()
+    });
+    h.create("c1").await;
+    h.start("c1", "").await.unwrap();
+    refused(h.pids("c1").await, Code::NOT_FOUND, "c1 does not exist");
+}
+
 /// ttrpc drops a request's handler when containerd's connection goes (containerd killed or
 /// restarted): an operation under way still completes, so that the container it concerns is
 /// neither forgotten half-made nor stuck in Starting. containerd, back, finds it as it is.

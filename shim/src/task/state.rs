@@ -50,12 +50,13 @@ pub fn state(pod: &Arc<Pod>, req: &StateRequest) -> Result<StateResponse> {
 }
 
 /// A container's processes, or a pause-less sandbox's one process. containerd, back after a
-/// restart, takes NotFound or an empty list for a leaked shim (containerd#6860; 2.3.4 asks for the
-/// sandbox id too) and deletes the task before CRI looks at it, its exit and kept output lost
-/// and its shim never told to go. So a container whose init was reaped (its exit is reported
-/// once its output was handed over) answers with its init's pid, Stopped or not yet. A
-/// container the OCI runtime does not know (its `runc create` died with a killed shim) answers
-/// what `ps` says, so that containerd cleans up after it.
+/// restart, takes a failed or empty answer for a leaked shim (containerd#6860: 2.1 deletes on
+/// `len == 0 || NotFound`; 2.3.4 asks for the sandbox id too) and deletes the task before CRI
+/// looks at it, its exit and kept output lost and its shim never told to go. So a container
+/// whose init the shim has not reaped answers at least that init's pid, whatever the OCI
+/// runtime's `ps` says short of not knowing the container; a reaped init (its exit is reported
+/// once its output was handed over) answers with its pid, Stopped or not yet. A container the
+/// OCI runtime does not know answers NotFound, so that containerd cleans up after it.
 pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
     let (pids, execs) = match pod.sandbox_process(&req.id) {
         Some(pid) => (vec![pid], Vec::new()),
@@ -65,21 +66,20 @@ pub async fn pids(pod: &Arc<Pod>, req: &PidsRequest) -> Result<PidsResponse> {
             let pids = if init.status() == ProcessStatus::Stopped || init.is_reaped() {
                 vec![init.pid()]
             } else {
-                let listed = pod
-                    .runtime
-                    .ps(&req.id)
-                    .await
-                    .map_err(|e| Error::Other(format!("processes of {}: {e}", req.id)))?;
-                if listed.is_empty() {
-                    // containerd's loader takes this answer for a leaked shim and deletes the task.
-                    log::warn!(
-                        "Pids of {}: the runtime lists no process while init {} is {:?}",
-                        req.id,
-                        init.pid(),
-                        init.status()
-                    );
+                match pod.runtime.ps(&req.id).await {
+                    Err(e @ Error::NotFound(_)) => return Err(e),
+                    Ok(listed) if !listed.is_empty() || init.pid() == 0 => listed,
+                    other => {
+                        log::warn!(
+                            "Pids of {}: the runtime answered {:?} while init {} is {:?}; answering with init",
+                            req.id,
+                            other.map_err(|e| e.to_string()),
+                            init.pid(),
+                            init.status()
+                        );
+                        vec![init.pid()]
+                    }
                 }
-                listed
             };
             (pids, container.exec_processes())
         }

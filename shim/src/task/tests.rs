@@ -42,6 +42,10 @@ pub(super) struct ScriptedRuntime {
     pub exec_pid: Mutex<Option<u32>>,
     /// What `ps` lists.
     pub ps: Mutex<Vec<u32>>,
+    /// When set, `ps` fails with this message.
+    pub fail_ps: Option<String>,
+    /// `ps` says it does not know the container.
+    pub ps_unknown: bool,
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -167,7 +171,17 @@ impl OciRuntime for ScriptedRuntime {
     }
     async fn ps(&self, id: &str) -> Result<Vec<u32>> {
         self.record(format!("ps {id}"));
-        Ok(self.ps.lock().unwrap().clone())
+        if self.ps_unknown {
+            return Err(Error::NotFound(format!("container {id} does not exist")));
+        }
+        match &self.fail_ps {
+            Some(msg) => Err(Error::Runtime {
+                binary: "runc".into(),
+                command: "ps",
+                message: msg.clone(),
+            }),
+            None => Ok(self.ps.lock().unwrap().clone()),
+        }
     }
     async fn checkpoint(&self, opts: CheckpointOpts<'_>) -> Result<()> {
         self.record(format!(
