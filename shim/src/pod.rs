@@ -10,7 +10,7 @@ use std::{
 
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::events::task::TaskOOM;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::{
     config::Config,
@@ -37,6 +37,8 @@ pub struct Pod {
     pub exits: Arc<dyn Exits>,
     pub events: Events,
     containers: Mutex<HashMap<String, Entry>>,
+    /// Woken whenever a Create in flight ends, made or not.
+    created: Notify,
     exit: Arc<ExitSignal>,
     shutdown_requested: AtomicBool,
     /// A sandbox served over the Sandbox API keeps the shim alive until ShutdownSandbox.
@@ -62,6 +64,7 @@ impl Reservation<'_> {
         self.pod
             .lock()
             .insert(self.id.clone(), Entry::Ready(container));
+        self.pod.created.notify_waiters();
     }
 }
 
@@ -69,6 +72,7 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.committed {
             self.pod.lock().remove(&self.id);
+            self.pod.created.notify_waiters();
         }
     }
 }
@@ -100,6 +104,7 @@ impl Pod {
             exits,
             events,
             containers: Mutex::new(HashMap::new()),
+            created: Notify::new(),
             exit,
             shutdown_requested: AtomicBool::new(false),
             sandbox_held: AtomicBool::new(false),
@@ -150,6 +155,30 @@ impl Pod {
             ))),
             None => Err(Error::NotFound(format!("container {id} does not exist"))),
         }
+    }
+
+    /// Container `id` once a Create of it in flight has ended, made or not (NotFound then).
+    /// containerd deletes a task whose CreateTask failed and then removes its bundle: waiting
+    /// keeps that removal behind the OCI runtime's create. Bounded by the caller's deadline,
+    /// and by `within`.
+    pub async fn settled_container(
+        &self,
+        id: &str,
+        within: std::time::Duration,
+    ) -> Result<Arc<Container>> {
+        let wait = async {
+            loop {
+                let created = self.created.notified();
+                tokio::pin!(created);
+                created.as_mut().enable();
+                if !matches!(self.lock().get(id), Some(Entry::Creating)) {
+                    return;
+                }
+                created.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, wait).await;
+        self.container(id)
     }
 
     pub fn containers(&self) -> Vec<Arc<Container>> {

@@ -739,13 +739,7 @@ pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration:
 /// (chaos) or, once containerd had unmounted the rootfs, a bundle that cannot be removed (this
 /// case on 2.2.7); runtime commands now die with the shim (`sys::kill_with_parent`).
 pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
-    let dir = c
-        .opts
-        .oci_runtime
-        .as_ref()
-        .and_then(|w| w.parent())
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("the case runs with_held_create"))?;
+    let dir = held_create_dir(c)?;
     let pod = c.run_pod("increate").await?;
     std::fs::write(dir.join("hold"), "")?;
     let id = c
@@ -757,14 +751,7 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
         tokio::spawn(async move { cri.start_container(&id).await })
     };
     let within = Duration::from_secs(20);
-    let deadline = Instant::now() + within;
-    while !dir.join("create-started").exists() {
-        ensure!(
-            Instant::now() < deadline,
-            "the runtime's create did not start within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_file(&dir.join("create-started"), within).await?;
     let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
     ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
     sys::kill(shims[0], libc::SIGKILL);
@@ -781,6 +768,71 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
     let r = assert_pod_gone(c, &pod, &[id]).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
+}
+
+/// containerd stopped (SIGTERM) while the OCI runtime's `create` of a container runs: its
+/// failed CreateTask asks the shim to delete the task and then removes the bundle, rootfs
+/// mount first. A delete refused as "still being created" let that happen under the running
+/// create: runc made its mount points in the bare rootfs directory, the bundle could never be
+/// removed, and a `runc init` could be left. After containerd is back the pod must go and leave
+/// nothing.
+pub async fn containerd_stopped_inside_create(c: &mut Containerd) -> Result<()> {
+    let dir = held_create_dir(c)?;
+    let pod = c.run_pod("stopincreate").await?;
+    std::fs::write(dir.join("hold"), "")?;
+    let id = c
+        .create_container(&pod, sh("held", "exec sleep 1000"))
+        .await?;
+    let cri = c.cri.clone();
+    let start = {
+        let id = id.clone();
+        tokio::spawn(async move { cri.start_container(&id).await })
+    };
+    let within = Duration::from_secs(20);
+    wait_for_file(&dir.join("create-started"), within).await?;
+    // containerd's stop waits for nothing: the held create goes on while it goes.
+    let release = {
+        let go = dir.join("go");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            std::fs::write(go, "")
+        })
+    };
+    c.kill_containerd().await?;
+    release.await??;
+    let _ = start.await;
+    std::fs::remove_file(dir.join("hold"))?;
+    // Time for the create to finish before containerd is back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.respawn().await?;
+    remove_pod_retrying(c, &pod, within).await?;
+    take_runc_shim_sockets(c, &pod, &id);
+    let r = assert_pod_gone(c, &pod, &[id]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// The wrapper directory of a case run [`with_held_create`].
+fn held_create_dir(c: &Containerd) -> Result<std::path::PathBuf> {
+    c.opts
+        .oci_runtime
+        .as_ref()
+        .and_then(|w| w.parent())
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("the case runs with_held_create"))
+}
+
+async fn wait_for_file(path: &std::path::Path, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while !path.exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {within:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Runc's pods beside the handler's: the pause image is there.

@@ -131,6 +131,10 @@ e2e!(
     lifecycle::shim_killed_inside_create,
     super::lifecycle::with_held_create
 );
+e2e!(
+    lifecycle::containerd_stopped_inside_create,
+    super::lifecycle::with_held_create
+);
 e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
 e2e!(restart::containerd_restart_backlog[podshim]);

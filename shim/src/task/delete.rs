@@ -17,8 +17,12 @@ use crate::{
 /// After a forced delete of a never-started init, how long to wait for the reaper to see it go.
 const KILLED_EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a Delete waits for a Create of the same container in flight (containerd's own
+/// cleanup gives up after 5 s; runc's create takes well under a second).
+const CREATE_WAIT: Duration = Duration::from_secs(10);
+
 pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteResponse> {
-    let container = pod.container(&req.id)?;
+    let container = pod.settled_container(&req.id, CREATE_WAIT).await?;
     if !req.exec_id.is_empty() {
         let process = container.process(&req.exec_id)?;
         process.apply(Transition::Delete)?;

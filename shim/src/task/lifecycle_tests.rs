@@ -848,6 +848,69 @@ async fn a_live_container_answers_pids_with_its_init_whatever_ps_says() {
     refused(h.pids("c1").await, Code::NOT_FOUND, "c1 does not exist");
 }
 
+/// containerd's failed CreateTask (its caller gone: containerd stopping) deletes the task and
+/// then removes the bundle, rootfs mount first. A Delete that arrives while the OCI runtime's
+/// create runs waits for it and deletes what it made; refused, it let containerd unmount the
+/// rootfs under the create, and runc made its mount points in the bare directory.
+#[tokio::test(flavor = "current_thread")]
+async fn a_delete_during_create_waits_for_it_and_deletes_the_container() {
+    let h = Harness::new(ScriptedRuntime {
+        create_gate: Some(Semaphore::new(0)),
+        ..ScriptedRuntime::working()
+    });
+    let svc = h.svc.clone();
+    let req = create_req("c1", h.bundle.clone());
+    let creating = tokio::spawn(async move { svc.create(&ctx(), req).await });
+    settle().await;
+    let svc = h.svc.clone();
+    let req = DeleteRequest {
+        id: "c1".into(),
+        ..Default::default()
+    };
+    let deleting = tokio::spawn(async move { svc.delete(&ctx(), req).await });
+    settle().await;
+    assert!(
+        !deleting.is_finished(),
+        "Delete did not wait for the create"
+    );
+    // The never-started init dies with the forced delete.
+    h.exits.exit_early(5_000_000, 137);
+    h.runtime.create_gate.as_ref().unwrap().add_permits(1);
+    let pid = creating.await.unwrap().unwrap().pid;
+    let deleted = deleting.await.unwrap().unwrap();
+    assert_eq!((deleted.pid, deleted.exit_status), (pid, 137));
+    assert!(h.runtime.calls().contains(&"delete c1 true".to_string()));
+    refused(h.pids("c1").await, Code::NOT_FOUND, "c1");
+}
+
+/// A Delete during a create that fails answers NotFound once the create has failed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_delete_during_a_failing_create_answers_not_found() {
+    let h = Harness::new(ScriptedRuntime {
+        create_gate: Some(Semaphore::new(0)),
+        fail_create: Some("no".into()),
+        ..ScriptedRuntime::working()
+    });
+    let svc = h.svc.clone();
+    let req = create_req("c1", h.bundle.clone());
+    let creating = tokio::spawn(async move { svc.create(&ctx(), req).await });
+    settle().await;
+    let deleting = tokio::spawn({
+        let svc = h.svc.clone();
+        async move {
+            let req = DeleteRequest {
+                id: "c1".into(),
+                ..Default::default()
+            };
+            svc.delete(&ctx(), req).await
+        }
+    });
+    settle().await;
+    h.runtime.create_gate.as_ref().unwrap().add_permits(1);
+    assert!(creating.await.unwrap().is_err());
+    refused(deleting.await.unwrap(), Code::NOT_FOUND, "c1");
+}
+
 /// ttrpc drops a request's handler when containerd's connection goes (containerd killed or
 /// restarted): an operation under way still completes, so that the container it concerns is
 /// neither forgotten half-made nor stuck in Starting. containerd, back, finds it as it is.

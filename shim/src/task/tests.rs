@@ -36,6 +36,8 @@ pub(super) struct ScriptedRuntime {
     pub next_pid: Option<AtomicU32>,
     /// When set, `start` and `exec` wait for a permit: a Start in flight.
     pub start_gate: Option<Semaphore>,
+    /// When set, `create` waits for a permit: a Create in flight.
+    pub create_gate: Option<Semaphore>,
     /// The stdio an exec was given, kept open as a grandchild of the process would.
     pub exec_stdio: Mutex<Vec<crate::stdio::ChildStdio>>,
     /// The pid the next exec gets, in place of `next_pid`.
@@ -126,6 +128,9 @@ impl ScriptedExits {
 impl OciRuntime for ScriptedRuntime {
     async fn create(&self, opts: CreateOpts<'_>) -> Result<u32> {
         self.record(format!("create {}", opts.id));
+        if let Some(g) = &self.create_gate {
+            g.acquire().await.unwrap().forget();
+        }
         match &self.fail_create {
             Some(msg) => Err(Error::Runtime {
                 binary: "runc".into(),
