@@ -246,3 +246,42 @@ pub async fn exit_while_containerd_down(c: &mut Containerd) -> Result<()> {
     c.remove_pod(&pod).await?;
     Ok(())
 }
+
+/// containerd stopped (SIGTERM, as `kill_containerd` does) right after StartContainer returned,
+/// while the pod's second container starts (chaos saw containerd's loader, back, take such a
+/// running container's task for a leaked shim and delete it): after the restart the first
+/// container still runs, as CRI reports it, and keeps writing to its log.
+pub async fn containerd_killed_right_after_start(c: &mut Containerd) -> Result<()> {
+    for round in 0..5 {
+        let pod = c.run_pod(&format!("fresh{round}")).await?;
+        let cfg = sh(
+            "writer",
+            "i=0; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.05; done",
+        );
+        let log = pod.log_file(&cfg);
+        let id = c.run_container(&pod, cfg).await?;
+        // A second container starting as containerd dies, as in the chaos run.
+        let second = c
+            .create_container(&pod, sh("second", "exec sleep 1000"))
+            .await?;
+        let cri = c.cri.clone();
+        let starting = tokio::spawn(async move { cri.start_container(&second).await });
+        tokio::time::sleep(Duration::from_millis(20 * round as u64)).await;
+        c.kill_containerd().await?;
+        let _ = starting.await;
+        c.respawn().await?;
+        let cs = c.cri.container_status(&id).await?;
+        ensure!(
+            cs.state == ContainerState::ContainerRunning as i32,
+            "round {round}: the writer is not RUNNING after containerd came back: {cs:?}"
+        );
+        let seen = logs::full_lines(&logs::read(&log).unwrap_or_default(), "stdout").len();
+        logs::wait_for(&log, Duration::from_secs(10), |l| {
+            logs::full_lines(l, "stdout").len() >= seen + 10
+        })
+        .await
+        .map_err(|e| e.context(format!("round {round}: the log stopped after the restart")))?;
+        c.remove_pod(&pod).await?;
+    }
+    Ok(())
+}
