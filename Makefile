@@ -54,7 +54,7 @@ shim-release:
 ## test: unit tests of every crate, the installer's and the Debian package's tests, the
 ## end-to-end suite (runc reference and every podshim handler) against every containerd release
 ## this machine has, then a short chaos run (TEST_CHAOS_SECS) on the containerd on PATH; all
-## always run, the target fails if any failed
+## always run, the target fails if any failed, and then prints what each failed e2e case said
 TEST_CHAOS_SECS ?= 60
 test:
 	@rc=0; $(MAKE) --no-print-directory unit || rc=1; $(MAKE) --no-print-directory layout || rc=1; \
@@ -63,7 +63,8 @@ test:
 	 $(MAKE) --no-print-directory deploy-test || rc=1; \
 	 $(MAKE) --no-print-directory e2e-matrix || rc=1; \
 	 $(MAKE) --no-print-directory chaos CHAOS_SECS=$(TEST_CHAOS_SECS) || rc=1; \
-	 if [ $$rc -ne 0 ]; then echo "make test: FAILED (see unit, install, deb, deploy, e2e and chaos output above)" >&2; fi; exit $$rc
+	 if [ $$rc -ne 0 ]; then TARGET_DIR=$(TARGET_DIR) bash scripts/failure-digest.sh; \
+	   echo "make test: FAILED (see unit, install, deb, deploy, e2e and chaos output above)" >&2; fi; exit $$rc
 
 unit:
 	@rc=0; $(CARGO) test --no-fail-fast --workspace --exclude podshim-integration || rc=1; \

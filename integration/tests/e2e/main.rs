@@ -139,7 +139,8 @@ e2e!(lifecycle::one_shim_per_pod);
 e2e!(restart::containerd_restart);
 e2e!(restart::containerd_restart_backlog[podshim]);
 e2e!(restart::exit_while_containerd_down [podshim, podshim_pauseless, podshim_sandboxer]);
-e2e!(restart::containerd_killed_right_after_start);
+// containerd's runc shim leaves a bundle in this window on 2.3.4 (README, "Failures").
+e2e!(restart::containerd_killed_right_after_start [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(ctr::ctr_run [runc, podshim]);
 e2e!(ctr::missing_command [runc, podshim]);
 e2e!(ctr::ctr_bad_input [runc, podshim]);
