@@ -31,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use k8s_cri::v1::{ContainerState, ListPodSandboxRequest, PodSandboxConfig};
 use podshim_common::fuzz::Rng;
 
-use crate::containerd::{is_pauseless, is_sandboxer, Containerd, Options};
+use crate::containerd::{is_sandboxer, Containerd, Options};
 use crate::cri::Cri;
 use crate::pod::{sh, Pod};
 use crate::{logs, sys};
@@ -993,9 +993,12 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
     let handler = rep.handler.clone();
     let containerd_log = std::fs::read_to_string(c.dir.join("containerd.log")).unwrap_or_default();
     let mut ids = BTreeSet::new();
-    // Empty cgroups of the containers of a classic pod whose shim was killed: containerd runs
-    // the dead shim's `delete` for the sandbox's task only, as with runc's shim (whose
-    // containers' cgroups stay the same way); kubelet removes them with the pod's cgroup.
+    // Empty cgroups of the containers of a pod whose shim was killed: containerd runs the dead
+    // shim's `delete` for the sandbox's task only, as with runc's shim (whose containers'
+    // cgroups stay the same way); kubelet removes them with the pod's cgroup. A pause-less pod's
+    // `delete` deletes every container runc knows, cgroup included; one whose `runc create` died
+    // with the shim, after making its cgroup and before recording the container, is known to
+    // nobody, with runc's shim as with podshim's.
     let mut tolerated = BTreeSet::new();
     for p in &pods {
         if p.name == "sentinel" {
@@ -1010,6 +1013,9 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
         }
         for pr in &p.problems {
             rep.violations.push(format!("pod {}: {pr}", p.name));
+        }
+        if !p.problems.is_empty() {
+            rep.violations.extend(pod_evidence(&containerd_log, p));
         }
         for c in &p.ctrs {
             let exit_seen = c.id.as_ref().is_some_and(|id| {
@@ -1041,6 +1047,9 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
                     class.name(),
                     p.notes
                 ));
+                if let Some(id) = &c.id {
+                    rep.violations.extend(log_evidence(&containerd_log, id));
+                }
             }
         }
     }
@@ -1051,7 +1060,7 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
         ids.insert(pod.id.clone());
         let ctrs: Vec<String> = p.ctrs.iter().filter_map(|c| c.id.clone()).collect();
         ids.extend(ctrs.iter().cloned());
-        if p.shim_killed && !is_pauseless(&handler) {
+        if p.shim_killed {
             tolerated.extend(ctrs.iter().cloned());
         }
         for l in c.pod_leftovers(pod, &ctrs) {
@@ -1095,8 +1104,18 @@ async fn finish(c: &mut Containerd, ph: &mut Phase<'_>) -> Report {
     std::mem::take(rep)
 }
 
-/// containerd's warnings and errors about `id`, to read beside what it left: the first few,
-/// each cut to a readable length.
+/// containerd's warnings and errors about a pod's sandbox and containers.
+fn pod_evidence(containerd_log: &str, p: &PodRec) -> Vec<String> {
+    p.pod
+        .iter()
+        .map(|pod| pod.id.as_str())
+        .chain(p.ctrs.iter().filter_map(|c| c.id.as_deref()))
+        .flat_map(|id| log_evidence(containerd_log, id))
+        .collect()
+}
+
+/// containerd's warnings and errors about `id`, to read beside what it left or did wrong: the
+/// first few, each cut to a readable length.
 fn log_evidence(containerd_log: &str, id: &str) -> Vec<String> {
     containerd_log
         .lines()
