@@ -740,18 +740,8 @@ pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration:
 /// case on 2.2.7); runtime commands now die with the shim (`sys::kill_with_parent`).
 pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
     let dir = held_create_dir(c)?;
-    let pod = c.run_pod("increate").await?;
-    std::fs::write(dir.join("hold"), "")?;
-    let id = c
-        .create_container(&pod, sh("held", "exec sleep 1000"))
-        .await?;
-    let cri = c.cri.clone();
-    let start = {
-        let id = id.clone();
-        tokio::spawn(async move { cri.start_container(&id).await })
-    };
+    let (pod, id, start) = start_with_create_held(c, &dir, "increate").await?;
     let within = Duration::from_secs(20);
-    wait_for_file(&dir.join("create-started"), within).await?;
     let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
     ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
     sys::kill(shims[0], libc::SIGKILL);
@@ -778,18 +768,8 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
 /// nothing.
 pub async fn containerd_stopped_inside_create(c: &mut Containerd) -> Result<()> {
     let dir = held_create_dir(c)?;
-    let pod = c.run_pod("stopincreate").await?;
-    std::fs::write(dir.join("hold"), "")?;
-    let id = c
-        .create_container(&pod, sh("held", "exec sleep 1000"))
-        .await?;
-    let cri = c.cri.clone();
-    let start = {
-        let id = id.clone();
-        tokio::spawn(async move { cri.start_container(&id).await })
-    };
+    let (pod, id, start) = start_with_create_held(c, &dir, "stopincreate").await?;
     let within = Duration::from_secs(20);
-    wait_for_file(&dir.join("create-started"), within).await?;
     // containerd's stop waits for nothing: the held create goes on while it goes.
     let release = {
         let go = dir.join("go");
@@ -810,6 +790,28 @@ pub async fn containerd_stopped_inside_create(c: &mut Containerd) -> Result<()> 
     let r = assert_pod_gone(c, &pod, &[id]).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
+}
+
+/// A pod named `name` whose container's StartContainer is under way, its runtime's `create`
+/// held by the [`with_held_create`] wrapper in `dir`: the pod, the container's id, and the
+/// StartContainer call.
+async fn start_with_create_held(
+    c: &Containerd,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(Pod, String, tokio::task::JoinHandle<Result<()>>)> {
+    let pod = c.run_pod(name).await?;
+    std::fs::write(dir.join("hold"), "")?;
+    let id = c
+        .create_container(&pod, sh("held", "exec sleep 1000"))
+        .await?;
+    let cri = c.cri.clone();
+    let start = {
+        let id = id.clone();
+        tokio::spawn(async move { cri.start_container(&id).await })
+    };
+    wait_for_file(&dir.join("create-started"), Duration::from_secs(20)).await?;
+    Ok((pod, id, start))
 }
 
 /// The wrapper directory of a case run [`with_held_create`].
