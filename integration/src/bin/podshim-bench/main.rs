@@ -13,6 +13,7 @@
 mod args;
 mod cpu;
 mod exec;
+mod floor;
 mod lifecycle;
 mod logs;
 mod memory;

@@ -48,6 +48,22 @@ pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) 
                 h,
                 ms(t.elapsed()),
             );
+            // The same for every handler; sampled beside each, so its column shows the noise.
+            let f = crate::floor::sample(c, i)?;
+            r.rec(
+                "pod start",
+                "floor: a new netns (`ip netns add`), no containerd",
+                "ms",
+                h,
+                ms(f.netns),
+            );
+            r.rec(
+                "pod start",
+                "floor: CNI ADD of CRI's plugins (loopback, bridge+host-local, portmap), no containerd",
+                "ms",
+                h,
+                ms(f.cni_add),
+            );
         }
         if (i + 1) % 10 == 0 || i + 1 == a.pods {
             progress(&format!(
