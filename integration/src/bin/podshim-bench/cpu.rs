@@ -39,6 +39,16 @@ impl std::ops::AddAssign for Cpu {
 /// reaped children's from `/proc/<pid>/stat` (cutime+cstime). Tick figures are means over
 /// many operations.
 pub(crate) fn cpu(pids: &[i32]) -> Cpu {
+    read_cpu(pids, true)
+}
+
+/// As [`cpu`], in ticks always: for a daemon whose threads come and go (a blocking pool), so
+/// that the two readings of a difference come from the same counter.
+pub(crate) fn cpu_ticks(pids: &[i32]) -> Cpu {
+    read_cpu(pids, false)
+}
+
+fn read_cpu(pids: &[i32], schedstat_if_one_thread: bool) -> Cpu {
     // USER_HZ, which /proc/<pid>/stat counts in, is 100 on Linux.
     const MS_PER_TICK: f64 = 10.0;
     let mut c = Cpu::default();
@@ -59,7 +69,8 @@ pub(crate) fn cpu(pids: &[i32]) -> Cpu {
         }
         let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
             .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .filter(|_| schedstat_if_one_thread);
         c.own += match schedstat {
             Some(ns) if f[6] == 1.0 => ns / 1e6,
             _ => (f[0] + f[1]) * MS_PER_TICK,
@@ -71,12 +82,12 @@ pub(crate) fn cpu(pids: &[i32]) -> Cpu {
 
 /// containerd's and podshim-sandboxer's CPU now (the daemons every operation goes through).
 pub(crate) fn daemons(c: &Containerd) -> (Cpu, f64) {
-    let containerd = cpu(&[c.pid().unwrap_or(0) as i32]);
+    let containerd = cpu_ticks(&[c.pid().unwrap_or(0) as i32]);
     let sandboxer: Vec<i32> = sandboxer_overhead(c)
         .into_iter()
         .filter(|&p| c.sandboxer_pid() == Some(p as u32))
         .collect();
-    (containerd, cpu(&sandboxer).own)
+    (containerd, cpu_ticks(&sandboxer).own)
 }
 
 /// The CPU of `n` operations of one handler, by process.
