@@ -471,6 +471,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Spawns a binary this process has just written. Another test's fork may still hold the
+/// written file's descriptor until its exec, and exec then fails with ETXTBSY for a moment.
+fn spawn_fresh_executable(cmd: &mut Command) -> Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{cmd:?}: text file busy for 2 s")
+}
+
 /// prerm refuses while a podshim shim runs and containerd cannot be asked (dpkg then keeps the
 /// package installed, configured as before); PODSHIM_FORCE=1 removes it all the same.
 #[test]
@@ -485,7 +499,7 @@ fn prerm_refuses_while_a_shim_runs() {
     let fake = node.dir.path().join("fake/containerd-shim-podshim-v1");
     fs::create_dir_all(fake.parent().unwrap()).unwrap();
     fs::copy("/bin/sleep", &fake).unwrap();
-    let shim = KillOnDrop(Command::new(&fake).arg("600").spawn().unwrap());
+    let shim = KillOnDrop(spawn_fresh_executable(Command::new(&fake).arg("600")));
     let no_containerd = node.dir.path().join("no-containerd.sock");
     let address = no_containerd.to_string_lossy().into_owned();
     let env = [("PODSHIM_CONTAINERD_ADDRESS", address.as_str())];
