@@ -739,9 +739,7 @@ pub fn with_held_create(o: podshim_integration::Options) -> podshim_integration:
 /// (chaos) or, once containerd had unmounted the rootfs, a bundle that cannot be removed (this
 /// case on 2.2.7); runtime commands now die with the shim (`sys::kill_with_parent`).
 pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
-    let dir = held_create_dir(c)?;
-    let (pod, id, start) = start_with_create_held(c, &dir, "increate").await?;
-    let within = Duration::from_secs(20);
+    let (dir, pod, id, start) = start_with_create_held(c, "increate").await?;
     let shims: Vec<i32> = c.settled_shims().await.iter().map(|p| p.pid).collect();
     ensure!(shims.len() == 1, "expected the pod's one shim: {shims:?}");
     sys::kill(shims[0], libc::SIGKILL);
@@ -753,11 +751,7 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
     );
     // Time for a create that outlived the shim to finish, were there one.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    remove_pod_retrying(c, &pod, within).await?;
-    take_runc_shim_sockets(c, &pod, &id);
-    let r = assert_pod_gone(c, &pod, &[id]).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    remove_held_create_pod(c, &dir, &pod, id).await
 }
 
 /// containerd stopped (SIGTERM) while the OCI runtime's `create` of a container runs: its
@@ -767,9 +761,7 @@ pub async fn shim_killed_inside_create(c: &mut Containerd) -> Result<()> {
 /// removed, and a `runc init` could be left. After containerd is back the pod must go and leave
 /// nothing.
 pub async fn containerd_stopped_inside_create(c: &mut Containerd) -> Result<()> {
-    let dir = held_create_dir(c)?;
-    let (pod, id, start) = start_with_create_held(c, &dir, "stopincreate").await?;
-    let within = Duration::from_secs(20);
+    let (dir, pod, id, start) = start_with_create_held(c, "stopincreate").await?;
     // containerd's stop waits for nothing: the held create goes on while it goes.
     let release = {
         let go = dir.join("go");
@@ -785,21 +777,28 @@ pub async fn containerd_stopped_inside_create(c: &mut Containerd) -> Result<()> 
     // Time for the create to finish before containerd is back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.respawn().await?;
-    remove_pod_retrying(c, &pod, within).await?;
-    take_runc_shim_sockets(c, &pod, &id);
-    let r = assert_pod_gone(c, &pod, &[id]).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    remove_held_create_pod(c, &dir, &pod, id).await
 }
 
 /// A pod named `name` whose container's StartContainer is under way, its runtime's `create`
-/// held by the [`with_held_create`] wrapper in `dir`: the pod, the container's id, and the
-/// StartContainer call.
+/// held by the [`with_held_create`] wrapper: the wrapper's directory, the pod, the container's
+/// id, and the StartContainer call.
 async fn start_with_create_held(
     c: &Containerd,
-    dir: &std::path::Path,
     name: &str,
-) -> Result<(Pod, String, tokio::task::JoinHandle<Result<()>>)> {
+) -> Result<(
+    std::path::PathBuf,
+    Pod,
+    String,
+    tokio::task::JoinHandle<Result<()>>,
+)> {
+    let dir = c
+        .opts
+        .oci_runtime
+        .as_ref()
+        .and_then(|w| w.parent())
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("the case runs with_held_create"))?;
     let pod = c.run_pod(name).await?;
     std::fs::write(dir.join("hold"), "")?;
     let id = c
@@ -810,31 +809,28 @@ async fn start_with_create_held(
         let id = id.clone();
         tokio::spawn(async move { cri.start_container(&id).await })
     };
-    wait_for_file(&dir.join("create-started"), Duration::from_secs(20)).await?;
-    Ok((pod, id, start))
+    let started = dir.join("create-started");
+    crate::util::eventually(Duration::from_secs(20), "the runtime's create", || {
+        let seen = started.exists();
+        async move { Ok((seen, "not started".to_string())) }
+    })
+    .await?;
+    Ok((dir, pod, id, start))
 }
 
-/// The wrapper directory of a case run [`with_held_create`].
-fn held_create_dir(c: &Containerd) -> Result<std::path::PathBuf> {
-    c.opts
-        .oci_runtime
-        .as_ref()
-        .and_then(|w| w.parent())
-        .map(std::path::Path::to_path_buf)
-        .ok_or_else(|| anyhow::anyhow!("the case runs with_held_create"))
-}
-
-async fn wait_for_file(path: &std::path::Path, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    while !path.exists() {
-        ensure!(
-            Instant::now() < deadline,
-            "{} did not appear within {within:?}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+/// Stop/RemovePodSandbox of a held-create case's pod must leave nothing; the wrapper's
+/// directory goes too.
+async fn remove_held_create_pod(
+    c: &Containerd,
+    dir: &std::path::Path,
+    pod: &Pod,
+    id: String,
+) -> Result<()> {
+    remove_pod_retrying(c, pod, Duration::from_secs(20)).await?;
+    take_runc_shim_sockets(c, pod, &id);
+    let r = assert_pod_gone(c, pod, &[id]).await;
+    let _ = std::fs::remove_dir_all(dir);
+    r
 }
 
 /// Runc's pods beside the handler's: the pause image is there.

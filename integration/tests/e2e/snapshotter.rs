@@ -4,14 +4,16 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use containerd_client::services::v1::snapshots::Kind;
 use k8s_cri::v1::{ContainerConfig, ImageSpec};
 use podshim_integration::images::{self, LAYERED_EXPECT};
 use podshim_integration::snapshotter::Daemon;
 use podshim_integration::{sh, Containerd, Options, Pod, SnapshotterUse};
+
+use crate::util::eventually;
 
 /// How long removals may take to reach the snapshotter: containerd's metadata store forgets a
 /// snapshot at once and its garbage collector removes it from the backend after.
@@ -99,25 +101,6 @@ async fn exec_ok(c: &Containerd, id: &str, script: &str) -> Result<String> {
         String::from_utf8_lossy(&r.stderr)
     );
     Ok(String::from_utf8_lossy(&r.stdout).into_owned())
-}
-
-/// Polls `f` until it returns Ok(true), for at most `within`; the last state is in the error.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(bool, String)>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        let (ok, state) = f().await?;
-        if ok {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {within:?}; last state: {state}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// podshim-snapshotter's snapshots once containerd's garbage collector has run (`collect_garbage` says why

@@ -78,3 +78,22 @@ pub async fn assert_failed_pod_left_nothing(c: &podshim_integration::Containerd)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls `f` until it returns Ok(true), for at most `within`; the last state is in the error.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(bool, String)>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let (ok, state) = f().await?;
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {within:?}; last state: {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
