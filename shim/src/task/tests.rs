@@ -71,10 +71,21 @@ impl ScriptedRuntime {
             None => Err(Error::Other("not scripted".into())),
         }
     }
-    async fn gate(&self) {
-        if let Some(g) = &self.start_gate {
-            g.acquire().await.unwrap().forget();
-        }
+}
+
+/// Waits for a permit of `gate`, if there is one.
+async fn pass(gate: &Option<Semaphore>) {
+    if let Some(g) = gate {
+        g.acquire().await.unwrap().forget();
+    }
+}
+
+/// The runtime's own failure of `command`, as `RuncCli` reports it.
+fn runtime_error(command: &'static str, message: &str) -> Error {
+    Error::Runtime {
+        binary: "runc".into(),
+        command,
+        message: message.into(),
     }
 }
 
@@ -128,26 +139,20 @@ impl ScriptedExits {
 impl OciRuntime for ScriptedRuntime {
     async fn create(&self, opts: CreateOpts<'_>) -> Result<u32> {
         self.record(format!("create {}", opts.id));
-        if let Some(g) = &self.create_gate {
-            g.acquire().await.unwrap().forget();
-        }
+        pass(&self.create_gate).await;
         match &self.fail_create {
-            Some(msg) => Err(Error::Runtime {
-                binary: "runc".into(),
-                command: "create",
-                message: msg.clone(),
-            }),
+            Some(msg) => Err(runtime_error("create", msg)),
             None => self.pid(),
         }
     }
     async fn start(&self, id: &str) -> Result<()> {
         self.record(format!("start {id}"));
-        self.gate().await;
+        pass(&self.start_gate).await;
         Ok(())
     }
     async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
         self.record(format!("exec {}", opts.id));
-        self.gate().await;
+        pass(&self.start_gate).await;
         self.exec_stdio.lock().unwrap().push(opts.stdio);
         match self.exec_pid.lock().unwrap().take() {
             Some(pid) => Ok(pid),
@@ -180,11 +185,7 @@ impl OciRuntime for ScriptedRuntime {
             return Err(Error::NotFound(format!("container {id} does not exist")));
         }
         match &self.fail_ps {
-            Some(msg) => Err(Error::Runtime {
-                binary: "runc".into(),
-                command: "ps",
-                message: msg.clone(),
-            }),
+            Some(msg) => Err(runtime_error("ps", msg)),
             None => Ok(self.ps.lock().unwrap().clone()),
         }
     }
