@@ -103,6 +103,11 @@ pub(super) fn shim_cgroup(dir: &Path) -> String {
     )
 }
 
+/// The run's one CNI network list, in CRI's conf_dir.
+pub(super) fn cni_conflist(dir: &Path) -> PathBuf {
+    Paths::of(dir).cni_dir.join("10-podshim-e2e.conflist")
+}
+
 /// A bridge network of its own per run (`Slot`), or one naming a plugin that does not exist.
 fn write_cni(dir: &Path, opts: &Options, p: &Paths, slot: &Slot) -> Result<()> {
     fs::create_dir_all(&p.cni_dir)?;
@@ -135,7 +140,7 @@ fn write_cni(dir: &Path, opts: &Options, p: &Paths, slot: &Slot) -> Result<()> {
         })
     };
     Ok(fs::write(
-        p.cni_dir.join("10-podshim-e2e.conflist"),
+        cni_conflist(dir),
         serde_json::to_vec_pretty(&conflist)?,
     )?)
 }

@@ -359,6 +359,11 @@ impl Containerd {
         config::shim_cgroup(&self.dir)
     }
 
+    /// The run's one CNI network list (what CRI loads from its conf_dir).
+    pub fn cni_conflist(&self) -> PathBuf {
+        config::cni_conflist(&self.dir)
+    }
+
     pub fn all_shims(&self) -> Vec<sys::Proc> {
         sys::shim_processes(&self.sock)
     }

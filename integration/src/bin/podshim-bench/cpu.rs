@@ -67,13 +67,13 @@ fn read_cpu(pids: &[i32], schedstat_if_one_thread: bool) -> Cpu {
         if f.len() != 7 {
             continue;
         }
-        let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .filter(|_| schedstat_if_one_thread);
+        let schedstat = (schedstat_if_one_thread && f[6] == 1.0)
+            .then(|| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+            .flatten()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
         c.own += match schedstat {
-            Some(ns) if f[6] == 1.0 => ns / 1e6,
-            _ => (f[0] + f[1]) * MS_PER_TICK,
+            Some(ns) => ns / 1e6,
+            None => (f[0] + f[1]) * MS_PER_TICK,
         };
         c.children += (f[2] + f[3]) * MS_PER_TICK;
     }

@@ -20,9 +20,15 @@ pub(crate) struct Floor {
     pub(crate) cni_add: Duration,
 }
 
-/// A namespace made, the plugins added and then deleted, the namespace removed.
-pub(crate) fn sample(c: &Containerd, n: usize) -> Result<Floor> {
-    let conflist = read_conflist(&c.dir.join("cni"))?;
+/// The run's one conflist, as CRI reads it.
+pub(crate) fn conflist(c: &Containerd) -> Result<Value> {
+    let path = c.cni_conflist();
+    let text = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    Ok(serde_json::from_slice(&text)?)
+}
+
+/// A namespace made, the plugins of `conflist` added and then deleted, the namespace removed.
+pub(crate) fn sample(conflist: &Value, n: usize) -> Result<Floor> {
     let name = format!("podshim-bench-floor-{}-{n}", std::process::id());
     let t = Instant::now();
     run(Command::new("ip").args(["netns", "add", &name]), None)?;
@@ -30,21 +36,14 @@ pub(crate) fn sample(c: &Containerd, n: usize) -> Result<Floor> {
     let path = PathBuf::from("/run/netns").join(&name);
     let id = format!("podshim-bench-floor-{n}");
     let t = Instant::now();
-    let added = add(&conflist, &path, &id);
+    let added = add(conflist, &path, &id);
     let cni_add = t.elapsed();
-    let deleted = del(&conflist, &path, &id);
+    let deleted = del(conflist, &path, &id);
     let removed = run(Command::new("ip").args(["netns", "del", &name]), None);
     added?;
     deleted?;
     removed?;
     Ok(Floor { netns, cni_add })
-}
-
-/// The run's one conflist (what CRI loads from its conf_dir).
-fn read_conflist(dir: &Path) -> Result<Value> {
-    let path = dir.join("10-podshim-e2e.conflist");
-    let text = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-    Ok(serde_json::from_slice(&text)?)
 }
 
 /// The plugins CRI runs for a pod, in order: loopback on `lo`, then each plugin of the list on

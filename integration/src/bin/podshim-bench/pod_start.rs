@@ -14,6 +14,7 @@ use crate::results::*;
 
 pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) -> Result<()> {
     let mut cpu_of: BTreeMap<&str, Breakdown> = BTreeMap::new();
+    let conflist = crate::floor::conflist(c)?;
     for i in 0..a.pods {
         for h in &a.handlers {
             let (cd0, sb0) = daemons(c);
@@ -49,7 +50,7 @@ pub(crate) async fn pod_start_serial(c: &Containerd, a: &Args, r: &mut Results) 
                 ms(t.elapsed()),
             );
             // The same for every handler; sampled beside each, so its column shows the noise.
-            let f = crate::floor::sample(c, i)?;
+            let f = crate::floor::sample(&conflist, i)?;
             r.rec(
                 "pod start",
                 "floor: a new netns (`ip netns add`), no containerd",
