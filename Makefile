@@ -39,7 +39,7 @@ all: build
 
 ## build: release binaries of the whole workspace, and the static shim in $(SHIM_DIR)
 build: shim-release
-	$(CARGO) build --release --workspace --exclude podshim-shim --exclude podshim-holder --bins
+	$(CARGO) build --release --workspace --exclude podshim-shim --exclude podshim-holder --exclude podshim-exec --bins
 
 ## layout: the release shim's hot sections (.text, .rodata) against the 64 KiB windows
 ## shim/layout.toml allows: each window more is 64 KiB more RSS in every pod's shim
@@ -47,9 +47,9 @@ layout: shim-release
 	$(CARGO) build -p podshim-integration --bin podshim-layout
 	$(TARGET_DIR)/debug/podshim-layout $(SHIM_DIR)/containerd-shim-podshim-v1
 
-## shim-release: containerd-shim-podshim-v1 and podshim-holder as they ship (one per pod: size is memory)
+## shim-release: containerd-shim-podshim-v1, podshim-holder and podshim-exec as they ship (one shim per pod: size is memory)
 shim-release:
-	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder --target $(SHIM_TARGET)
+	RUSTFLAGS="$(SHIM_RUSTFLAGS)" $(CARGO) build --release -p podshim-shim -p podshim-holder -p podshim-exec --target $(SHIM_TARGET)
 
 ## test: unit tests of every crate, the installer's and the Debian package's tests, the
 ## end-to-end suite (runc reference and every podshim handler) against every containerd release
@@ -183,7 +183,7 @@ bench: shim-release
 ## bench-smoke: for CI, checks only that the benchmark runs and prints its table (--quick, 2 pods,
 ## debug shim and snapshotter, 1k files for Usage: its figures mean nothing)
 bench-smoke:
-	$(CARGO) build -p podshim-shim -p podshim-holder --bins
+	$(CARGO) build -p podshim-shim -p podshim-holder -p podshim-exec --bins
 	$(CARGO) build -p podshim-snapshotter --bin podshim-snapshotter
 	$(CARGO) build -p podshim-sandboxer --bin podshim-sandboxer
 	$(CARGO) build -p podshim-integration --bin podshim-bench

@@ -1,0 +1,308 @@
+//! The system calls std does not wrap: the one module allowed `unsafe`. Each function is one
+//! call (or one loop of the same call) and returns the OS error as it is.
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::{CStr, CString},
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The container's init process, which the shim passes as a pidfd on this descriptor.
+pub const INIT_PIDFD: RawFd = 3;
+
+/// Takes descriptor 3 (a pidfd, checked by the caller through fdinfo), close-on-exec so the
+/// container's process never sees it.
+pub fn take_init_pidfd() -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a descriptor number only reads or sets its flags.
+    check(unsafe { libc::fcntl(INIT_PIDFD, libc::F_SETFD, libc::FD_CLOEXEC) }.into())?;
+    // SAFETY: the descriptor is open (fcntl succeeded) and nothing else in this process owns
+    // it: the shim put it there for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(INIT_PIDFD) })
+}
+
+/// Signal 0 through a pidfd: fails with ESRCH once the process has exited.
+pub fn pidfd_alive(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a null siginfo reads no memory of ours.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Joins the namespaces in `flags` of the process behind `pidfd`, all at once (Linux 5.8).
+pub fn setns(pidfd: &OwnedFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns reads only its arguments.
+    check(unsafe { libc::setns(pidfd.as_raw_fd(), flags) }.into()).map(drop)
+}
+
+pub enum Forked {
+    Child,
+    Parent(libc::pid_t),
+}
+
+/// The helper is single-threaded, so the child may go on with anything the parent could do.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the process has one thread (no lock another thread could hold), so the child's
+    // copy of the heap and of every descriptor is consistent.
+    match check(unsafe { libc::fork() }.into())? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as libc::pid_t)),
+    }
+}
+
+/// Reaps our child `pid`.
+pub fn wait(pid: libc::pid_t) -> io::Result<()> {
+    loop {
+        // SAFETY: waitpid writes the status into a local.
+        let mut status = 0;
+        match check(unsafe { libc::waitpid(pid, &mut status, 0) }.into()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// A close-on-exec pipe: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we pass.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }.into())?;
+    // SAFETY: pipe2 just created both descriptors for us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used here take integers only.
+    check(unsafe { libc::prctl(op, arg, 0, 0, 0) }.into()).map(drop)
+}
+
+/// Not dumpable: nothing in the container may open `/proc/<pid>/exe` (this host binary) or
+/// ptrace us before the exec; execve makes the container's program dumpable again.
+pub fn set_undumpable() -> io::Result<()> {
+    prctl(libc::PR_SET_DUMPABLE, 0)
+}
+
+pub fn set_no_new_privs() -> io::Result<()> {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+}
+
+pub fn set_keep_caps(keep: bool) -> io::Result<()> {
+    prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong)
+}
+
+/// Drops every capability up to `last` that `keep` lacks from the bounding set; EINVAL (one
+/// this kernel lacks) is not an error, as in runc.
+pub fn drop_bounding(keep: u64, last: u32) -> io::Result<()> {
+    for cap in (0..=last).filter(|c| keep & 1 << c == 0) {
+        match prctl(libc::PR_CAPBSET_DROP, cap.into()) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Sets the ambient set to `raise` (each capability up to `last` raised or lowered); errors
+/// are ignored as runc's capability library ignores them.
+pub fn set_ambient(raise: u64, last: u32) {
+    for cap in 0..=last {
+        let op = if raise & 1 << cap != 0 {
+            libc::PR_CAP_AMBIENT_RAISE
+        } else {
+            libc::PR_CAP_AMBIENT_LOWER
+        };
+        // SAFETY: PR_CAP_AMBIENT takes integers only.
+        unsafe { libc::prctl(libc::PR_CAP_AMBIENT, op, cap as libc::c_ulong, 0, 0) };
+    }
+}
+
+/// capset(2), version 3 (64 capabilities in two words per set).
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let word = |set: u64, i: u32| (set >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| Data {
+        effective: word(effective, i),
+        permitted: word(permitted, i),
+        inheritable: word(inheritable, i),
+    });
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    // SAFETY: the kernel reads the header and two data structs of the v3 layout declared above.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
+}
+
+pub fn setgroups(gids: &[u32]) -> io::Result<()> {
+    // SAFETY: setgroups reads `len` gids from the slice.
+    check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }.into()).map(drop)
+}
+
+pub fn setgid(gid: u32) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    check(unsafe { libc::setgid(gid) }.into()).map(drop)
+}
+
+pub fn setuid(uid: u32) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    check(unsafe { libc::setuid(uid) }.into()).map(drop)
+}
+
+pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    check(unsafe { libc::setrlimit(resource as _, &limit) }.into()).map(drop)
+}
+
+/// keyctl(KEYCTL_JOIN_SESSION_KEYRING, name): joins (or makes) the named session keyring.
+pub fn join_session_keyring(name: &CStr) -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl reads the NUL-terminated name.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) })
+        .map(drop)
+}
+
+/// Marks every descriptor from `first` up close-on-exec (close_range, Linux 5.11).
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
+}
+
+/// Signals whose inherited SIG_IGN runc's exec keeps: Go's runtime respects it for SIGHUP and
+/// SIGINT, and neither Go nor glibc takes signal 32 (glibc's SIGCANCEL); every other signal
+/// runc's Go runtime or glibc handles, so its exec starts with the default action.
+const KEPT_IGNORED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGINT, 32];
+
+/// Unblocks every signal and gives every ignored one but [`KEPT_IGNORED`] its default action,
+/// as the process runc execs has them (an ignored signal stays ignored across execve; Rust's
+/// runtime ignores SIGPIPE). Raw rt_sigaction: libc refuses the signals it reserves (32–34).
+pub fn reset_signals() -> io::Result<()> {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 alike).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    // SAFETY: sigemptyset fills a local set; sigprocmask reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        check(libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()).into())?;
+    }
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || KEPT_IGNORED.contains(&sig) {
+            continue;
+        }
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction with a null new action writes the current one into `old`.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<KernelSigaction>(),
+                &mut old,
+                8,
+            )
+        })?;
+        if old.handler != libc::SIG_IGN {
+            continue;
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction reads the action we pass; SIG_DFL needs no restorer.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// execve(2): returns only on failure.
+pub fn execve(path: &CStr, args: &[CString], env: &[CString]) -> io::Error {
+    let ptrs = |v: &[CString]| {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect::<Vec<_>>()
+    };
+    let (argv, envp) = (ptrs(args), ptrs(env));
+    // SAFETY: path, argv and envp are NUL-terminated strings and NULL-terminated arrays that
+    // live until the call returns.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Ends the forked child without running anything of the parent's (no buffered output, no
+/// destructors).
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing after it runs.
+    unsafe { libc::_exit(code) }
+}
+
+/// (owner uid, owner gid, rdev) of an open descriptor.
+pub fn fstat(fd: RawFd) -> io::Result<(u32, u32, u64)> {
+    // SAFETY: fstat writes into a zeroed local stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd, &mut st) }.into())?;
+    Ok((st.st_uid, st.st_gid, st.st_rdev))
+}
+
+pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::fchown(fd, uid, gid) }.into()).map(drop)
+}
