@@ -7,9 +7,10 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// The directories the map covers (recursively), from the repository root.
-    const MAPPED: [&str; 5] = [
+    const MAPPED: [&str; 6] = [
         "shim/src",
         "shim/holder/src",
+        "shim/exec/src",
         "cri-plugin/src",
         "proxy-snapshotter/src",
         "common/src",

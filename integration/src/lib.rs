@@ -25,8 +25,8 @@ pub mod streaming;
 pub mod sys;
 
 pub use containerd::{
-    is_pauseless, is_podshim, is_sandboxer, Containerd, Options, SnapshotterUse, HANDLER_PAUSELESS,
-    HANDLER_PODSHIM, HANDLER_RUNC, HANDLER_SANDBOXER,
+    is_pauseless, is_podshim, is_sandboxer, shim_bin_dir, Containerd, Options, SnapshotterUse,
+    HANDLER_PAUSELESS, HANDLER_PODSHIM, HANDLER_RUNC, HANDLER_SANDBOXER,
 };
 pub use cri::Cri;
 pub use pod::{container, sh, with_memory_limit, Pod};

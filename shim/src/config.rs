@@ -41,6 +41,10 @@ pub struct RuntimeConfig {
     /// that bounds what all shims of the node may use; an absolute path within each hierarchy,
     /// made by the operator beforehand. Empty: the shim stays in containerd's.
     pub shim_cgroup: String,
+    /// Execs go to this helper (`podshim-exec`, beside the shim binary, or a path) instead of
+    /// `runtime exec`; one it cannot do exactly as runc (a terminal, seccomp, AppArmor, SELinux,
+    /// a umask, …) still goes to the runtime. Empty (the default): the runtime runs every exec.
+    pub exec_helper: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +92,7 @@ impl Default for RuntimeConfig {
             no_pivot_root: false,
             no_new_keyring: false,
             shim_cgroup: String::new(),
+            exec_helper: String::new(),
         }
     }
 }
@@ -178,6 +183,7 @@ mod tests {
         assert_eq!(c.io.spill_bytes, d.io.spill_bytes);
         assert_eq!(c.sandbox, d.sandbox);
         assert_eq!(c.runtime.shim_cgroup, d.runtime.shim_cgroup);
+        assert_eq!(c.runtime.exec_helper, d.runtime.exec_helper);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod connections;
 mod container;
 mod error;
 mod events;
+mod exec_helper;
 mod group;
 mod info;
 mod kills;

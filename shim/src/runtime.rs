@@ -18,6 +18,7 @@ use tokio::{
 
 use crate::{
     error::{Error, Result},
+    exec_helper::{ExecHelper, Helped, HelperExec},
     reaper::reaper,
     stdio::ChildStdio,
 };
@@ -43,6 +44,8 @@ pub struct ExecOpts<'a> {
     pub process: &'a [u8],
     pub stdio: ChildStdio,
     pub console_socket: Option<&'a Path>,
+    /// The container's init, which the exec helper finds the namespaces and cgroups through.
+    pub init_pid: u32,
 }
 
 /// `runtime checkpoint` of a running container, which keeps running (CRI's and containerd's
@@ -73,6 +76,8 @@ pub trait OciRuntime: Send + Sync {
 pub struct RuncCli {
     binary: String,
     root: PathBuf,
+    /// Execs go to this helper first, and to `binary` where it declines.
+    exec_helper: Option<ExecHelper>,
 }
 
 struct Output {
@@ -87,7 +92,13 @@ impl RuncCli {
         Self {
             binary: binary.into(),
             root: root.into(),
+            exec_helper: None,
         }
+    }
+
+    pub fn with_exec_helper(mut self, helper: Option<ExecHelper>) -> Self {
+        self.exec_helper = helper;
+        self
     }
 
     /// Every runtime command dies with the shim: a `create` that went on without it would make
@@ -220,6 +231,51 @@ impl RuncCli {
             let status = out.status.code().unwrap_or(1) as u32;
             Err(self.fail("delete", runtime_message(&out.stderr, status)))
         }
+    }
+}
+
+impl RuncCli {
+    /// Starts the exec through the helper, or through `runtime exec --detach` where there is
+    /// none, the process has a terminal, or the helper declines; its pid is then in `pid_file`.
+    async fn exec_started(
+        &self,
+        opts: ExecOpts<'_>,
+        process_file: &Path,
+        pid_file: &Path,
+        log: &Path,
+    ) -> Result<()> {
+        let mut stdio = opts.stdio;
+        if let (Some(helper), None) = (&self.exec_helper, opts.console_socket) {
+            let helped = helper
+                .exec(HelperExec {
+                    id: opts.id,
+                    bundle: opts.bundle,
+                    process_file,
+                    pid_file,
+                    log,
+                    init_pid: opts.init_pid,
+                    stdio,
+                })
+                .await?;
+            match helped {
+                Helped::Started => return Ok(()),
+                Helped::NeedsRuntime(back) => stdio = back,
+            }
+        }
+        let mut args = vec![
+            OsString::from("exec"),
+            "--detach".into(),
+            "--process".into(),
+            process_file.into(),
+            "--pid-file".into(),
+            pid_file.into(),
+        ];
+        if let Some(sock) = opts.console_socket {
+            args.extend(["--console-socket".into(), sock.into()]);
+        }
+        args.push(opts.id.into());
+        self.run_with_container_stdio("exec", log, args, stdio)
+            .await
     }
 }
 
@@ -388,23 +444,11 @@ impl OciRuntime for RuncCli {
     async fn exec(&self, opts: ExecOpts<'_>) -> Result<u32> {
         let process_file = opts.bundle.join(format!("{}.process.json", opts.exec_id));
         let pid_file = opts.bundle.join(format!("{}.pid", opts.exec_id));
+        let log = opts.bundle.join(format!("{}.log.json", opts.exec_id));
         std::fs::write(&process_file, opts.process)
             .map_err(Error::io(format!("write {}", process_file.display())))?;
-        let mut args = vec![
-            OsString::from("exec"),
-            "--detach".into(),
-            "--process".into(),
-            process_file.clone().into(),
-            "--pid-file".into(),
-            pid_file.clone().into(),
-        ];
-        if let Some(sock) = opts.console_socket {
-            args.extend(["--console-socket".into(), sock.into()]);
-        }
-        args.push(opts.id.into());
-        let log = opts.bundle.join(format!("{}.log.json", opts.exec_id));
         let result = self
-            .run_with_container_stdio("exec", &log, args, opts.stdio)
+            .exec_started(opts, &process_file, &pid_file, &log)
             .await;
         let pid = result.and_then(|()| read_pid(&pid_file));
         for f in [&process_file, &pid_file, &log] {

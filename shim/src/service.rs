@@ -21,6 +21,7 @@ use crate::{
     cgroup,
     config::Config,
     events::{timestamp, Events},
+    exec_helper::ExecHelper,
     group::grouping,
     pod::Pod,
     reaper, rootfs,
@@ -243,6 +244,10 @@ fn runtime_for(config: &Config, namespace: &str) -> RuncCli {
         config.runtime.binary.clone(),
         config.runtime.root.join(namespace),
     )
+    .with_exec_helper(ExecHelper::new(
+        &config.runtime.exec_helper,
+        config.runtime.no_new_keyring,
+    ))
 }
 
 #[cfg(test)]

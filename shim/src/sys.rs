@@ -298,3 +298,14 @@ pub fn sched_core_create() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A pidfd for `pid` (pidfd_open, Linux 5.3), close-on-exec.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just installed this descriptor (close-on-exec) for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}

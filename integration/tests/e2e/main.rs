@@ -10,6 +10,7 @@ mod util;
 
 mod checkpoint;
 mod ctr;
+mod exec_helper;
 mod lifecycle;
 mod logs;
 mod net;
@@ -184,6 +185,18 @@ e2e!(
         podshim_sandboxer_needs_2_3
     ],
     super::userns::shared_runc
+);
+e2e!(
+    exec_helper::exec_helper_matches_runc_shared_runc[podshim, podshim_pauseless, podshim_sandboxer],
+    super::exec_helper::helper_with_shared_runc
+);
+e2e!(
+    exec_helper::exec_helper_in_userns_shared_runc[podshim, podshim_pauseless, podshim_sandboxer],
+    super::exec_helper::helper_with_shared_runc
+);
+e2e!(
+    exec_helper::exec_helper_leaves_seccomp_to_runc[podshim, podshim_pauseless, podshim_sandboxer],
+    super::exec_helper::helper_opts
 );
 e2e!(checkpoint::checkpoint_container);
 e2e!(runtime::handler_features [podshim, podshim_pauseless, podshim_sandboxer]);

@@ -44,7 +44,7 @@ fn userns() -> UserNamespace {
 }
 
 /// The pod config kubelet sends for `hostUsers: false`.
-fn userns_pod_config(c: &Containerd, name: &str) -> PodSandboxConfig {
+pub fn userns_pod_config(c: &Containerd, name: &str) -> PodSandboxConfig {
     let mut cfg = c.pod_config(name);
     cfg.linux
         .get_or_insert_with(Default::default)

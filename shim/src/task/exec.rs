@@ -90,6 +90,7 @@ pub(super) async fn start_exec(
             process: &spec,
             stdio: child_stdio,
             console_socket: console.as_ref().map(|c| c.path()),
+            init_pid: container.init.pid(),
         }),
         console.as_ref(),
     )

@@ -1,0 +1,281 @@
+//! `[runtime] exec_helper` (podshim-exec): an exec started by the helper is the process runc's
+//! exec would have started, case by case, against runc 1.4.3 (the helper follows current runc
+//! where releases differ: runc 1.1 orders a repeated environment variable otherwise). Each probe runs twice in the same container of the same
+//! shim: once through the helper, once through the shim's fallback to `runc exec` (a wrapper
+//! around the helper declines, exit status 125, as the helper does for what it does not
+//! implement); what the process sees of itself must be equal. A wrapper around runc counts its
+//! execs: zero for the helper's, one for each declined.
+
+use std::{os::unix::fs::PermissionsExt, path::Path};
+
+use anyhow::{ensure, Context, Result};
+use k8s_cri::v1::{
+    Capability, ContainerConfig, Int64Value, KeyValue, LinuxContainerSecurityContext,
+    PodSandboxConfig, SecurityProfile,
+};
+use podshim_integration::{sh, shim_bin_dir, Containerd, Options};
+
+pub fn helper_opts(o: Options) -> Options {
+    Options {
+        shim_config: "[runtime]\nbinary = \"{dir}/oci-runtime\"\nroot = \"{dir}/podshim-oci\"\nexec_helper = \"{dir}/exec-helper\"\n".into(),
+        ..o
+    }
+}
+
+/// What a process sees of itself, by probe: (arguments, what to keep of its output).
+const PROBES: &[(&[&str], Keep)] = &[
+    (&["cat", "/proc/self/status"], Keep::StatusLines),
+    (&["cat", "/proc/self/environ"], Keep::All),
+    (&["cat", "/proc/self/limits"], Keep::All),
+    (&["cat", "/proc/self/oom_score_adj"], Keep::All),
+    (&["cat", "/proc/self/cgroup"], Keep::All),
+    (&["cat", "/proc/self/attr/current"], Keep::All),
+    (&["ls", "/proc/self/fd"], Keep::All),
+    (
+        &["readlink", "/proc/self/cwd", "/proc/self/root"],
+        Keep::All,
+    ),
+    (&["id"], Keep::All),
+    (
+        &[
+            "sh",
+            "-c",
+            "for n in /proc/self/ns/*; do echo $n $(readlink $n); done",
+        ],
+        Keep::All,
+    ),
+    (&["sh", "-c", "echo out; echo err >&2; exit 3"], Keep::All),
+    (&["nope-not-in-path"], Keep::All),
+    (&["/etc/passwd"], Keep::All),
+];
+
+#[derive(Clone, Copy)]
+enum Keep {
+    All,
+    /// Of `/proc/<pid>/status`, what runc sets or the process inherits (not its pid or memory).
+    StatusLines,
+}
+
+const STATUS_FIELDS: &[&str] = &[
+    "Umask",
+    "Uid",
+    "Gid",
+    "Groups",
+    "SigBlk",
+    "SigIgn",
+    "SigCgt",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+    "Seccomp",
+    "Seccomp_filters",
+    "Cpus_allowed_list",
+    "Mems_allowed_list",
+];
+
+pub async fn exec_helper_matches_runc_shared_runc(c: &mut Containerd) -> Result<()> {
+    let pod = c.pod_config("fastexec");
+    matches_runc(c, pod).await
+}
+
+/// The same in a `hostUsers: false` pod: the helper joins the pod's user namespace first.
+pub async fn exec_helper_in_userns_shared_runc(c: &mut Containerd) -> Result<()> {
+    let pod = crate::userns::userns_pod_config(c, "fastexecuserns");
+    matches_runc(c, pod).await
+}
+
+pub fn helper_with_shared_runc(o: Options) -> Options {
+    crate::userns::shared_runc(helper_opts(o))
+}
+
+async fn matches_runc(c: &mut Containerd, pod: PodSandboxConfig) -> Result<()> {
+    let declines = c.dir.join("exec-helper.declines");
+    install_wrappers(c, &declines)?;
+    // A container names the pod's namespaces (and user namespace) as kubelet copies them.
+    let namespaces = pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    let pod = c.run_pod_with(pod).await?;
+    let containers = [
+        ("root", sh("root", "exec sleep 1000")),
+        ("user", {
+            let mut cfg = sh("user", "exec sleep 1000");
+            cfg.working_dir = "/tmp".into();
+            cfg.envs = vec![kv("A", "1"), kv("B", "two words"), kv("A", "3")];
+            let s = security(&mut cfg);
+            s.run_as_user = Some(Int64Value { value: 65534 });
+            s.run_as_group = Some(Int64Value { value: 3000 });
+            s.supplemental_groups = vec![4000, 4001, 4000];
+            s.no_new_privs = true;
+            cfg
+        }),
+        ("unnamed", {
+            let mut cfg = sh("unnamed", "exec sleep 1000");
+            security(&mut cfg).run_as_user = Some(Int64Value { value: 1234 });
+            cfg
+        }),
+        ("caps", {
+            let mut cfg = sh("caps", "exec sleep 1000");
+            security(&mut cfg).capabilities = Some(Capability {
+                add_capabilities: vec!["NET_ADMIN".into(), "SYS_TIME".into()],
+                drop_capabilities: vec!["CHOWN".into(), "KILL".into()],
+                ..Default::default()
+            });
+            cfg
+        }),
+    ];
+    for (name, mut cfg) in containers {
+        security(&mut cfg).namespace_options = namespaces.clone();
+        let id = c.run_container(&pod, cfg).await?;
+        for (args, keep) in PROBES {
+            let helper = probe(c, &id, args, *keep, &declines, false).await?;
+            let runc = probe(c, &id, args, *keep, &declines, true).await?;
+            ensure!(
+                helper == runc,
+                "{name}: {args:?} through the helper:\n{helper}\nthrough runc:\n{runc}"
+            );
+        }
+        eprintln!("{name}: {} probes equal", PROBES.len());
+    }
+    Ok(())
+}
+
+/// A container with a seccomp profile: the helper declines it and runc execs, under seccomp.
+pub async fn exec_helper_leaves_seccomp_to_runc(c: &mut Containerd) -> Result<()> {
+    let declines = c.dir.join("exec-helper.declines");
+    install_wrappers(c, &declines)?;
+    let pod = c.run_pod("seccompexec").await?;
+    let mut cfg = sh("filtered", "exec sleep 1000");
+    security(&mut cfg).seccomp = Some(SecurityProfile {
+        profile_type: k8s_cri::v1::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let id = c.run_container(&pod, cfg).await?;
+    let before = runc_execs(c);
+    let r = c
+        .cri
+        .exec_sync(&id, &["grep", "^Seccomp:", "/proc/self/status"], 10)
+        .await?;
+    ensure!(r.stdout == b"Seccomp:\t2\n", "exec under seccomp: {r:?}");
+    ensure!(runc_execs(c) == before + 1, "the exec did not go to runc");
+    ensure!(helper_calls(c) >= 1, "the helper was never asked");
+    Ok(())
+}
+
+async fn probe(
+    c: &Containerd,
+    id: &str,
+    args: &[&str],
+    keep: Keep,
+    declines: &Path,
+    through_runc: bool,
+) -> Result<String> {
+    if through_runc {
+        std::fs::write(declines, b"")?;
+    } else {
+        let _ = std::fs::remove_file(declines);
+    }
+    let before = runc_execs(c);
+    let answer = match c.cri.exec_sync(id, args, 10).await {
+        Ok(r) => {
+            let stdout = String::from_utf8_lossy(&r.stdout).replace('\0', "\\0");
+            let stdout = match keep {
+                Keep::All => stdout,
+                Keep::StatusLines => stdout
+                    .lines()
+                    .filter(|l| {
+                        l.split_once(':')
+                            .is_some_and(|(k, _)| STATUS_FIELDS.contains(&k))
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect(),
+            };
+            format!(
+                "exit {}\nstdout:\n{stdout}stderr:\n{}",
+                r.exit_code,
+                String::from_utf8_lossy(&r.stderr)
+            )
+        }
+        // The two paths word a failed start alike only in its cause (runc's and the helper's
+        // error text around it differ): keep the cause.
+        Err(e) => {
+            let e = format!("{e:#}");
+            let cause = ["executable file not found in $PATH", "permission denied"]
+                .into_iter()
+                .find(|k| e.contains(k))
+                .with_context(|| format!("{args:?}: unexpected error: {e}"))?;
+            format!("failed: {cause}")
+        }
+    };
+    let runc = runc_execs(c) - before;
+    ensure!(
+        runc == usize::from(through_runc),
+        "{args:?}: runc ran {runc} execs, want {}",
+        usize::from(through_runc)
+    );
+    Ok(answer)
+}
+
+fn install_wrappers(c: &Containerd, declines: &Path) -> Result<()> {
+    let helper = shim_bin_dir(c.opts.shim_bin_dir.as_deref()).join("podshim-exec");
+    ensure!(
+        helper.exists(),
+        "{} not built (make shim-release)",
+        helper.display()
+    );
+    let write = |name: &str, body: String| -> Result<()> {
+        let path = c.dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    };
+    let dir = c.dir.display();
+    let runc = c
+        .opts
+        .oci_runtime
+        .as_ref()
+        .map_or("runc".into(), |r| r.display().to_string());
+    write(
+        "oci-runtime",
+        format!("for a in \"$@\"; do [ \"$a\" = exec ] && echo exec >> {dir}/runc-execs; done\nexec {runc} \"$@\"\n"),
+    )?;
+    write(
+        "exec-helper",
+        format!(
+            "echo call >> {dir}/helper-calls\n[ -e {} ] && exit 125\nexec {} \"$@\"\n",
+            declines.display(),
+            helper.display()
+        ),
+    )
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+fn runc_execs(c: &Containerd) -> usize {
+    count_lines(&c.dir.join("runc-execs"))
+}
+
+fn helper_calls(c: &Containerd) -> usize {
+    count_lines(&c.dir.join("helper-calls"))
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn security(cfg: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    cfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+}
