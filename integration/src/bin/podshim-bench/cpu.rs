@@ -107,13 +107,19 @@ impl Breakdown {
         self.sandboxer += sandboxer;
     }
 
-    /// One figure per process, the mean per operation.
+    /// One figure per process, and the node's total, the mean per operation.
     pub(crate) fn record(&self, r: &mut Results, what: &str, handler: &str) {
         if self.n == 0 {
             return;
         }
         let n = self.n as f64;
+        let total = self.containerd.own
+            + self.containerd.children
+            + self.shim.own
+            + self.shim.children
+            + self.sandboxer;
         for (part, v) in [
+            ("node total", total),
             ("containerd", self.containerd.own),
             (
                 "containerd's children (CNI, shim start)",
