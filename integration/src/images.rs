@@ -534,7 +534,11 @@ pub const DEPLOY_IMAGE: &str = concat!(
 pub const DEPLOY_PAYLOAD: &str = "/opt/podshim";
 /// The binaries the image must carry, and those it carries when they are built (the daemons of
 /// `podshim-install install --with-sandboxer` / `--with-snapshotter`).
-pub const DEPLOY_BINS: [&str; 2] = ["containerd-shim-podshim-v1", "podshim-holder"];
+pub const DEPLOY_BINS: [&str; 3] = [
+    "containerd-shim-podshim-v1",
+    "podshim-holder",
+    "podshim-exec",
+];
 pub const DEPLOY_OPTIONAL_BINS: [&str; 2] = ["podshim-sandboxer", "podshim-snapshotter"];
 
 /// What [`deploy_archive`] wrote.

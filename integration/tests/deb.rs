@@ -27,9 +27,10 @@ use podshim_integration::shared::shared_release;
 use podshim_integration::Release;
 
 const CONFD_GLOB: &str = "/etc/containerd/conf.d/*.toml";
-const BINARIES: [&str; 4] = [
+const BINARIES: [&str; 5] = [
     "containerd-shim-podshim-v1",
     "podshim-holder",
+    "podshim-exec",
     "podshim-sandboxer",
     "podshim-snapshotter",
 ];

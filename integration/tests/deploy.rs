@@ -801,6 +801,7 @@ fn image_installs_into_a_scratch_node_root_and_uninstalls_on_sigterm() {
     let expect_files = [
         "/usr/local/bin/containerd-shim-podshim-v1",
         "/usr/local/bin/podshim-holder",
+        "/usr/local/bin/podshim-exec",
         "/usr/local/bin/podshim-sandboxer",
         "/etc/containerd/config.toml",
         "/etc/containerd/config.toml.podshim-backup",

@@ -48,6 +48,7 @@ impl Node {
         for name in [
             "containerd-shim-podshim-v1",
             "podshim-holder",
+            "podshim-exec",
             "podshim-sandboxer",
             "podshim-snapshotter",
         ] {
@@ -381,6 +382,7 @@ fn install_packaged(node: &Node) -> (BTreeMap<String, String>, BTreeMap<String, 
             "containerd-shim-podshim-v1",
         ),
         ("/usr/local/bin/podshim-holder", "podshim-holder"),
+        ("/usr/local/bin/podshim-exec", "podshim-exec"),
     ] {
         assert_eq!(
             fs::read(node.at(p)).unwrap(),

@@ -78,7 +78,10 @@ pub(crate) async fn exec_leak(c: &Containerd, a: &Args, r: &mut Results) -> Resu
             };
             for f in figures {
                 r.rec("exec", f, "ms", h, took);
-                cpu_of.entry((f, h)).or_default().add(used.0, used.1, used.2);
+                cpu_of
+                    .entry((f, h))
+                    .or_default()
+                    .add(used.0, used.1, used.2);
             }
             if resp.exit_code != 0 {
                 bail!("ExecSync true exited {} ({h}, {figure})", resp.exit_code);
