@@ -1,5 +1,5 @@
 //! `podshim-exec`, the exec path without runc (`shim/exec/`): chosen by `[runtime] exec_helper`,
-//! off by default. An exec it cannot do exactly as runc does (a terminal, seccomp, AppArmor, …)
+//! off by default. An exec it cannot do exactly as runc does (seccomp, AppArmor, …)
 //! comes back as [`Helped::NeedsRuntime`] before anything was changed, and goes to `runc exec`.
 
 use std::{
@@ -40,6 +40,8 @@ pub struct HelperExec<'a> {
     pub pid_file: &'a Path,
     pub log: &'a Path,
     pub init_pid: u32,
+    /// A terminal process's: the helper sends the pty master there, as runc does.
+    pub console_socket: Option<&'a Path>,
     pub stdio: ChildStdio,
 }
 
@@ -134,6 +136,9 @@ impl ExecHelper {
             "--id".into(),
             e.id.into(),
         ];
+        if let Some(socket) = e.console_socket {
+            args.extend(["--console-socket".into(), socket.into()]);
+        }
         if self.no_new_keyring {
             args.push("--no-new-keyring".into());
         }

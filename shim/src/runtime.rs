@@ -236,7 +236,7 @@ impl RuncCli {
 
 impl RuncCli {
     /// Starts the exec through the helper, or through `runtime exec --detach` where there is
-    /// none, the process has a terminal, or the helper declines; its pid is then in `pid_file`.
+    /// none or the helper declines; its pid is then in `pid_file`.
     async fn exec_started(
         &self,
         opts: ExecOpts<'_>,
@@ -245,7 +245,7 @@ impl RuncCli {
         log: &Path,
     ) -> Result<()> {
         let mut stdio = opts.stdio;
-        if let (Some(helper), None) = (&self.exec_helper, opts.console_socket) {
+        if let Some(helper) = &self.exec_helper {
             let helped = helper
                 .exec(HelperExec {
                     id: opts.id,
@@ -254,6 +254,7 @@ impl RuncCli {
                     pid_file,
                     log,
                     init_pid: opts.init_pid,
+                    console_socket: opts.console_socket,
                     stdio,
                 })
                 .await?;

@@ -25,6 +25,11 @@ pub fn helper_opts(o: Options) -> Options {
 /// What a process sees of itself, by probe: (arguments, what to keep of its output).
 const PROBES: &[(&[&str], Keep)] = &[
     (&["cat", "/proc/self/status"], Keep::StatusLines),
+    (&["cat", "/proc/self/stat"], Keep::Session),
+    (
+        &["cat", "/proc/self/loginuid", "/proc/self/personality"],
+        Keep::All,
+    ),
     (&["cat", "/proc/self/environ"], Keep::All),
     (&["cat", "/proc/self/limits"], Keep::All),
     (&["cat", "/proc/self/oom_score_adj"], Keep::All),
@@ -54,6 +59,28 @@ enum Keep {
     All,
     /// Of `/proc/<pid>/status`, what runc sets or the process inherits (not its pid or memory).
     StatusLines,
+    /// Of `/proc/<pid>/stat`: whether it leads its process group and session, its parent,
+    /// terminal and terminal's process group (pids differ from run to run).
+    Session,
+}
+
+fn session(stat: &str) -> String {
+    let pid = stat.split(' ').next().unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    if f.len() < 6 {
+        return format!("unreadable stat: {stat}");
+    }
+    let (ppid, pgrp, sid, tty, tpgid) = (f[1], f[2], f[3], f[4], f[5]);
+    format!(
+        "ppid {ppid}, leads its group {}, leads its session {}, tty {tty}, tty's group {tpgid}\n",
+        pgrp == pid,
+        sid == pid
+    )
 }
 
 const STATUS_FIELDS: &[&str] = &[
@@ -77,7 +104,13 @@ const STATUS_FIELDS: &[&str] = &[
 ];
 
 pub async fn exec_helper_matches_runc_shared_runc(c: &mut Containerd) -> Result<()> {
-    let pod = c.pod_config("fastexec");
+    let mut pod = c.pod_config("fastexec");
+    // A privileged container needs a privileged pod.
+    pod.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .privileged = true;
     matches_runc(c, pod).await
 }
 
@@ -95,11 +128,11 @@ async fn matches_runc(c: &mut Containerd, pod: PodSandboxConfig) -> Result<()> {
     let declines = c.dir.join("exec-helper.declines");
     install_wrappers(c, &declines)?;
     // A container names the pod's namespaces (and user namespace) as kubelet copies them.
-    let namespaces = pod
-        .linux
+    let pod_security = pod.linux.as_ref().and_then(|l| l.security_context.clone());
+    let namespaces = pod_security
         .as_ref()
-        .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone());
+    let privileged = pod_security.is_some_and(|s| s.privileged);
     let pod = c.run_pod_with(pod).await?;
     let containers = [
         ("root", sh("root", "exec sleep 1000")),
@@ -129,7 +162,12 @@ async fn matches_runc(c: &mut Containerd, pod: PodSandboxConfig) -> Result<()> {
             cfg
         }),
     ];
-    for (name, mut cfg) in containers {
+    let privileged = privileged.then(|| {
+        let mut cfg = sh("privileged", "exec sleep 1000");
+        security(&mut cfg).privileged = true;
+        ("privileged", cfg)
+    });
+    for (name, mut cfg) in containers.into_iter().chain(privileged) {
         security(&mut cfg).namespace_options = namespaces.clone();
         let id = c.run_container(&pod, cfg).await?;
         for (args, keep) in PROBES {
@@ -140,7 +178,13 @@ async fn matches_runc(c: &mut Containerd, pod: PodSandboxConfig) -> Result<()> {
                 "{name}: {args:?} through the helper:\n{helper}\nthrough runc:\n{runc}"
             );
         }
-        eprintln!("{name}: {} probes equal", PROBES.len());
+        let helper = tty_probe(c, &id, &declines, false).await?;
+        let runc = tty_probe(c, &id, &declines, true).await?;
+        ensure!(
+            helper == runc,
+            "{name}: terminal exec through the helper:\n{helper}\nthrough runc:\n{runc}"
+        );
+        eprintln!("{name}: {} probes and the terminal's equal", PROBES.len());
     }
     Ok(())
 }
@@ -186,6 +230,7 @@ async fn probe(
             let stdout = String::from_utf8_lossy(&r.stdout).replace('\0', "\\0");
             let stdout = match keep {
                 Keep::All => stdout,
+                Keep::Session => session(&stdout),
                 Keep::StatusLines => stdout
                     .lines()
                     .filter(|l| {
@@ -219,6 +264,69 @@ async fn probe(
         usize::from(through_runc)
     );
     Ok(answer)
+}
+
+/// A terminal exec (`kubectl exec -it`): the pty (its number aside), its owner and mode, the
+/// session it controls, the terminal's settings (not its size: a resize reaches a process only
+/// once it runs, so the first one is a race with any runtime), driven as kubectl drives it:
+/// stdin open, a line on stdin to end it once everything is printed (containerd stops copying a
+/// terminal exec's output when its stdin ends, whatever the shim). What the terminal echoes of
+/// that line is left out.
+const TTY_PROBE: &str = "t=$(tty); echo ${t%%[0-9]*}; stat -c '%u %g %a' $t; \
+    read -r pid comm st ppid pgrp sid tty tpgid rest < /proc/self/stat; \
+    echo leader $([ $pid = $sid ] && echo yes) fg $([ $tpgid = $pgrp ] && echo yes) tty $([ $tty != 0 ] && echo yes); \
+    stty -a | tail -n +2; ls /proc/self/fd; echo END-OF-PROBE; read x";
+
+async fn tty_probe(
+    c: &Containerd,
+    id: &str,
+    declines: &Path,
+    through_runc: bool,
+) -> Result<String> {
+    use podshim_integration::streaming::{self, exit_code_from_status, ChannelConn, PROTOCOL_V4};
+    if through_runc {
+        std::fs::write(declines, b"")?;
+    } else {
+        let _ = std::fs::remove_file(declines);
+    }
+    let before = runc_execs(c);
+    let url = c
+        .cri
+        .exec_url(k8s_cri::v1::ExecRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), TTY_PROBE.into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await?;
+    let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
+    let t = std::time::Duration::from_secs(20);
+    let mut got = conn
+        .read_until(streaming::STDOUT, "END-OF-PROBE", t)
+        .await?;
+    conn.send(streaming::STDIN, b"\n").await?;
+    for (ch, data) in conn.collect(t).await? {
+        got.entry(ch).or_default().extend(data);
+    }
+    let status = got.get(&streaming::ERROR).context("no exit status")?;
+    let out = got.get(&streaming::STDOUT).map(|o| {
+        let o = String::from_utf8_lossy(o);
+        o.split_once("END-OF-PROBE")
+            .map_or(o.to_string(), |(probe, _)| probe.to_string())
+    });
+    let runc = runc_execs(c) - before;
+    ensure!(
+        runc == usize::from(through_runc),
+        "terminal exec: runc ran {runc} execs, want {}",
+        usize::from(through_runc)
+    );
+    Ok(format!(
+        "exit {}\n{}",
+        exit_code_from_status(status)?,
+        out.unwrap_or_default()
+    ))
 }
 
 fn install_wrappers(c: &Containerd, declines: &Path) -> Result<()> {

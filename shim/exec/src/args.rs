@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
-/// `podshim-exec --log L --process P --bundle B --pid-file F --id ID [--no-new-keyring]`, with
+/// `podshim-exec --log L --process P --bundle B --pid-file F --id ID [--console-socket S]
+/// [--no-new-keyring]`, with
 /// the container's init process as a pidfd on descriptor 3 and the exec's stdio on 0, 1, 2.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Args {
@@ -21,12 +22,14 @@ pub struct Args {
     pub id: String,
     /// runc's NoNewKeyring: keep the caller's session keyring.
     pub no_new_keyring: bool,
+    /// Where a terminal process's pty master goes (the shim's console socket).
+    pub console_socket: Option<PathBuf>,
 }
 
 impl Args {
     pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Self> {
-        let (mut log, mut process, mut bundle, mut pid_file, mut id) =
-            (None, None, None, None, None);
+        let (mut log, mut process, mut bundle, mut pid_file, mut id, mut console_socket) =
+            (None, None, None, None, None, None);
         let mut no_new_keyring = false;
         while let Some(flag) = argv.next() {
             if flag == "--no-new-keyring" {
@@ -39,6 +42,7 @@ impl Args {
                 "--bundle" => &mut bundle,
                 "--pid-file" => &mut pid_file,
                 "--id" => &mut id,
+                "--console-socket" => &mut console_socket,
                 _ => return Err(Error::Failed(format!("unknown argument {flag:?}"))),
             };
             let value = argv
@@ -56,6 +60,7 @@ impl Args {
             pid_file: need(pid_file, "--pid-file")?.into(),
             id: need(id, "--id")?,
             no_new_keyring,
+            console_socket: console_socket.map(PathBuf::from),
         })
     }
 }
@@ -75,6 +80,9 @@ mod tests {
         assert_eq!(a.log, PathBuf::from("l"));
         assert_eq!(a.id, "c");
         assert!(a.no_new_keyring);
+        assert_eq!(a.console_socket, None);
+        let tty = parse("--log l --process p --bundle b --pid-file f --id c --console-socket s");
+        assert_eq!(tty.unwrap().console_socket, Some(PathBuf::from("s")));
         assert!(
             !parse("--log l --process p --bundle b --pid-file f --id c")
                 .unwrap()

@@ -1,17 +1,19 @@
 //! The forked child, already in the container's cgroups and namespaces, becomes the exec's
-//! process in the order of runc's setns init (`setns_init_linux.go` and `finalizeNamespace`):
-//! session keyring, no_new_privs, descriptors, bounding set, user, capabilities, the program's
-//! path, execve. It returns only with the reason it could not exec.
+//! process in the order of runc's nsexec stage 2 (a new session, root of the user namespace)
+//! and setns init (`setns_init_linux.go` and `finalizeNamespace`): session keyring, terminal,
+//! no_new_privs, descriptors, bounding set, user, capabilities, the program's path, execve. It
+//! returns only with the reason it could not exec.
 //!
 //! Invariant: every descriptor above 2 is close-on-exec before anything of the container is
 //! read, so only the process's stdio reaches its program; the child's root and working
 //! directory are the container's since setns(CLONE_NEWNS), so nothing of the host is
 //! reachable by path.
 
-use std::{convert::Infallible, ffi::CString, io::ErrorKind};
+use std::{convert::Infallible, ffi::CString, io::ErrorKind, os::fd::OwnedFd};
 
 use crate::{
     caps::CapSets,
+    console,
     error::{os, Error, Result},
     spec::Plan,
     sys, user,
@@ -22,19 +24,26 @@ pub struct Child<'a> {
     pub caps: CapSets,
     pub container_id: &'a str,
     pub no_new_keyring: bool,
+    /// The shim's console socket, for a terminal process.
+    pub console: Option<OwnedFd>,
 }
 
 impl Child<'_> {
     /// Execs the program, or says why not.
-    pub fn exec(&self) -> Error {
+    pub fn exec(mut self) -> Error {
         match self.steps() {
             Ok(never) => match never {},
             Err(e) => e,
         }
     }
 
-    fn steps(&self) -> Result<Infallible> {
+    fn steps(&mut self) -> Result<Infallible> {
         let plan = self.plan;
+        sys::setsid().map_err(os("setsid failed"))?;
+        // Root of the user namespace joined (host root otherwise): the keyring below is made
+        // with these ids, as runc's is.
+        sys::setuid(0).map_err(os("setuid failed"))?;
+        sys::setgid(0).map_err(os("setgid failed"))?;
         sys::reset_signals().map_err(os("reset signals"))?;
         if !self.no_new_keyring {
             let name = CString::new(format!("_ses.{}", self.container_id))
@@ -45,6 +54,9 @@ impl Child<'_> {
                 }
                 _ => {}
             }
+        }
+        if let Some(socket) = self.console.take() {
+            console::set_up(socket, plan.console_size)?;
         }
         if plan.no_new_privileges {
             sys::set_no_new_privs().map_err(os("prctl(PR_SET_NO_NEW_PRIVS)"))?;

@@ -4,7 +4,8 @@
 //! names it (`shim/src/exec_helper.rs`).
 //!
 //! One direction: read the spec (an exec it cannot do exactly as runc does exits 125 before
-//! anything changes, and the shim runs `runc exec`) → find the container's init through the
+//! anything changes, and the shim runs `runc exec`) → connect a terminal process's console
+//! socket → find the container's init through the
 //! pidfd the shim passed → join its cgroups, set the container's oom_score_adj and the rlimits
 //! on ourselves → join its namespaces → fork → the child becomes the process (`child.rs`) → the
 //! parent writes the child's pid, or reaps it and reports why it did not exec.
@@ -18,6 +19,7 @@ mod args;
 mod caps;
 mod cgroup;
 mod child;
+mod console;
 mod error;
 mod spec;
 mod sys;
@@ -26,7 +28,7 @@ mod user;
 use std::{
     fs::{File, OpenOptions},
     io::{Read, Write},
-    os::unix::fs::MetadataExt,
+    os::{fd::OwnedFd, unix::fs::MetadataExt, unix::net::UnixStream},
     process::ExitCode,
 };
 
@@ -88,6 +90,23 @@ fn main() -> ExitCode {
 
 fn run(args: &Args, pid_file: &mut File) -> Result<()> {
     let plan = spec::read(&args.process, &args.bundle)?;
+    // runc's checks of the pair; the socket is a host path, so it is connected now.
+    let console = match (plan.terminal, &args.console_socket) {
+        (true, Some(path)) => Some(OwnedFd::from(
+            UnixStream::connect(path).map_err(os(format!("connect {}", path.display())))?,
+        )),
+        (false, None) => None,
+        (true, None) => {
+            return Err(Error::Failed(
+                "cannot allocate tty if runc will detach without setting console socket".into(),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Error::Failed(
+                "cannot use console socket if runc will not detach or allocate tty".into(),
+            ))
+        }
+    };
     let init = sys::take_init_pidfd().map_err(os("the container's init pidfd"))?;
     let pid = pidfd_pid()?;
     let namespaces = namespaces_to_join(pid)?;
@@ -129,6 +148,7 @@ fn run(args: &Args, pid_file: &mut File) -> Result<()> {
                 caps,
                 container_id: &args.id,
                 no_new_keyring: args.no_new_keyring,
+                console,
             }
             .exec();
             let _ = File::from(report_tx).write_all(why.to_string().as_bytes());

@@ -31,6 +31,9 @@ pub struct Rlimit {
 /// Everything the helper applies, in runc's terms.
 #[derive(Debug)]
 pub struct Plan {
+    pub terminal: bool,
+    /// `consoleSize` (rows, columns) of a terminal process.
+    pub console_size: Option<(u16, u16)>,
     pub args: Vec<CString>,
     /// The process's environment, checked and deduplicated as runc's init does (a later value
     /// replaces an earlier one in its place); HOME is added in the container.
@@ -55,6 +58,7 @@ pub struct Plan {
 struct ProcessJson {
     #[serde(default)]
     terminal: bool,
+    console_size: Option<ConsoleSize>,
     #[serde(default)]
     user: UserJson,
     #[serde(default)]
@@ -88,6 +92,14 @@ struct UserJson {
     additional_gids: Vec<u32>,
     #[serde(flatten)]
     rest: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct ConsoleSize {
+    #[serde(default)]
+    height: u16,
+    #[serde(default)]
+    width: u16,
 }
 
 #[derive(Deserialize)]
@@ -132,10 +144,9 @@ struct ConfigLinux {
     memory_policy: Option<Value>,
 }
 
-/// Process fields runc reads for an exec that change nothing the helper must do: the console
-/// size of a process without a terminal, and the process's oom_score_adj (runc applies the
-/// container's).
-const IGNORED_PROCESS_FIELDS: &[&str] = &["consoleSize", "oomScoreAdj"];
+/// Process fields runc reads for an exec that change nothing the helper must do: the process's
+/// oom_score_adj (runc applies the container's).
+const IGNORED_PROCESS_FIELDS: &[&str] = &["oomScoreAdj"];
 
 pub fn read(process: &Path, bundle: &Path) -> Result<Plan> {
     let process = std::fs::read(process).map_err(crate::error::os("read the process spec"))?;
@@ -175,6 +186,8 @@ pub fn plan(process: &[u8], config: &[u8]) -> Result<Plan> {
     additional_gids.sort_unstable();
     additional_gids.dedup();
     Ok(Plan {
+        terminal: p.terminal,
+        console_size: p.console_size.map(|c| (c.height, c.width)),
         args,
         env: environment(&p.env)?,
         cwd: p.cwd,
@@ -194,9 +207,6 @@ pub fn plan(process: &[u8], config: &[u8]) -> Result<Plan> {
 /// Everything runc would do for this exec that the helper does not: such an exec goes to runc.
 fn supported(p: &ProcessJson, c: &ConfigJson) -> Result<()> {
     let unsupported = |what: &str| Err(Error::Unsupported(what.to_string()));
-    if p.terminal {
-        return unsupported("a terminal");
-    }
     if let Some(key) = p
         .rest
         .iter()
@@ -367,7 +377,7 @@ mod tests {
         };
         let ok = r#"{"args":["x"],"cwd":"/"}"#;
         assert!(!needs_runc(ok, "{}"));
-        assert!(needs_runc(
+        assert!(!needs_runc(
             r#"{"args":["x"],"cwd":"/","terminal":true}"#,
             "{}"
         ));

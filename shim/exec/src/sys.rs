@@ -159,6 +159,12 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
     check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }).map(drop)
 }
 
+/// A new session and process group, led by this process.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() }.into()).map(drop)
+}
+
 pub fn setgroups(gids: &[u32]) -> io::Result<()> {
     // SAFETY: setgroups reads `len` gids from the slice.
     check(unsafe { libc::setgroups(gids.len(), gids.as_ptr()) }.into()).map(drop)
@@ -305,4 +311,111 @@ pub fn fstat(fd: RawFd) -> io::Result<(u32, u32, u64)> {
 pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: integer arguments only.
     check(unsafe { libc::fchown(fd, uid, gid) }.into()).map(drop)
+}
+
+/// Opens the container's `/dev/ptmx` (a master pty) and unlocks its peer; refuses a file that
+/// is not devpts's own ptmx (inode 2), which a container could have put there.
+pub fn open_ptmx() -> io::Result<OwnedFd> {
+    const DEVPTS_SUPER_MAGIC: libc::c_long = 0x1cd1;
+    // SAFETY: open reads the NUL-terminated path and returns a new descriptor or -1.
+    let fd = check(
+        unsafe {
+            libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        }
+        .into(),
+    )?;
+    // SAFETY: open just created this descriptor for us.
+    let master = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: fstatfs and fstat write into zeroed locals.
+    let (fs, st) = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        let mut st: libc::stat = std::mem::zeroed();
+        check(libc::fstatfs(master.as_raw_fd(), &mut fs).into())?;
+        check(libc::fstat(master.as_raw_fd(), &mut st).into())?;
+        (fs, st)
+    };
+    if fs.f_type as libc::c_long != DEVPTS_SUPER_MAGIC || st.st_ino != 2 {
+        return Err(io::Error::other("/dev/ptmx is not a devpts ptmx"));
+    }
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) }.into())?;
+    Ok(master)
+}
+
+/// The master's peer, opened through the master itself (TIOCGPTPEER, Linux 4.13), not by path.
+pub fn pty_peer(master: &OwnedFd) -> io::Result<OwnedFd> {
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor or -1.
+    let fd = check(
+        unsafe {
+            libc::ioctl(
+                master.as_raw_fd(),
+                TIOCGPTPEER as _,
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        }
+        .into(),
+    )?;
+    // SAFETY: the ioctl just created this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn set_window_size(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we pass.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) }.into()).map(drop)
+}
+
+/// Sends `fd` over a connected unix socket (SCM_RIGHTS), with `name` as the message, as runc's
+/// `SendRawFd` does.
+pub fn send_fd(socket: &OwnedFd, fd: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    let space = {
+        // SAFETY: CMSG_SPACE computes a size from a size.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }
+    };
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: name.as_ptr() as *mut libc::c_void,
+        iov_len: name.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below lives until sendmsg returns, and
+    // the control buffer is CMSG_SPACE bytes for one descriptor.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd.as_raw_fd());
+        check(libc::sendmsg(socket.as_raw_fd(), &msg, 0) as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// Makes `fd` this process's descriptors 0, 1 and 2.
+pub fn dup_stdio(fd: &OwnedFd) -> io::Result<()> {
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which no Rust object owns here.
+        check(unsafe { libc::dup2(fd.as_raw_fd(), target) }.into())?;
+    }
+    Ok(())
+}
+
+/// Makes the terminal on descriptor 0 this session's controlling terminal (TIOCSCTTY).
+pub fn set_controlling_terminal() -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer.
+    check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) }.into()).map(drop)
 }
