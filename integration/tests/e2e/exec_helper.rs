@@ -219,13 +219,8 @@ async fn probe(
     declines: &Path,
     through_runc: bool,
 ) -> Result<String> {
-    if through_runc {
-        std::fs::write(declines, b"")?;
-    } else {
-        let _ = std::fs::remove_file(declines);
-    }
-    let before = runc_execs(c);
-    let answer = match c.cri.exec_sync(id, args, 10).await {
+    let exec = async { Ok(c.cri.exec_sync(id, args, 10).await) };
+    let answer = match on_path(c, declines, through_runc, &format!("{args:?}"), exec).await? {
         Ok(r) => {
             let stdout = String::from_utf8_lossy(&r.stdout).replace('\0', "\\0");
             let stdout = match keep {
@@ -257,13 +252,32 @@ async fn probe(
             format!("failed: {cause}")
         }
     };
+    Ok(answer)
+}
+
+/// Runs `exec` through runc (the helper wrapper declines) or through the helper, and checks
+/// which of the two ran it: runc's wrapper counts its execs.
+async fn on_path<T>(
+    c: &Containerd,
+    declines: &Path,
+    through_runc: bool,
+    what: &str,
+    exec: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if through_runc {
+        std::fs::write(declines, b"")?;
+    } else {
+        let _ = std::fs::remove_file(declines);
+    }
+    let before = runc_execs(c);
+    let out = exec.await?;
     let runc = runc_execs(c) - before;
     ensure!(
         runc == usize::from(through_runc),
-        "{args:?}: runc ran {runc} execs, want {}",
+        "{what}: runc ran {runc} execs, want {}",
         usize::from(through_runc)
     );
-    Ok(answer)
+    Ok(out)
 }
 
 /// A terminal exec (`kubectl exec -it`): the pty (its number aside), its owner and mode, the
@@ -284,44 +298,36 @@ async fn tty_probe(
     through_runc: bool,
 ) -> Result<String> {
     use podshim_integration::streaming::{self, exit_code_from_status, ChannelConn, PROTOCOL_V4};
-    if through_runc {
-        std::fs::write(declines, b"")?;
-    } else {
-        let _ = std::fs::remove_file(declines);
-    }
-    let before = runc_execs(c);
-    let url = c
-        .cri
-        .exec_url(k8s_cri::v1::ExecRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), TTY_PROBE.into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await?;
-    let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
-    let t = std::time::Duration::from_secs(20);
-    let mut got = conn
-        .read_until(streaming::STDOUT, "END-OF-PROBE", t)
-        .await?;
-    conn.send(streaming::STDIN, b"\n").await?;
-    for (ch, data) in conn.collect(t).await? {
-        got.entry(ch).or_default().extend(data);
-    }
+    let exec = async {
+        let url = c
+            .cri
+            .exec_url(k8s_cri::v1::ExecRequest {
+                container_id: id.into(),
+                cmd: vec!["sh".into(), "-c".into(), TTY_PROBE.into()],
+                tty: true,
+                stdin: true,
+                stdout: true,
+                stderr: false,
+            })
+            .await?;
+        let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
+        let t = std::time::Duration::from_secs(20);
+        let mut got = conn
+            .read_until(streaming::STDOUT, "END-OF-PROBE", t)
+            .await?;
+        conn.send(streaming::STDIN, b"\n").await?;
+        for (ch, data) in conn.collect(t).await? {
+            got.entry(ch).or_default().extend(data);
+        }
+        Ok(got)
+    };
+    let got = on_path(c, declines, through_runc, "terminal exec", exec).await?;
     let status = got.get(&streaming::ERROR).context("no exit status")?;
     let out = got.get(&streaming::STDOUT).map(|o| {
         let o = String::from_utf8_lossy(o);
         o.split_once("END-OF-PROBE")
             .map_or(o.to_string(), |(probe, _)| probe.to_string())
     });
-    let runc = runc_execs(c) - before;
-    ensure!(
-        runc == usize::from(through_runc),
-        "terminal exec: runc ran {runc} execs, want {}",
-        usize::from(through_runc)
-    );
     Ok(format!(
         "exit {}\n{}",
         exit_code_from_status(status)?,

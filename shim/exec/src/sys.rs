@@ -221,14 +221,6 @@ const KEPT_IGNORED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGINT, 32];
 /// as the process runc execs has them (an ignored signal stays ignored across execve; Rust's
 /// runtime ignores SIGPIPE). Raw rt_sigaction: libc refuses the signals it reserves (32–34).
 pub fn reset_signals() -> io::Result<()> {
-    /// The kernel's `struct sigaction` (x86_64 and aarch64 alike).
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: usize,
-        flags: libc::c_ulong,
-        restorer: usize,
-        mask: u64,
-    }
     // SAFETY: sigemptyset fills a local set; sigprocmask reads it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -239,43 +231,36 @@ pub fn reset_signals() -> io::Result<()> {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP || KEPT_IGNORED.contains(&sig) {
             continue;
         }
-        let mut old = KernelSigaction {
-            handler: 0,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        // SAFETY: rt_sigaction with a null new action writes the current one into `old`.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                std::ptr::null::<KernelSigaction>(),
-                &mut old,
-                8,
-            )
-        })?;
-        if old.handler != libc::SIG_IGN {
-            continue;
+        if rt_sigaction(sig, None)? == libc::SIG_IGN {
+            rt_sigaction(sig, Some(libc::SIG_DFL))?;
         }
-        let default = KernelSigaction {
-            handler: libc::SIG_DFL,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        // SAFETY: rt_sigaction reads the action we pass; SIG_DFL needs no restorer.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                sig,
-                &default,
-                std::ptr::null_mut::<KernelSigaction>(),
-                8,
-            )
-        })?;
     }
     Ok(())
+}
+
+/// rt_sigaction(2): sets `handler` (no flags, no mask) if given; returns the handler before.
+fn rt_sigaction(sig: libc::c_int, handler: Option<usize>) -> io::Result<usize> {
+    /// The kernel's `struct sigaction` (x86_64 and aarch64 alike).
+    #[repr(C)]
+    #[derive(Default)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let new = handler.map(|handler| KernelSigaction {
+        handler,
+        ..Default::default()
+    });
+    let new_ptr = new
+        .as_ref()
+        .map_or(std::ptr::null(), |n| n as *const KernelSigaction);
+    let mut old = KernelSigaction::default();
+    // SAFETY: the kernel reads `new` (or nothing) and writes `old`, both of the layout above and
+    // alive for the call; SIG_DFL and SIG_IGN need no restorer.
+    check(unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new_ptr, &mut old, 8) })?;
+    Ok(old.handler)
 }
 
 /// execve(2): returns only on failure.
