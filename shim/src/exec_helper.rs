@@ -4,12 +4,12 @@
 
 use std::{
     ffi::OsString,
-    os::fd::OwnedFd,
+    os::{fd::OwnedFd, unix::fs::PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
-use log::debug;
+use log::{debug, warn};
 
 use crate::{
     error::{Error, Result},
@@ -64,6 +64,20 @@ impl ExecHelper {
         })
     }
 
+    /// For `start`: a helper that is set must be an executable file, so that a node enabling
+    /// it sees a mistake when its next pod starts rather than in failed probes.
+    pub fn check(&self) -> Result<()> {
+        let executable = std::fs::metadata(&self.program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if executable {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "runtime.exec_helper: {} is not an executable file",
+            self.program.display()
+        )))
+    }
+
     pub async fn exec(&self, e: HelperExec<'_>) -> Result<Helped> {
         let fail = |message: String| Error::Runtime {
             binary: self.program.display().to_string(),
@@ -98,9 +112,18 @@ impl ExecHelper {
             self.program.display(),
             cmd.get_args().collect::<Vec<_>>()
         );
-        let child = crate::sys::spawn_with_fds(&mut cmd, &[pidfd]).map_err(|err| {
-            Error::FailedPrecondition(format!("exec helper {}: {err}", self.program.display()))
-        })?;
+        let child = match crate::sys::spawn_with_fds(&mut cmd, &[pidfd]) {
+            Ok(child) => child,
+            // Gone since `start` checked it (an upgrade in progress): the runtime can still
+            // run the exec, and a probe must not fail for it.
+            Err(err) => {
+                warn!(
+                    "exec helper {}: {err}; the OCI runtime runs the exec",
+                    self.program.display()
+                );
+                return Ok(Helped::NeedsRuntime(e.stdio));
+            }
+        };
         let exit = reaper().subscribe(child.id() as i32);
         // The process's ends now live in the helper; ours must close so EOF comes with its exit.
         drop(cmd);
@@ -174,6 +197,54 @@ mod tests {
         let beside = ExecHelper::new("podshim-exec", false).unwrap();
         let exe = std::env::current_exe().unwrap();
         assert_eq!(beside.program, exe.with_file_name("podshim-exec"));
+    }
+
+    #[test]
+    fn start_refuses_a_helper_that_is_not_an_executable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("podshim-exec");
+        let helper = ExecHelper::new(path.to_str().unwrap(), false).unwrap();
+        let refused = |h: &ExecHelper| match h.check() {
+            Err(Error::InvalidArgument(m)) => m.contains("is not an executable file"),
+            _ => false,
+        };
+        assert!(refused(&helper), "missing");
+        std::fs::write(&path, b"").unwrap();
+        assert!(refused(&helper), "not executable");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        helper.check().unwrap();
+        assert!(
+            refused(&ExecHelper::new(dir.path().to_str().unwrap(), false).unwrap()),
+            "a directory"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exec_whose_helper_is_gone_goes_to_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let helper = ExecHelper::new(dir.path().join("gone").to_str().unwrap(), false).unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let helped = helper
+            .exec(HelperExec {
+                id: "c",
+                bundle: dir.path(),
+                process_file: &dir.path().join("p.json"),
+                pid_file: &dir.path().join("p.pid"),
+                log: &dir.path().join("p.log"),
+                init_pid: std::process::id(),
+                console_socket: None,
+                stdio: ChildStdio {
+                    stdin: Some(r),
+                    stdout: Some(w),
+                    stderr: None,
+                },
+            })
+            .await
+            .unwrap();
+        let Helped::NeedsRuntime(back) = helped else {
+            panic!("the exec did not go back to the runtime");
+        };
+        assert!(back.stdin.is_some() && back.stdout.is_some() && back.stderr.is_none());
     }
 
     #[test]

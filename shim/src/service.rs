@@ -60,6 +60,11 @@ impl Shim for Service {
         // A broken config must fail here, where containerd shows the error, not in the daemon.
         let config =
             Config::load().map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
+        if let Some(helper) = exec_helper(&config) {
+            helper
+                .check()
+                .map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
+        }
         let grouping = grouping(&opts.id, Path::new("config.json"));
         // containerd's shim manager `env = ["SCHED_CORE=1"]`: the shim and every process it
         // starts share one core-scheduling cookie, as with containerd's runc shim.
@@ -239,15 +244,16 @@ fn still_serving(socket: &Path) -> bool {
     }
 }
 
+fn exec_helper(config: &Config) -> Option<ExecHelper> {
+    ExecHelper::new(&config.runtime.exec_helper, config.runtime.no_new_keyring)
+}
+
 fn runtime_for(config: &Config, namespace: &str) -> RuncCli {
     RuncCli::new(
         config.runtime.binary.clone(),
         config.runtime.root.join(namespace),
     )
-    .with_exec_helper(ExecHelper::new(
-        &config.runtime.exec_helper,
-        config.runtime.no_new_keyring,
-    ))
+    .with_exec_helper(exec_helper(config))
 }
 
 #[cfg(test)]

@@ -120,6 +120,30 @@ pub async fn exec_helper_in_userns_shared_runc(c: &mut Containerd) -> Result<()>
     matches_runc(c, pod).await
 }
 
+pub fn missing_helper_opts(o: Options) -> Options {
+    Options {
+        shim_config:
+            "[runtime]\nroot = \"{dir}/podshim-oci\"\nexec_helper = \"{dir}/no-such-helper\"\n"
+                .into(),
+        ..o
+    }
+}
+
+/// A helper set in the shim's config that is not there: the pod does not start, with the reason,
+/// and leaves nothing (rather than every exec probe of the node failing later).
+pub async fn exec_helper_missing(c: &mut Containerd) -> Result<()> {
+    let err = match c.run_pod("nohelper").await {
+        Ok(pod) => anyhow::bail!("RunPodSandbox succeeded: {}", pod.id),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("runtime.exec_helper")
+            && err.contains("no-such-helper is not an executable file"),
+        "RunPodSandbox's error does not name the helper: {err}"
+    );
+    crate::util::assert_failed_pod_left_nothing(c).await
+}
+
 pub fn helper_with_shared_runc(o: Options) -> Options {
     crate::userns::shared_runc(helper_opts(o))
 }

@@ -195,6 +195,10 @@ e2e!(
     super::exec_helper::helper_with_shared_runc
 );
 e2e!(
+    exec_helper::exec_helper_missing[podshim, podshim_pauseless, podshim_sandboxer],
+    super::exec_helper::missing_helper_opts
+);
+e2e!(
     exec_helper::exec_helper_leaves_seccomp_to_runc[podshim, podshim_pauseless, podshim_sandboxer],
     super::exec_helper::helper_opts
 );
