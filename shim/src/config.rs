@@ -42,7 +42,7 @@ pub struct RuntimeConfig {
     /// made by the operator beforehand. Empty: the shim stays in containerd's.
     pub shim_cgroup: String,
     /// Execs go to this helper (`podshim-exec`, beside the shim binary, or a path) instead of
-    /// `runtime exec`; one it cannot do exactly as runc (seccomp, AppArmor, SELinux,
+    /// `runtime exec`; one it cannot do exactly as runc (AppArmor, SELinux,
     /// a umask, …) still goes to the runtime. Empty (the default): the runtime runs every exec.
     pub exec_helper: String,
 }

@@ -1,5 +1,5 @@
 //! `podshim-exec`, the exec path without runc (`shim/exec/`): chosen by `[runtime] exec_helper`,
-//! off by default. An exec it cannot do exactly as runc does (seccomp, AppArmor, …)
+//! off by default. An exec it cannot do exactly as runc does (AppArmor, SELinux, …)
 //! comes back as [`Helped::NeedsRuntime`] before anything was changed, and goes to `runc exec`.
 
 use std::{

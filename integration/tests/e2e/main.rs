@@ -198,10 +198,6 @@ e2e!(
     exec_helper::exec_helper_missing[podshim, podshim_pauseless, podshim_sandboxer],
     super::exec_helper::missing_helper_opts
 );
-e2e!(
-    exec_helper::exec_helper_leaves_seccomp_to_runc[podshim, podshim_pauseless, podshim_sandboxer],
-    super::exec_helper::helper_opts
-);
 e2e!(checkpoint::checkpoint_container);
 e2e!(runtime::handler_features [podshim, podshim_pauseless, podshim_sandboxer]);
 e2e!(streaming::exec_stream);

@@ -1,8 +1,9 @@
 //! The forked child, already in the container's cgroups and namespaces, becomes the exec's
 //! process in the order of runc's nsexec stage 2 (a new session, root of the user namespace)
 //! and setns init (`setns_init_linux.go` and `finalizeNamespace`): session keyring, terminal,
-//! no_new_privs, descriptors, bounding set, user, capabilities, the program's path, execve. It
-//! returns only with the reason it could not exec.
+//! no_new_privs, seccomp (here without no_new_privs), descriptors, bounding set, user,
+//! capabilities, the program's path, seccomp (here with no_new_privs), execve. It returns only
+//! with the reason it could not exec.
 //!
 //! Invariant: every descriptor above 2 is close-on-exec before anything of the container is
 //! read, so only the process's stdio reaches its program; the child's root and working
@@ -15,6 +16,7 @@ use crate::{
     caps::CapSets,
     console,
     error::{os, Error, Result},
+    seccomp::Filter,
     spec::Plan,
     sys, user,
 };
@@ -26,6 +28,8 @@ pub struct Child<'a> {
     pub no_new_keyring: bool,
     /// The shim's console socket, for a terminal process.
     pub console: Option<OwnedFd>,
+    /// The container's seccomp filter.
+    pub filter: Option<Filter>,
 }
 
 impl Child<'_> {
@@ -60,6 +64,10 @@ impl Child<'_> {
         }
         if plan.no_new_privileges {
             sys::set_no_new_privs().map_err(os("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+        }
+        // Without no_new_privs installing a filter needs CAP_SYS_ADMIN: while it is still held.
+        if let (Some(filter), false) = (&self.filter, plan.no_new_privileges) {
+            filter.apply()?;
         }
         sys::cloexec_from(3).map_err(os("error closing exec fds"))?;
         // First as the caller: a directory only it may enter; else again as the user, for one
@@ -102,6 +110,10 @@ impl Child<'_> {
                  possible container breakout detected"
                     .into(),
             ));
+        }
+        // With no_new_privs, as close to execve as possible: the fewest calls under the filter.
+        if let (Some(filter), true) = (&self.filter, plan.no_new_privileges) {
+            filter.apply()?;
         }
         let err = sys::execve(&user::cstring(&program)?, &plan.args, &env);
         Err(Error::Failed(format!("exec {}: {err}", program.display())))

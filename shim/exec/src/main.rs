@@ -6,7 +6,7 @@
 //! One direction: read the spec (an exec it cannot do exactly as runc does exits 125 before
 //! anything changes, and the shim runs `runc exec`) → connect a terminal process's console
 //! socket → find the container's init through the
-//! pidfd the shim passed → join its cgroups, set the container's oom_score_adj and the rlimits
+//! pidfd the shim passed → take runc's seccomp filter from it (`seccomp.rs`) → join its cgroups, set the container's oom_score_adj and the rlimits
 //! on ourselves → join its namespaces → fork → the child becomes the process (`child.rs`) → the
 //! parent writes the child's pid, or reaps it and reports why it did not exec.
 //!
@@ -21,6 +21,7 @@ mod cgroup;
 mod child;
 mod console;
 mod error;
+mod seccomp;
 mod spec;
 mod sys;
 mod user;
@@ -119,6 +120,10 @@ fn run(args: &Args, pid_file: &mut File) -> Result<()> {
     sys::pidfd_alive(&init)
         .map_err(|_| Error::Failed("cannot exec in a stopped container".into()))?;
     let caps = caps::CapSets::resolve(&plan.caps, caps::last_cap().map_err(os("cap_last_cap"))?);
+    let filter = plan
+        .seccomp_flags
+        .map(|flags| seccomp::of_init(pid, &args.bundle, flags))
+        .transpose()?;
 
     let me = std::process::id();
     for file in &cgroups {
@@ -149,6 +154,7 @@ fn run(args: &Args, pid_file: &mut File) -> Result<()> {
                 container_id: &args.id,
                 no_new_keyring: args.no_new_keyring,
                 console,
+                filter,
             }
             .exec();
             let _ = File::from(report_tx).write_all(why.to_string().as_bytes());

@@ -51,6 +51,9 @@ pub struct Plan {
     pub no_new_privileges: bool,
     /// The container's: runc's exec inherits it from the container config, not the process.
     pub oom_score_adj: Option<i32>,
+    /// The container's seccomp profile's `seccomp(2)` flags, when it has a profile: the filter
+    /// itself is the init's (`crate::seccomp`).
+    pub seccomp_flags: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -138,10 +141,17 @@ struct ConfigUser {
 #[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct ConfigLinux {
-    seccomp: Option<Value>,
+    seccomp: Option<SeccompJson>,
     personality: Option<Value>,
     intel_rdt: Option<Value>,
     memory_policy: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SeccompJson {
+    flags: Vec<String>,
+    listener_path: String,
 }
 
 /// Process fields runc reads for an exec that change nothing the helper must do: the process's
@@ -201,6 +211,7 @@ pub fn plan(process: &[u8], config: &[u8]) -> Result<Plan> {
         rlimits: rlimits.iter().map(rlimit).collect::<Result<_>>()?,
         no_new_privileges: p.no_new_privileges,
         oom_score_adj: c.process.oom_score_adj,
+        seccomp_flags: c.linux.seccomp.as_ref().map(seccomp_flags).transpose()?,
     })
 }
 
@@ -233,8 +244,14 @@ fn supported(p: &ProcessJson, c: &ConfigJson) -> Result<()> {
     if !p.selinux_label.is_empty() || !c.process.selinux_label.is_empty() {
         return unsupported("an SELinux label");
     }
+    if c.linux
+        .seccomp
+        .as_ref()
+        .is_some_and(|s| !s.listener_path.is_empty())
+    {
+        return unsupported("a seccomp notify listener");
+    }
     for (field, value) in [
-        ("seccomp", &c.linux.seccomp),
         ("personality", &c.linux.personality),
         ("intelRdt", &c.linux.intel_rdt),
         ("memoryPolicy", &c.linux.memory_policy),
@@ -244,6 +261,20 @@ fn supported(p: &ProcessJson, c: &ConfigJson) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The profile's flags as `seccomp(2)` takes them (runc's `filterFlags`); one this helper does
+/// not know goes to runc.
+fn seccomp_flags(profile: &SeccompJson) -> Result<u32> {
+    profile.flags.iter().try_fold(0, |bits, flag| {
+        let bit = match flag.as_str() {
+            "SECCOMP_FILTER_FLAG_LOG" => 1 << 1,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => 1 << 2,
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => 1 << 5,
+            other => return Err(Error::Unsupported(format!("seccomp flag {other}"))),
+        };
+        Ok(bits | bit)
+    })
 }
 
 /// runc's `prepareEnv` (runc 1.4; 1.1 and 1.2 keep a repeated name in its first place): every
@@ -346,6 +377,26 @@ mod tests {
     }
 
     #[test]
+    fn a_seccomp_profile_gives_its_flags() {
+        let flags = |config: &str| {
+            plan(br#"{"args":["x"],"cwd":"/"}"#, config.as_bytes())
+                .unwrap()
+                .seccomp_flags
+        };
+        assert_eq!(flags("{}"), None);
+        assert_eq!(
+            flags(r#"{"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"}}}"#),
+            Some(0)
+        );
+        assert_eq!(
+            flags(
+                r#"{"linux":{"seccomp":{"flags":["SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_SPEC_ALLOW"]}}}"#
+            ),
+            Some(6)
+        );
+    }
+
+    #[test]
     fn runcs_process_checks_fail_the_exec() {
         let msg = |s: &str| match plan_of(s) {
             Err(Error::Failed(m)) => m,
@@ -401,9 +452,17 @@ mod tests {
             r#"{"args":["x"],"cwd":"/","user":{"umask":18}}"#,
             "{}"
         ));
-        assert!(needs_runc(
+        assert!(!needs_runc(
             ok,
             r#"{"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO"}}}"#
+        ));
+        assert!(needs_runc(
+            ok,
+            r#"{"linux":{"seccomp":{"listenerPath":"/run/agent.sock"}}}"#
+        ));
+        assert!(needs_runc(
+            ok,
+            r#"{"linux":{"seccomp":{"flags":["SECCOMP_FILTER_FLAG_TSYNC_ESRCH"]}}}"#
         ));
         assert!(needs_runc(
             ok,

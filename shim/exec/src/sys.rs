@@ -404,3 +404,78 @@ pub fn set_controlling_terminal() -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer.
     check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) }.into()).map(drop)
 }
+
+/// One BPF instruction (`struct sock_filter`).
+pub type BpfInsn = libc::sock_filter;
+
+/// The seccomp filter `index` (0 is the newest) of process `pid`, read with
+/// PTRACE_SECCOMP_GET_FILTER: the process is seized and interrupted for the read, then let go
+/// with any signal its stop held back.
+pub fn seccomp_filter_of(pid: libc::pid_t, index: u32) -> io::Result<Vec<BpfInsn>> {
+    // SAFETY: PTRACE_SEIZE and PTRACE_DETACH take integers only.
+    check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) })?;
+    let mut held = 0;
+    let read = read_filter_while_stopped(pid, index, &mut held);
+    // SAFETY: as above.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, held as libc::c_long) };
+    read
+}
+
+/// Stops the seized `pid`, reads its filter, and leaves in `held` the signal its stop held
+/// back (a signal-delivery stop), which the detach must give back.
+fn read_filter_while_stopped(
+    pid: libc::pid_t,
+    index: u32,
+    held: &mut libc::c_int,
+) -> io::Result<Vec<BpfInsn>> {
+    const PTRACE_SECCOMP_GET_FILTER: u32 = 0x420c;
+    // SAFETY: PTRACE_INTERRUPT takes integers; waitpid writes a local.
+    let status = unsafe {
+        check(libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0))?;
+        let mut status = 0;
+        check(libc::waitpid(pid, &mut status, libc::__WALL).into())?;
+        status
+    };
+    if !libc::WIFSTOPPED(status) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    if status >> 16 != libc::PTRACE_EVENT_STOP {
+        *held = libc::WSTOPSIG(status);
+    }
+    // SAFETY: a null buffer asks for the length only.
+    let len = check(unsafe {
+        libc::ptrace(PTRACE_SECCOMP_GET_FILTER as _, pid, index as usize, 0usize)
+    })?;
+    let empty = BpfInsn {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    };
+    let mut prog = vec![empty; len as usize];
+    // SAFETY: the buffer holds the `len` instructions the kernel said the filter has.
+    let got = check(unsafe {
+        libc::ptrace(
+            PTRACE_SECCOMP_GET_FILTER as _,
+            pid,
+            index as usize,
+            prog.as_mut_ptr(),
+        )
+    })?;
+    if got != len {
+        return Err(io::Error::other("the filter changed length while read"));
+    }
+    Ok(prog)
+}
+
+/// seccomp(SECCOMP_SET_MODE_FILTER, flags, prog).
+pub fn seccomp_set_filter(prog: &[BpfInsn], flags: u32) -> io::Result<()> {
+    const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        filter: prog.as_ptr() as *mut BpfInsn,
+    };
+    // SAFETY: the kernel reads `fprog` and the `len` instructions it points to.
+    check(unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog) })
+        .map(drop)
+}
