@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use k8s_cri::v1::{AttachRequest, ContainerState, ExecRequest};
 use podshim_integration::streaming::{self, exit_code_from_status, show, ChannelConn, PROTOCOL_V4};
 use podshim_integration::{logs, sh, Containerd};
@@ -143,29 +143,34 @@ pub async fn attach_stream(c: &mut Containerd) -> Result<()> {
         .await?;
     let mut conn = ChannelConn::connect(&url, PROTOCOL_V4).await?;
     // The streaming server may attach the container's output a moment after the WebSocket is
-    // up (seen with containerd's own runc shim on a loaded node): an echo written before that
-    // reaches only the log. Ping until one comes back on the stream.
-    let mut got = None;
+    // up, and stdout and stderr each on their own (seen with containerd's own runc shim on a
+    // loaded node): a line written before its stream is attached reaches only the log. Ping
+    // until both streams have carried one back.
+    let mut got: std::collections::BTreeMap<u8, Vec<u8>> = Default::default();
+    let both = |g: &std::collections::BTreeMap<u8, Vec<u8>>| {
+        text(g, streaming::STDOUT).contains("echo:ping")
+            && text(g, streaming::STDERR).contains("err:ping")
+    };
     for _ in 0..10 {
         conn.send(streaming::STDIN, b"ping\n").await?;
-        if let Ok(g) = conn
-            .read_until(streaming::STDOUT, "echo:ping", T / 10)
-            .await
-        {
-            got = Some(g);
+        let deadline = tokio::time::Instant::now() + T / 10;
+        while !both(&got) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match conn.recv(left).await {
+                Ok(Some((ch, data))) => got.entry(ch).or_default().extend(data),
+                Ok(None) => anyhow::bail!("attach stream closed; got: {}", show(&got)),
+                // Nothing more within this ping's share of the time: ping again.
+                Err(_) => break,
+            }
+        }
+        if both(&got) {
             break;
         }
     }
-    let got = got.with_context(|| format!("no echo:ping on the attach stream within {T:?}"))?;
-    let mut got2 = got.clone();
-    if !text(&got, streaming::STDERR).contains("err:ping") {
-        got2 = conn.read_until(streaming::STDERR, "err:ping", T).await?;
-    }
     ensure!(
-        text(&got2, streaming::STDERR).contains("err:ping")
-            || text(&got, streaming::STDERR).contains("err:ping"),
-        "stderr: {}",
-        show(&got2)
+        both(&got),
+        "no echo:ping and err:ping on the attach stream within {T:?}: {}",
+        show(&got)
     );
     conn.send(streaming::STDIN, b"second\n").await?;
     conn.read_until(streaming::STDOUT, "echo:second", T).await?;
