@@ -4,9 +4,9 @@
 
 use std::{
     ffi::OsString,
-    os::{fd::OwnedFd, unix::fs::PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use log::{debug, warn};
@@ -89,24 +89,12 @@ impl ExecHelper {
         let pidfd = crate::sys::pidfd_open(e.init_pid)
             .map_err(|err| fail(format!("pidfd of the container's init: {err}")))?;
         // Copies for the helper: the originals go to runc if the helper declines.
-        let copy = |fd: &Option<OwnedFd>| fd.as_ref().map(OwnedFd::try_clone).transpose();
-        let (stdin, stdout, stderr) = (
-            copy(&e.stdio.stdin),
-            copy(&e.stdio.stdout),
-            copy(&e.stdio.stderr),
-        );
-        let (stdin, stdout, stderr) = (
-            stdin.map_err(|err| fail(err.to_string()))?,
-            stdout.map_err(|err| fail(err.to_string()))?,
-            stderr.map_err(|err| fail(err.to_string()))?,
-        );
+        let copies = e.stdio.try_clone().map_err(|err| fail(err.to_string()))?;
         let _ = std::fs::remove_file(e.log);
         let mut cmd = Command::new(&self.program);
         crate::sys::kill_with_parent(&mut cmd);
-        cmd.args(self.args(&e))
-            .stdin(stdin.map_or_else(Stdio::null, Stdio::from))
-            .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
-            .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
+        cmd.args(self.args(&e));
+        copies.set_on(&mut cmd);
         debug!(
             "{} {:?}",
             self.program.display(),

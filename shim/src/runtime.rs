@@ -182,10 +182,8 @@ impl RuncCli {
         // Stale lines from an earlier call must not be reported as this call's error.
         let _ = std::fs::remove_file(log);
         let mut cmd = self.command(Some(log));
-        cmd.args(args)
-            .stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
-            .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
-            .stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
+        cmd.args(args);
+        stdio.set_on(&mut cmd);
         let child = self.spawn(command, &mut cmd)?;
         let exit = reaper().subscribe(child.id() as i32);
         // The container's ends now live in the runtime (and the process); ours must close so
@@ -201,40 +199,6 @@ impl RuncCli {
         Ok(())
     }
 
-    /// `list`, outside a serving shim (the `delete` action): every container of this runtime
-    /// root, with its bundle.
-    pub fn list_blocking(&self) -> Result<Vec<ListedContainer>> {
-        let out = self
-            .command(None)
-            .args(["list", "--format", "json"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| self.fail("list", e.to_string()))?;
-        if !out.status.success() {
-            let status = out.status.code().unwrap_or(1) as u32;
-            return Err(self.fail("list", runtime_message(&out.stderr, status)));
-        }
-        parse_list(&out.stdout).map_err(|e| self.fail("list", e))
-    }
-
-    /// `delete --force` outside a serving shim (the `delete` action), where nothing else reaps.
-    pub fn force_delete_blocking(&self, id: &str) -> Result<()> {
-        let out = self
-            .command(None)
-            .args(["delete", "--force", id])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| self.fail("delete", e.to_string()))?;
-        if out.status.success() || is_not_exist(&out.stderr) {
-            Ok(())
-        } else {
-            let status = out.status.code().unwrap_or(1) as u32;
-            Err(self.fail("delete", runtime_message(&out.stderr, status)))
-        }
-    }
-}
-
-impl RuncCli {
     /// Starts the exec through the helper, or through `runtime exec --detach` where there is
     /// none or the helper declines; its pid is then in `pid_file`.
     async fn exec_started(
@@ -277,6 +241,38 @@ impl RuncCli {
         args.push(opts.id.into());
         self.run_with_container_stdio("exec", log, args, stdio)
             .await
+    }
+
+    /// `list`, outside a serving shim (the `delete` action): every container of this runtime
+    /// root, with its bundle.
+    pub fn list_blocking(&self) -> Result<Vec<ListedContainer>> {
+        let out = self
+            .command(None)
+            .args(["list", "--format", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.fail("list", e.to_string()))?;
+        if !out.status.success() {
+            let status = out.status.code().unwrap_or(1) as u32;
+            return Err(self.fail("list", runtime_message(&out.stderr, status)));
+        }
+        parse_list(&out.stdout).map_err(|e| self.fail("list", e))
+    }
+
+    /// `delete --force` outside a serving shim (the `delete` action), where nothing else reaps.
+    pub fn force_delete_blocking(&self, id: &str) -> Result<()> {
+        let out = self
+            .command(None)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| self.fail("delete", e.to_string()))?;
+        if out.status.success() || is_not_exist(&out.stderr) {
+            Ok(())
+        } else {
+            let status = out.status.code().unwrap_or(1) as u32;
+            Err(self.fail("delete", runtime_message(&out.stderr, status)))
+        }
     }
 }
 

@@ -98,6 +98,24 @@ impl ChildStdio {
         }
         Ok(())
     }
+
+    /// Copies of the same ends (dup), for a program that may hand them back unused.
+    pub fn try_clone(&self) -> std::io::Result<ChildStdio> {
+        let copy = |fd: &Option<OwnedFd>| fd.as_ref().map(OwnedFd::try_clone).transpose();
+        Ok(ChildStdio {
+            stdin: copy(&self.stdin)?,
+            stdout: copy(&self.stdout)?,
+            stderr: copy(&self.stderr)?,
+        })
+    }
+
+    /// Makes the ends `cmd`'s descriptors 0, 1 and 2 (`/dev/null` where one is missing).
+    pub fn set_on(self, cmd: &mut std::process::Command) {
+        use std::process::Stdio;
+        cmd.stdin(self.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(self.stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(self.stderr.map_or_else(Stdio::null, Stdio::from));
+    }
 }
 
 struct Output {
