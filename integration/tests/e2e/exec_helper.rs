@@ -6,7 +6,7 @@
 //! implement); what the process sees of itself must be equal. A wrapper around runc counts its
 //! execs: zero for the helper's, one for each declined.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::{
@@ -373,25 +373,15 @@ fn install_wrappers(c: &Containerd, declines: &Path) -> Result<()> {
         "{} not built (make shim-release)",
         helper.display()
     );
-    let write = |name: &str, body: String| -> Result<()> {
-        let path = c.dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}"))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-        Ok(())
-    };
     let dir = c.dir.display();
-    let runc = c
-        .opts
-        .oci_runtime
-        .as_ref()
-        .map_or("runc".into(), |r| r.display().to_string());
-    write(
-        "oci-runtime",
-        format!("for a in \"$@\"; do [ \"$a\" = exec ] && echo exec >> {dir}/runc-execs; done\nexec {runc} \"$@\"\n"),
+    crate::util::install_runtime_wrapper(
+        c,
+        &format!("for a in \"$@\"; do [ \"$a\" = exec ] && echo exec >> {dir}/runc-execs; done\n"),
     )?;
-    write(
+    crate::util::write_script(
+        c,
         "exec-helper",
-        format!(
+        &format!(
             "[ -e {} ] && exit 125\nexec {} \"$@\"\n",
             declines.display(),
             helper.display()

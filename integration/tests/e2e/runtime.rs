@@ -5,7 +5,7 @@
 //! records each invocation and runs runc. What is checked is that the configured binary, and
 //! only it, is what launches and manages the pod's containers.
 
-use std::{os::unix::fs::PermissionsExt, time::Duration};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use k8s_cri::v1::ContainerState;
@@ -21,7 +21,7 @@ pub fn wrapper_opts(o: Options) -> Options {
 
 pub async fn configured_runtime(c: &mut Containerd) -> Result<()> {
     let calls = c.dir.join("oci-runtime.calls");
-    install_wrapper(
+    crate::util::install_runtime_wrapper(
         c,
         &format!(
             "for a in \"$@\"; do case \"$a\" in create|start|exec|kill|delete|ps|update|pause|resume) echo \"$a\" >> {}; break;; esac; done\n",
@@ -122,7 +122,7 @@ pub fn runtime_options_opts(o: Options) -> Options {
 
 pub async fn runtime_options(c: &mut Containerd) -> Result<()> {
     let creates = c.dir.join("oci-runtime.creates");
-    install_wrapper(
+    crate::util::install_runtime_wrapper(
         c,
         &format!(
             "case \" $* \" in *\" create \"*) echo \"$*\" >> {};; esac\n",
@@ -147,13 +147,6 @@ pub async fn runtime_options(c: &mut Containerd) -> Result<()> {
 
 /// The OCI runtime the shim configs above name: `record` (shell lines) sees runc's arguments,
 /// then runc runs.
-fn install_wrapper(c: &Containerd, record: &str) -> Result<()> {
-    let wrapper = c.dir.join("oci-runtime");
-    std::fs::write(&wrapper, format!("#!/bin/sh\n{record}exec runc \"$@\"\n"))?;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
 pub fn shim_cgroup_opts(o: Options) -> Options {
     Options {
         shim_cgroup: true,

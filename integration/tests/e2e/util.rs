@@ -97,3 +97,23 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Writes an executable shell script `name` into the run's directory.
+pub fn write_script(c: &podshim_integration::Containerd, name: &str, body: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = c.dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// `<dir>/oci-runtime`, the OCI runtime a case's shim config names: runs `record` (shell lines
+/// that see the runtime's arguments), then the run's runc.
+pub fn install_runtime_wrapper(c: &podshim_integration::Containerd, record: &str) -> Result<()> {
+    let runc = c
+        .opts
+        .oci_runtime
+        .as_ref()
+        .map_or("runc".into(), |r| r.display().to_string());
+    write_script(c, "oci-runtime", &format!("{record}exec {runc} \"$@\"\n"))
+}
