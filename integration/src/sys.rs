@@ -178,7 +178,7 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A btrfs of `size` bytes in the sparse image file `img`, loop-mounted on `at`, quotas on. It
+/// A btrfs of `size` bytes in the sparse image file `img`, loop-mounted on `at`. It
 /// goes like every mount of a run ([`umount_all_under`]); the loop device goes with its mount.
 pub fn mount_btrfs_image(img: &Path, at: &Path, size: u64) -> Result<()> {
     use std::ffi::OsStr;
@@ -205,10 +205,6 @@ pub fn mount_btrfs_image(img: &Path, at: &Path, size: u64) -> Result<()> {
             img.as_os_str(),
             at.as_os_str(),
         ],
-    )?;
-    run(
-        "btrfs",
-        &["quota".as_ref(), "enable".as_ref(), at.as_os_str()],
     )
 }
 

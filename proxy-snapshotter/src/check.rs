@@ -4,7 +4,8 @@
 //!
 //! Reported, each with what a start does about it: the store's own structure (ids, parent
 //! chains, children); a recorded snapshot without its directories (a start redoes a lost rename
-//! or makes an active snapshot's empty directories again; a committed layer's content is lost);
+//! or makes an active snapshot's empty directories again; a committed layer's content is lost; a
+//! size-limited snapshot's unmounted image is in order, a start mounts it);
 //! directories no record names, and anything left in `tmp/` or `trash/` (a start deletes them).
 //! Beside a live daemon, a Remove in flight can show as one unreferenced directory.
 
@@ -43,6 +44,10 @@ pub(crate) fn problems(store: Option<&Store>, layout: &Layout) -> Result<Vec<Str
     };
     let ids: HashSet<u64> = all.iter().map(|(_, r)| r.id).collect();
     for (k, r) in &all {
+        if Layout::image_in(&layout.dir(r.id)).is_file() {
+            // A size-limited snapshot's unmounted filesystem: a start mounts it.
+            continue;
+        }
         if !layout.upper(r.id).is_dir() {
             let what = if layout.new_dir(r.id).is_dir() {
                 "still at tmp/ (a start renames it into place)"

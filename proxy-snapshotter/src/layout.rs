@@ -3,6 +3,8 @@
 //! * `metadata.redb`         — the store
 //! * `snapshots/<id>/fs`     — the snapshot's directory (overlay upperdir / lowerdir)
 //! * `snapshots/<id>/work`   — overlay workdir (active snapshots only)
+//! * `snapshots/<id>/rw.ext4` — a size-limited snapshot's filesystem, holding `fs` and `work`,
+//!   mounted over `snapshots/<id>` (which hides it): `size_limit.rs`
 //! * `tmp/new-<id>`          — a snapshot directory being built
 //! * `trash/`                — directories being deleted
 
@@ -43,6 +45,11 @@ impl Layout {
 
     pub fn work(&self, id: u64) -> PathBuf {
         self.dir(id).join("work")
+    }
+
+    /// The filesystem image of a size-limited snapshot whose directory is `dir`.
+    pub fn image_in(dir: &Path) -> PathBuf {
+        dir.join("rw.ext4")
     }
 
     /// Where Prepare builds the directory of snapshot `id` before renaming it into place.

@@ -6,8 +6,8 @@
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
 //! * Prepare/View: inside the write transaction allocate the id and write the record, build
-//!   `tmp/new-<id>` (a btrfs subvolume when size-limited: `size_limit.rs`), rename it to
-//!   `snapshots/<id>`, then commit (redb fsyncs). A crash before
+//!   `tmp/new-<id>`, rename it to `snapshots/<id>` (and mount a size-limited snapshot's
+//!   filesystem image over it: `size_limit.rs`), then commit (redb fsyncs). A crash before
 //!   the commit leaves an unreferenced directory; the id is not reused before startup cleanup
 //!   has removed it. The rename is not fsynced of its own (that fsync was most of the cost of a
 //!   Prepare beyond containerd's overlayfs, which fsyncs nothing but its bbolt commit): after a
@@ -62,6 +62,8 @@ pub struct Config {
     /// Delete unreferenced directories when opening (always on in the daemon; tests of the
     /// crash behaviour turn it off to inspect what a crash left).
     pub cleanup_on_open: bool,
+    /// mkfs.ext4, for size-limited snapshots (None: they are refused).
+    pub mkfs: Option<PathBuf>,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             usage_refresh: Duration::from_secs(60),
             crash_point: None,
             cleanup_on_open: true,
+            mkfs: size_limit::find_mkfs(),
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct Snapshotter {
     store: Store,
     usage: UsageTracker,
     overlay_options: Vec<String>,
+    mkfs: Option<PathBuf>,
     crash_point: Option<(String, u64)>,
     crash_hits: AtomicU64,
 }
@@ -154,10 +158,12 @@ impl Snapshotter {
             store,
             usage: UsageTracker::new(cfg.usage_refresh),
             overlay_options,
+            mkfs: cfg.mkfs,
             crash_point: cfg.crash_point,
             crash_hits: AtomicU64::new(0),
         };
         s.repair_lost_renames()?;
+        s.mount_limited()?;
         if cfg.cleanup_on_open {
             s.cleanup()?;
         }
@@ -206,6 +212,14 @@ impl Snapshotter {
         validate_key("key", key)?;
         let r = self.store.get(key)?;
         match r.kind {
+            // The label says where to look (free); the mount that it is one (an Update may
+            // have put the label on an unlimited snapshot).
+            Kind::Active
+                if r.labels.contains_key(size_limit::MAX_SIZE)
+                    && size_limit::is_mounted(&self.dir(r.id)) =>
+            {
+                size_limit::usage(&self.dir(r.id))
+            }
             Kind::Active => self.usage.get(r.id, &self.upper(r.id)),
             _ => Ok(r.usage),
         }
@@ -253,7 +267,7 @@ impl Snapshotter {
         }
         validate_labels(&labels)?;
         if let Some(limit) = size_limit::requested(kind, &labels)? {
-            size_limit::check_root(&self.layout.root, limit)?;
+            size_limit::check_node(self.mkfs.as_deref(), limit)?;
         }
         let tx = self.store.write()?;
         let r = tx.create(kind, key, parent, labels)?;
@@ -271,6 +285,7 @@ impl Snapshotter {
             self.crash("prepare.before_rename");
             fs::rename(&td, &dir)
                 .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            size_limit::mount_if_unmounted(&dir)?;
             self.crash("prepare.before_commit");
             Ok(())
         })();
@@ -290,23 +305,49 @@ impl Snapshotter {
         Ok(self.mounts_of(&r))
     }
 
-    /// The empty directories of a new snapshot, at `td`.
+    /// The empty directories of a new snapshot, at `td`; for a size-limited one, the image of
+    /// a filesystem holding them.
     fn build_dir(&self, td: &Path, r: &Record) -> Result<()> {
-        match size_limit::requested(r.kind, &r.labels)? {
-            Some(limit) => size_limit::make_dir(td, limit)?,
-            None => mkdir_mode(td, 0o700)?,
-        }
-        let fs_dir = td.join("fs");
-        mkdir_mode(&fs_dir, 0o755)?;
-        if r.kind == Kind::Active {
-            mkdir_mode(&td.join("work"), 0o711)?;
-        }
+        mkdir_mode(td, 0o700)?;
         // As containerd: the new upper dir belongs to the owner of the parent's root.
-        if let Some(&pid) = r.parent_ids.first() {
-            let m = fs::metadata(self.upper(pid))
-                .ctx(|| format!("stat parent {} (id {pid})", r.parent))?;
-            std::os::unix::fs::lchown(&fs_dir, Some(m.uid()), Some(m.gid()))
-                .ctx(|| format!("chown {}", fs_dir.display()))?;
+        let owner = match r.parent_ids.first() {
+            Some(&pid) => {
+                let m = fs::metadata(self.upper(pid))
+                    .ctx(|| format!("stat parent {} (id {pid})", r.parent))?;
+                Some((m.uid(), m.gid()))
+            }
+            None => None,
+        };
+        let layer = |at: &Path| -> Result<()> {
+            let fs_dir = at.join("fs");
+            mkdir_mode(&fs_dir, 0o755)?;
+            if r.kind == Kind::Active {
+                mkdir_mode(&at.join("work"), 0o711)?;
+            }
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::lchown(&fs_dir, Some(uid), Some(gid))
+                    .ctx(|| format!("chown {}", fs_dir.display()))?;
+            }
+            Ok(())
+        };
+        match size_limit::requested(r.kind, &r.labels)? {
+            Some(limit) => {
+                let mkfs = size_limit::check_node(self.mkfs.as_deref(), limit)?;
+                size_limit::make_image(td, limit, mkfs, layer)
+            }
+            None => layer(td),
+        }
+    }
+
+    /// Before anything is served: every recorded size-limited snapshot's filesystem is mounted
+    /// (a reboot unmounted them). One that cannot be is logged; its containers fail to start.
+    fn mount_limited(&self) -> Result<()> {
+        for (key, r) in self.store.all()? {
+            match size_limit::mount_if_unmounted(&self.dir(r.id)) {
+                Ok(true) => log::info!("{key:?} (id {}): size-limited filesystem mounted", r.id),
+                Ok(false) => {}
+                Err(e) => log::error!("{key:?} (id {}): {e}", r.id),
+            }
         }
         Ok(())
     }
@@ -450,6 +491,7 @@ impl Snapshotter {
         if fs::symlink_metadata(p).is_err() {
             return Ok(());
         }
+        size_limit::unmount_if_mounted(p)?;
         let parent = p.parent().unwrap_or(&self.layout.root);
         let prefix = if parent == self.layout.tmp {
             "tmp-"

@@ -96,7 +96,7 @@ pub struct Options {
     /// podshim-snapshotter logs every request (`--log-level debug`).
     pub snapshotter_debug: bool,
     /// podshim-snapshotter's root on a btrfs of its own (a loop-mounted image in the run's
-    /// directory, quotas on), where snapshots can be size-limited.
+    /// directory).
     pub snapshotter_btrfs: bool,
 }
 

@@ -241,7 +241,11 @@ e2e!(
     super::size_limit::btrfs_opts
 );
 e2e!(
-    size_limit::a_limit_podsnap_cannot_keep_is_refused[runc, podshim],
+    size_limit::write_past_the_limit_fails_on_ext4[runc, podshim],
+    super::size_limit::registered
+);
+e2e!(
+    size_limit::a_malformed_limit_is_refused[runc, podshim],
     super::size_limit::registered
 );
 e2e!(

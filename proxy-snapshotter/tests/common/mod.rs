@@ -179,15 +179,48 @@ pub fn snapshot_dir(m: &[podshim_snapshotter::Mount]) -> PathBuf {
     PathBuf::from(upper).parent().unwrap().to_path_buf()
 }
 
-/// A btrfs filesystem on a loop device (an image file in a temp dir), quotas on or off;
-/// unmounted (which frees the loop device) and deleted on drop, also when a test fails. None,
-/// said on stderr, where mkfs.btrfs is not installed or the process is not root.
+/// Mount points at or below `dir` (this process's mount namespace), deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
+}
+
+/// Lazily unmounts everything at or below `dir` (what a failed test may have left).
+pub fn umount_under(dir: &Path) {
+    for p in mounts_under(dir) {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
+/// The backing files of loop devices that lie below `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .map(|f| f.trim().to_string())
+        .filter(|f| Path::new(f).starts_with(dir))
+        .collect()
+}
+
+/// A btrfs filesystem on a loop device (an image file in a temp dir); unmounted with
+/// everything mounted inside it (which frees the loop devices) and deleted on drop, also when a
+/// test fails. None, said on stderr, where mkfs.btrfs is not installed or the process is not
+/// root.
 pub struct Btrfs {
     dir: tempfile::TempDir,
 }
 
 impl Btrfs {
-    pub fn mount(size: &str, quotas: bool) -> Option<Btrfs> {
+    pub fn mount(size: &str) -> Option<Btrfs> {
         if !is_root() {
             eprintln!("SKIPPED: a loop-mounted btrfs needs root");
             return None;
@@ -220,33 +253,16 @@ impl Btrfs {
             .args(["-o", "loop"])
             .arg(&img)
             .arg(&mnt));
-        let fs = Btrfs { dir };
-        if quotas {
-            run(Command::new("btrfs").args(["quota", "enable"]).arg(&mnt));
-        }
-        Some(fs)
+        Some(Btrfs { dir })
     }
 
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("mnt")
     }
-
-    /// `btrfs subvolume list`'s paths.
-    pub fn subvolumes(&self) -> Vec<String> {
-        let o = Command::new("btrfs")
-            .args(["subvolume", "list", "-o"])
-            .arg(self.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.split(" path ").nth(1).map(str::to_string))
-            .collect()
-    }
 }
 
 impl Drop for Btrfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.path()).status();
+        umount_under(&self.path());
     }
 }
