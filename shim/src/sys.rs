@@ -99,6 +99,17 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     Ok(n as usize)
 }
 
+/// Makes the pipe `fd` belongs to hold `bytes` (F_SETPIPE_SZ); returns the size it got. Pages
+/// are only taken as bytes arrive.
+pub fn set_pipe_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    // SAFETY: fd is a live descriptor borrowed for the call; F_SETPIPE_SZ takes an int.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// Bytes in a pipe's buffer not yet read (FIONREAD).
 pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;

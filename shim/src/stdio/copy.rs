@@ -7,6 +7,13 @@
 //! output into the bounded backlog, so the process runs on. Invariant: bytes reach the FIFO in
 //! the order the process wrote them: nothing is spliced while the backlog holds bytes, and the
 //! backlog is only filled from the process's pipe, behind what the FIFO already has.
+//!
+//! A stream that fills its FIFO while containerd reads is moving more than containerd reads.
+//! Its two pipes then grow to `ROOMY_PIPE` (when containerd first frees room in a full FIFO: a
+//! FIFO that is full because containerd is away does not grow), and after each refill that finds the FIFO full again the shim rests for
+//! `REST` before it waits for room: containerd reads on from a FIFO that holds more than it can
+//! read in that time, and one refill moves what many of its reads took, where otherwise every
+//! read that freed room would wake the shim for one splice.
 
 use std::{
     cell::RefCell,
@@ -34,6 +41,13 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
 }
 
+/// What a stream's two pipes grow to once its FIFO was full. At most the kernel's
+/// `pipe-max-size` default, which needs no privilege.
+pub const ROOMY_PIPE: usize = 1 << 20;
+/// The pause after a refill found the FIFO full again, while both pipes are `ROOMY_PIPE` (the
+/// runtime's timer makes it 1 to 2 ms): containerd reads under a full FIFO in it at up to
+/// about 500 MB/s.
+const REST: Duration = Duration::from_millis(1);
 /// How long a full FIFO may take nothing before its reader counts as gone. containerd reads every
 /// FIFO continuously while it runs; a slower reader is waited for, as runc's shim does.
 pub const READER_AWAY: Duration = Duration::from_secs(1);
@@ -78,6 +92,13 @@ struct Stream<'a> {
     splice: bool,
     /// Since when the FIFO is full while bytes wait in the process's pipe.
     held: Option<Instant>,
+    /// Whether both pipes grew to `ROOMY_PIPE` (tried once, when containerd first read from a
+    /// full FIFO).
+    roomy: Option<bool>,
+    /// Until when the FIFO's room is not waited for (see the module comment).
+    rest: Option<Instant>,
+    /// Bytes spliced so far.
+    spliced: u64,
 }
 
 pub async fn copy_output(
@@ -100,6 +121,9 @@ pub async fn copy_output(
         backlog,
         splice: true,
         held: None,
+        roomy: None,
+        rest: None,
+        spliced: 0,
     };
     let mut eof = false;
     loop {
@@ -109,9 +133,13 @@ pub async fn copy_output(
         if !can_read && !must_write {
             break;
         }
+        let resting = s.rest.is_some_and(|t| Instant::now() < t);
         tokio::select! {
             biased;
-            ready = sink_fd.writable(), if must_write => {
+            _ = tokio::time::sleep_until(s.rest.unwrap_or_else(Instant::now)), if resting => {
+                s.rest = None;
+            }
+            ready = sink_fd.writable(), if must_write && !resting => {
                 let Ok(mut guard) = ready else { break };
                 match s.unblock() {
                     Ok(Pumped::Eof) => eof = true,
@@ -197,7 +225,13 @@ impl Stream<'_> {
             self.held = None;
             return Ok(Pumped::Moved);
         }
-        match self.splice_all() {
+        let (held, before) = (self.held.is_some(), self.spliced);
+        let r = self.splice_all();
+        if held && self.roomy.is_none() && self.spliced > before {
+            // The full FIFO took bytes: containerd reads, slower than the process writes.
+            self.roomy = Some(grow(self.source, self.sink));
+        }
+        match r {
             Ok(Pumped::FifoFull) => Ok(Pumped::FifoFull),
             // Nothing waits any more: the FIFO's readiness stays as it is.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -223,6 +257,9 @@ impl Stream<'_> {
                     if moved || self.held.is_none() {
                         self.held = Some(Instant::now());
                     }
+                    if self.roomy == Some(true) {
+                        self.rest = Some(Instant::now() + REST);
+                    }
                     return Ok(Pumped::FifoFull);
                 }
                 other => return other,
@@ -239,7 +276,10 @@ impl Stream<'_> {
     fn splice(&mut self) -> io::Result<Pumped> {
         match crate::sys::splice(self.source.as_fd(), self.sink.as_fd(), SPLICE_MAX) {
             Ok(0) => Ok(Pumped::Eof),
-            Ok(_) => Ok(Pumped::Moved),
+            Ok(n) => {
+                self.spliced += n as u64;
+                Ok(Pumped::Moved)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if fifo_full(self.sink)? {
                     return Ok(Pumped::FifoFull);
@@ -252,6 +292,13 @@ impl Stream<'_> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Grows the process's pipe and the FIFO to `ROOMY_PIPE`; whether both are that big now.
+fn grow(source: &OwnedFd, sink: &OwnedFd) -> bool {
+    [source, sink]
+        .iter()
+        .all(|fd| crate::sys::set_pipe_size(fd.as_fd(), ROOMY_PIPE).is_ok_and(|n| n >= ROOMY_PIPE))
 }
 
 /// Whether the FIFO has no room for another buffer (poll reports it not writable).

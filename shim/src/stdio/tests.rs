@@ -233,6 +233,59 @@ async fn while_containerd_reads_output_moves_in_the_kernel_not_through_the_shim(
     io.shutdown().await;
 }
 
+/// A reader slower than the process fills the FIFO: the process's pipe and the FIFO grow to
+/// `ROOMY_PIPE` (what lets the shim rest between refills), and every byte still arrives, in
+/// order, spliced rather than through the backlog.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_that_fills_its_fifo_gets_roomy_pipes_and_loses_nothing() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "init", limits())
+        .await
+        .unwrap();
+    io.start();
+    let data = pattern(8 * 1024 * 1024);
+    let out = thread::spawn({
+        let (path, len) = (p.stdout.clone(), data.len());
+        move || {
+            let mut f = File::open(path).unwrap();
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut fifo_size = 0;
+            loop {
+                let n = f.read(&mut buf).unwrap();
+                if n == 0 {
+                    return (out, fifo_size);
+                }
+                out.extend_from_slice(&buf[..n]);
+                if fifo_size == 0 && out.len() >= len / 2 {
+                    fifo_size = fcntl(&f, FcntlArg::F_GETPIPE_SZ).unwrap();
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+        }
+    });
+    let stdout = child.stdout.unwrap();
+    let probe = stdout.try_clone().unwrap();
+    let w = process_writes(stdout, data.clone());
+    drop(child.stderr);
+    join(w).await;
+    let pipe_size = fcntl(&probe, FcntlArg::F_GETPIPE_SZ).unwrap();
+    drop(probe);
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    let (got, fifo_size) = join(out).await;
+    io.drain(Duration::from_secs(10)).await;
+    assert!(got == data, "every byte, in order");
+    assert_eq!(
+        (pipe_size as usize, fifo_size as usize),
+        (super::copy::ROOMY_PIPE, super::copy::ROOMY_PIPE),
+        "(process pipe, FIFO) sizes"
+    );
+    assert_eq!(io.stream_states()[0].backlogged, 0);
+    io.shutdown().await;
+}
+
 /// containerd stops reading in the middle of a stream for longer than `READER_AWAY`: the
 /// process runs on into the backlog, and once containerd reads again it gets the spliced bytes,
 /// the backlog and the rest, in order.
