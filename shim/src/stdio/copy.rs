@@ -10,10 +10,12 @@
 //!
 //! A stream that fills its FIFO while containerd reads is moving more than containerd reads.
 //! Its two pipes then grow to `ROOMY_PIPE` (when containerd first frees room in a full FIFO: a
-//! FIFO that is full because containerd is away does not grow), and after each refill that finds the FIFO full again the shim rests for
-//! `REST` before it waits for room: containerd reads on from a FIFO that holds more than it can
-//! read in that time, and one refill moves what many of its reads took, where otherwise every
-//! read that freed room would wake the shim for one splice.
+//! FIFO that is full because containerd is away does not grow), and after each refill that
+//! finds the FIFO full again the shim rests before it waits for room: one refill then moves what
+//! many of containerd's reads took, where otherwise every read that freed room would wake the
+//! shim for one splice. The rest is the time containerd took to read half a FIFO at the rate it
+//! read since the last refill, within `REST_MIN..=REST_MAX`, so the FIFO never runs dry at the
+//! rate containerd reads.
 
 use std::{
     cell::RefCell,
@@ -44,10 +46,10 @@ thread_local! {
 /// What a stream's two pipes grow to once its FIFO was full. At most the kernel's
 /// `pipe-max-size` default, which needs no privilege.
 pub const ROOMY_PIPE: usize = 1 << 20;
-/// The pause after a refill found the FIFO full again, while both pipes are `ROOMY_PIPE` (the
-/// runtime's timer makes it 1 to 2 ms): containerd reads under a full FIFO in it at up to
-/// about 500 MB/s.
-const REST: Duration = Duration::from_millis(1);
+/// The bounds of the pause after a refill found the FIFO full again (the runtime's timer adds up
+/// to 1 ms): at the shortest, containerd reads under a full FIFO in it at up to about 500 MB/s.
+pub(super) const REST_MIN: Duration = Duration::from_millis(1);
+pub(super) const REST_MAX: Duration = Duration::from_millis(10);
 /// How long a full FIFO may take nothing before its reader counts as gone. containerd reads every
 /// FIFO continuously while it runs; a slower reader is waited for, as runc's shim does.
 pub const READER_AWAY: Duration = Duration::from_secs(1);
@@ -97,6 +99,8 @@ struct Stream<'a> {
     roomy: Option<bool>,
     /// Until when the FIFO's room is not waited for (see the module comment).
     rest: Option<Instant>,
+    /// When a refill last found the FIFO full, and `spliced` then.
+    last_full: Option<(Instant, u64)>,
     /// Bytes spliced so far.
     spliced: u64,
 }
@@ -123,6 +127,7 @@ pub async fn copy_output(
         held: None,
         roomy: None,
         rest: None,
+        last_full: None,
         spliced: 0,
     };
     let mut eof = false;
@@ -258,7 +263,10 @@ impl Stream<'_> {
                         self.held = Some(Instant::now());
                     }
                     if self.roomy == Some(true) {
-                        self.rest = Some(Instant::now() + REST);
+                        let now = Instant::now();
+                        let rest = rest_after(self.last_full, now, self.spliced);
+                        self.last_full = Some((now, self.spliced));
+                        self.rest = Some(now + rest);
                     }
                     return Ok(Pumped::FifoFull);
                 }
@@ -292,6 +300,20 @@ impl Stream<'_> {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The rest after a refill that found the FIFO full at `now` with `spliced` bytes moved in all:
+/// the time half a FIFO took containerd at its rate since the last such refill (`last`).
+pub(super) fn rest_after(last: Option<(Instant, u64)>, now: Instant, spliced: u64) -> Duration {
+    let Some((then, before)) = last else {
+        return REST_MIN;
+    };
+    let (bytes, secs) = (spliced - before, (now - then).as_secs_f64());
+    if bytes == 0 {
+        return REST_MIN;
+    }
+    let half = (ROOMY_PIPE / 2) as f64 * secs / bytes as f64;
+    Duration::from_secs_f64(half.min(REST_MAX.as_secs_f64())).max(REST_MIN)
 }
 
 /// Grows the process's pipe and the FIFO to `ROOMY_PIPE`; whether both are that big now.

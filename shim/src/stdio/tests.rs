@@ -286,6 +286,30 @@ async fn a_stream_that_fills_its_fifo_gets_roomy_pipes_and_loses_nothing() {
     io.shutdown().await;
 }
 
+/// The rest after a refill is the time containerd takes to read half a roomy FIFO at the rate it
+/// read since the last refill, within its bounds.
+#[test]
+fn the_rest_is_half_a_fifo_at_the_rate_containerd_reads() {
+    use super::copy::{rest_after, REST_MAX, REST_MIN, ROOMY_PIPE};
+    let t0 = tokio::time::Instant::now();
+    let ms = |n: u64| Duration::from_millis(n);
+    let at = |rate_bytes_per_ms: u64, after: Duration| {
+        let bytes = rate_bytes_per_ms * after.as_millis() as u64;
+        rest_after(Some((t0, 1000)), t0 + after, 1000 + bytes)
+    };
+    assert_eq!(rest_after(None, t0, 5000), REST_MIN, "no rate yet");
+    assert_eq!(rest_after(Some((t0, 1000)), t0 + ms(3), 1000), REST_MIN);
+    // 64 MB/s: half a MiB in about 8 ms.
+    let r = at(64_000, ms(4));
+    let want = Duration::from_secs_f64((ROOMY_PIPE / 2) as f64 / 64e6);
+    assert!(
+        r.abs_diff(want) < Duration::from_micros(10),
+        "{r:?} vs {want:?}"
+    );
+    assert_eq!(at(1_000_000, ms(2)), REST_MIN, "1 GB/s: the shortest rest");
+    assert_eq!(at(1_000, ms(20)), REST_MAX, "1 MB/s: the longest rest");
+}
+
 /// containerd stops reading in the middle of a stream for longer than `READER_AWAY`: the
 /// process runs on into the backlog, and once containerd reads again it gets the spliced bytes,
 /// the backlog and the rest, in order.
