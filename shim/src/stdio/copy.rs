@@ -13,9 +13,9 @@
 //! FIFO that is full because containerd is away does not grow), and after each refill that
 //! finds the FIFO full again the shim rests before it waits for room: one refill then moves what
 //! many of containerd's reads took, where otherwise every read that freed room would wake the
-//! shim for one splice. The rest is the time containerd took to read half a FIFO at the rate it
-//! read since the last refill, within `REST_MIN..=REST_MAX`, so the FIFO never runs dry at the
-//! rate containerd reads.
+//! shim for one splice. The rest is the time containerd takes to read half a FIFO at the rate it
+//! read since the last refill, less the runtime timer's up to 1 ms of lateness, within
+//! `REST_MIN..=REST_MAX`: the FIFO does not run dry at the rate containerd reads.
 
 use std::{
     cell::RefCell,
@@ -46,9 +46,11 @@ thread_local! {
 /// What a stream's two pipes grow to once its FIFO was full. At most the kernel's
 /// `pipe-max-size` default, which needs no privilege.
 pub const ROOMY_PIPE: usize = 1 << 20;
-/// The bounds of the pause after a refill found the FIFO full again (the runtime's timer adds up
-/// to 1 ms): at the shortest, containerd reads under a full FIFO in it at up to about 500 MB/s.
+/// The bounds of the pause after a refill found the FIFO full again. The runtime's timer wakes up
+/// to `TIMER_SLACK` late: at the shortest, containerd reads under a full FIFO in the 1 to 2 ms
+/// at up to about 500 MB/s.
 pub(super) const REST_MIN: Duration = Duration::from_millis(1);
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 pub(super) const REST_MAX: Duration = Duration::from_millis(10);
 /// How long a full FIFO may take nothing before its reader counts as gone. containerd reads every
 /// FIFO continuously while it runs; a slower reader is waited for, as runc's shim does.
@@ -303,7 +305,8 @@ impl Stream<'_> {
 }
 
 /// The rest after a refill that found the FIFO full at `now` with `spliced` bytes moved in all:
-/// the time half a FIFO took containerd at its rate since the last such refill (`last`).
+/// the time half a FIFO takes containerd at its rate since the last such refill (`last`), less
+/// the timer's slack.
 pub(super) fn rest_after(last: Option<(Instant, u64)>, now: Instant, spliced: u64) -> Duration {
     let Some((then, before)) = last else {
         return REST_MIN;
@@ -312,8 +315,8 @@ pub(super) fn rest_after(last: Option<(Instant, u64)>, now: Instant, spliced: u6
     if bytes == 0 {
         return REST_MIN;
     }
-    let half = (ROOMY_PIPE / 2) as f64 * secs / bytes as f64;
-    Duration::from_secs_f64(half.min(REST_MAX.as_secs_f64())).max(REST_MIN)
+    let half = Duration::from_secs_f64((ROOMY_PIPE / 2) as f64 * secs / bytes as f64);
+    half.saturating_sub(TIMER_SLACK).clamp(REST_MIN, REST_MAX)
 }
 
 /// Grows the process's pipe and the FIFO to `ROOMY_PIPE`; whether both are that big now.

@@ -287,7 +287,7 @@ async fn a_stream_that_fills_its_fifo_gets_roomy_pipes_and_loses_nothing() {
 }
 
 /// The rest after a refill is the time containerd takes to read half a roomy FIFO at the rate it
-/// read since the last refill, within its bounds.
+/// read since the last refill, less the timer's 1 ms of slack, within its bounds.
 #[test]
 fn the_rest_is_half_a_fifo_at_the_rate_containerd_reads() {
     use super::copy::{rest_after, REST_MAX, REST_MIN, ROOMY_PIPE};
@@ -299,14 +299,19 @@ fn the_rest_is_half_a_fifo_at_the_rate_containerd_reads() {
     };
     assert_eq!(rest_after(None, t0, 5000), REST_MIN, "no rate yet");
     assert_eq!(rest_after(Some((t0, 1000)), t0 + ms(3), 1000), REST_MIN);
-    // 64 MB/s: half a MiB in about 8 ms.
+    // 64 MB/s: half a MiB in about 8 ms, so a rest of about 7.
     let r = at(64_000, ms(4));
-    let want = Duration::from_secs_f64((ROOMY_PIPE / 2) as f64 / 64e6);
+    let want = Duration::from_secs_f64((ROOMY_PIPE / 2) as f64 / 64e6) - ms(1);
     assert!(
         r.abs_diff(want) < Duration::from_micros(10),
         "{r:?} vs {want:?}"
     );
     assert_eq!(at(1_000_000, ms(2)), REST_MIN, "1 GB/s: the shortest rest");
+    assert_eq!(
+        at(350_000, ms(2)),
+        REST_MIN,
+        "350 MB/s: 1.5 ms less the slack"
+    );
     assert_eq!(at(1_000, ms(20)), REST_MAX, "1 MB/s: the longest rest");
 }
 
