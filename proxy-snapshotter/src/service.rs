@@ -146,6 +146,19 @@ impl Service {
         task.await
             .map_err(|e| Status::internal(format!("snapshotter task failed: {e}")))?
     }
+
+    /// Runs `f`, a read of the metadata store alone (no walk, no fsync), on the calling runtime
+    /// thread, as work about snapshot `key`: the hop to the blocking pool and back would cost
+    /// more than the read.
+    fn read<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&Snapshotter) -> crate::error::Result<T>,
+    ) -> Result<T, Status> {
+        logger::sync_scope(format!("snapshot {key:?}"), || {
+            f(&self.inner).map_err(to_status)
+        })
+    }
 }
 
 type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
@@ -191,8 +204,7 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::MountsRequest>,
     ) -> Result<Response<api::MountsResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.clone();
-        let m = self.run(Some(&key), move |s| s.mounts(&r.key)).await?;
+        let m = self.read(&r.key, |s| s.mounts(&r.key))?;
         Ok(Response::new(api::MountsResponse {
             mounts: mounts_to_api(m),
         }))
@@ -228,8 +240,7 @@ impl generated::snapshots_server::Snapshots for Service {
         req: Request<api::StatSnapshotRequest>,
     ) -> Result<Response<api::StatSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let key = r.key.clone();
-        let i = self.run(Some(&key), move |s| s.stat(&r.key)).await?;
+        let i = self.read(&r.key, |s| s.stat(&r.key))?;
         Ok(Response::new(api::StatSnapshotResponse {
             info: Some(info_to_api(i)),
         }))
