@@ -160,6 +160,18 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The backing files of loop devices that lie below `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .map(|f| f.trim().to_string())
+        .filter(|f| Path::new(f).starts_with(dir))
+        .collect()
+}
+
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

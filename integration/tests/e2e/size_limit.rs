@@ -81,7 +81,7 @@ pub async fn write_past_the_limit_fails(c: &mut Containerd) -> Result<()> {
         // Below the root: on btrfs, the root is a mount of its own.
         let mut mounts = sys::mounts_under(&root);
         mounts.retain(|m| m != &root);
-        let loops = loops_under(&root);
+        let loops = sys::loops_under(&root);
         if mounts.is_empty() && loops.is_empty() {
             return Ok(());
         }
@@ -98,18 +98,6 @@ pub async fn write_past_the_limit_fails(c: &mut Containerd) -> Result<()> {
 /// on the root's filesystem.
 pub async fn write_past_the_limit_fails_on_ext4(c: &mut Containerd) -> Result<()> {
     write_past_the_limit_fails(c).await
-}
-
-/// The backing files of loop devices that lie below `dir`.
-fn loops_under(dir: &std::path::Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
-        .map(|f| f.trim().to_string())
-        .filter(|f| std::path::Path::new(f).starts_with(dir))
-        .collect()
 }
 
 /// A limit podsnap cannot read is refused: ctr run fails with podsnap's reason, and nothing of

@@ -45,7 +45,7 @@ thread_local! {
 
 /// What a stream's two pipes grow to once its FIFO was full. At most the kernel's
 /// `pipe-max-size` default, which needs no privilege.
-pub const ROOMY_PIPE: usize = 1 << 20;
+pub(super) const ROOMY_PIPE: usize = 1 << 20;
 /// The bounds of the pause after a refill found the FIFO full again. The runtime's timer wakes up
 /// to `TIMER_SLACK` late: at the shortest, containerd reads under a full FIFO in the 1 to 2 ms
 /// at up to about 500 MB/s.
@@ -261,11 +261,11 @@ impl Stream<'_> {
             match self.splice() {
                 Ok(Pumped::Moved) => moved = true,
                 Ok(Pumped::FifoFull) => {
+                    let now = Instant::now();
                     if moved || self.held.is_none() {
-                        self.held = Some(Instant::now());
+                        self.held = Some(now);
                     }
                     if self.roomy == Some(true) {
-                        let now = Instant::now();
                         let rest = rest_after(self.last_full, now, self.spliced);
                         self.last_full = Some((now, self.spliced));
                         self.rest = Some(now + rest);
