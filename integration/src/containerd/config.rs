@@ -56,6 +56,7 @@ pub(super) fn write(
     slot: &Slot,
     bins: &Bins,
     stream_port: u16,
+    sandboxer_metrics_port: u16,
 ) -> Result<()> {
     fs::create_dir_all(dir.join("logs"))?;
     write_shim_config(dir, opts, p)?;
@@ -68,7 +69,7 @@ pub(super) fn write(
         imports.push(f);
     }
     if opts.runs_sandboxer() {
-        imports.push(write_sandboxer(dir, opts, p, bins)?);
+        imports.push(write_sandboxer(dir, opts, p, bins, sandboxer_metrics_port)?);
     }
     write_containerd(dir, opts, p, &imports, stream_port)
 }
@@ -177,7 +178,14 @@ fn operator_dropins() -> Result<Vec<PathBuf>> {
 
 /// podshim-sandboxer's config, and the operator's drop-in with the socket moved into our temp
 /// dir (returned, for containerd's imports).
-fn write_sandboxer(dir: &Path, opts: &Options, p: &Paths, bins: &Bins) -> Result<PathBuf> {
+/// `metrics_port`: where it serves its metrics, on loopback (the bench reads its request times).
+fn write_sandboxer(
+    dir: &Path,
+    opts: &Options,
+    p: &Paths,
+    bins: &Bins,
+    metrics_port: u16,
+) -> Result<PathBuf> {
     anyhow::ensure!(
         bins.sandboxer.exists(),
         "podshim-sandboxer not found at {} (build it: `cargo build -p podshim-sandboxer`, or set PODSHIM_SANDBOXER_BIN)",
@@ -201,6 +209,7 @@ fn write_sandboxer(dir: &Path, opts: &Options, p: &Paths, bins: &Bins) -> Result
             r#"address = "{sock}"
 state_dir = "{state}"
 log_level = "debug"
+metrics_address = "127.0.0.1:{metrics_port}"
 [shim]
 binary = "{shim}"
 debug = {debug}

@@ -68,6 +68,8 @@ pub struct Containerd {
     pub cgroup_root: String,
     /// CRI's streaming server port, leased for the run's life.
     pub stream_port: crate::port::PortLease,
+    /// podshim-sandboxer's metrics port (on 127.0.0.1), leased for the run's life.
+    pub sandboxer_metrics_port: crate::port::PortLease,
     pub cri: Cri,
     /// podshim-snapshotter, when `opts.snapshotter` is not `Off`.
     pub snapshotter: Option<snapshotter::Daemon>,
@@ -118,7 +120,16 @@ impl Containerd {
         let slot = Slot::take(&dir)?;
         let paths = Paths::of(&dir);
         let stream_port = crate::port::lease()?;
-        config::write(&dir, &opts, &paths, &slot, &bins, stream_port.port)?;
+        let sandboxer_metrics_port = crate::port::lease()?;
+        config::write(
+            &dir,
+            &opts,
+            &paths,
+            &slot,
+            &bins,
+            stream_port.port,
+            sandboxer_metrics_port.port,
+        )?;
         if opts.shim_cgroup {
             let rel = config::shim_cgroup(&dir);
             sys::make_cgroup(&rel).with_context(|| format!("make cgroup {rel}"))?;
@@ -174,6 +185,7 @@ impl Containerd {
             subnet_prefix: slot.subnet_prefix,
             cgroup_root: format!("/{name}"),
             stream_port,
+            sandboxer_metrics_port,
             cri: Cri::placeholder(),
             snapshotter,
             registry,

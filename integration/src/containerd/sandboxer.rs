@@ -1,6 +1,7 @@
 //! The run's podshim-sandboxer: started before containerd (as its unit is ordered), stopped,
 //! killed and restarted by cases, and what it leaves.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -91,6 +92,25 @@ impl Containerd {
 
     pub fn sandboxer_pid(&self) -> Option<u32> {
         self.sandboxer.as_ref().map(|c| c.id())
+    }
+
+    /// podshim-sandboxer's metrics now, keyed by series as served (`name{label="v"}`).
+    pub async fn sandboxer_metrics(&self) -> Result<BTreeMap<String, f64>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = ("127.0.0.1", self.sandboxer_metrics_port.port);
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .context("connecting to podshim-sandboxer's metrics")?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut reply = String::new();
+        // The responder closes the connection after its one reply.
+        s.read_to_string(&mut reply).await?;
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .context("podshim-sandboxer's metrics reply has no header end")?;
+        anyhow::ensure!(head.starts_with("HTTP/1.1 200 "), "metrics: {head}");
+        podshim_common::metrics::parse(body).map_err(|e| anyhow::anyhow!("metrics: {e}"))
     }
 
     pub fn sandboxer_log_tail(&self, n: usize) -> String {
