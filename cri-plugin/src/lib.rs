@@ -14,6 +14,7 @@ pub mod error;
 pub mod launch;
 pub mod metrics;
 pub mod pool;
+pub mod refill;
 pub mod sandboxes;
 pub mod shim;
 pub mod shim_log;

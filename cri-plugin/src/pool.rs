@@ -3,7 +3,8 @@
 //! store before it starts; adopting one moves its record to the sandbox in one transaction.
 //!
 //! A restart keeps the idle shims that still answer (a `kill -9` of the daemon costs nothing);
-//! a graceful stop (SIGTERM) shuts them all down.
+//! a graceful stop (SIGTERM) shuts them all down. The shims that replace adopted ones start
+//! when `crate::refill` allows: after the RunPodSandbox they were adopted for.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::error::Result;
 use crate::launch::{self, Launcher};
+use crate::refill::{Adoption, RefillGate};
 use crate::shim::PodShim;
 use crate::store::{ShimRecord, Store};
 
@@ -30,6 +32,7 @@ pub struct Pool {
     namespace: String,
     idle: Mutex<VecDeque<ShimRecord>>,
     wanted: Notify,
+    refill: Arc<RefillGate>,
     closed: AtomicBool,
     launcher: Arc<Launcher>,
     store: Arc<Store>,
@@ -42,6 +45,7 @@ impl Pool {
             namespace,
             idle: Mutex::new(VecDeque::new()),
             wanted: Notify::new(),
+            refill: Arc::default(),
             closed: AtomicBool::new(false),
             launcher,
             store,
@@ -102,17 +106,19 @@ impl Pool {
         Ok(())
     }
 
-    /// An idle shim for a sandbox of `namespace`, if one is ready; the pool refills behind it.
-    /// Shims that died while idle are cleaned up on the way.
-    pub async fn take(&self, namespace: &str) -> Option<ShimRecord> {
+    /// An idle shim for a sandbox of `namespace`, if one is ready; the pool refills behind it
+    /// once the [`Adoption`] is dropped (the sandbox answered). Shims that died while idle are
+    /// cleaned up on the way.
+    pub async fn take(&self, namespace: &str) -> Option<(ShimRecord, Adoption)> {
         if namespace != self.namespace || self.size == 0 {
             return None;
         }
         loop {
             let shim = self.idle().pop_front()?;
+            let adoption = self.refill.adopt();
             self.wanted.notify_one();
             if peer_pid(&shim.address).is_ok_and(|p| p == shim.pid) {
-                return Some(shim);
+                return Some((shim, adoption));
             }
             warn!("pool shim {} died while idle", shim.id);
             if let Err(e) = self.discard(&shim).await {
@@ -125,6 +131,12 @@ impl Pool {
     pub async fn run(self: Arc<Self>) {
         loop {
             while !self.closed.load(Ordering::Acquire) && self.idle_count() < self.size {
+                self.refill
+                    .wait(|| self.closed.load(Ordering::Acquire))
+                    .await;
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
                 if let Err(e) = self.start_one().await {
                     warn!("warm pool: {e}");
                     tokio::time::sleep(RETRY_AFTER).await;
@@ -185,6 +197,7 @@ impl Pool {
     pub async fn drain(&self) {
         self.closed.store(true, Ordering::Release);
         self.wanted.notify_one();
+        self.refill.wake();
         let idle: Vec<ShimRecord> = self.idle().drain(..).collect();
         for shim in idle {
             if let Err(e) = self.discard(&shim).await {

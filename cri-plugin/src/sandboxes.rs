@@ -25,6 +25,7 @@ use crate::cri_info::CriInfo;
 use crate::error::{Error, Result};
 use crate::launch::{self, Launcher};
 use crate::pool::Pool;
+use crate::refill::Adoption;
 use crate::shim::{Exit, Metric, PodShim, RawAny};
 use crate::store::{SandboxRecord, State, Store, Timestamp};
 
@@ -59,6 +60,9 @@ struct Entry {
     /// What CRI gave Create for the verbose status; kept in memory only, so a sandbox recovered
     /// after a restart has none.
     cri: Option<CriInfo>,
+    /// The pool shim it adopted, until its Start has ended or it is undone: the pool starts
+    /// that shim's replacement then.
+    adoption: Mutex<Option<Adoption>>,
 }
 
 impl Entry {
@@ -68,6 +72,7 @@ impl Entry {
             shim: Mutex::new(None),
             lifecycle: tokio::sync::Mutex::new(()),
             cri,
+            adoption: Mutex::new(None),
         })
     }
 
@@ -80,6 +85,14 @@ impl Entry {
 
     fn set_record(&self, r: SandboxRecord) {
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// The sandbox is answered: the pool may replace the shim it adopted.
+    fn answered(&self) -> Option<Adoption> {
+        self.adoption
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn forget_connection(&self) {
@@ -340,6 +353,7 @@ impl Sandboxes {
 
     /// Tears the sandbox down and forgets it. Called with its lifecycle lock held.
     async fn undo(&self, key: &Key, entry: &Arc<Entry>) {
+        drop(entry.answered());
         if !self.is_current(key, entry) {
             return;
         }
@@ -462,8 +476,9 @@ impl Sandboxes {
         req: CreateRequest,
     ) -> Result<()> {
         match self.pool.take(&req.namespace).await {
-            Some(shim) => {
+            Some((shim, adoption)) => {
                 info!("adopting pool shim {}", shim.id);
+                *entry.adoption.lock().unwrap_or_else(|e| e.into_inner()) = Some(adoption);
                 record.shim = shim;
                 entry.set_record(record.clone());
                 let r = record.clone();
@@ -520,6 +535,8 @@ impl Sandboxes {
     }
 
     async fn start_locked(&self, entry: &Entry) -> Result<Started> {
+        // Dropped when this returns, whatever the outcome.
+        let _answered = entry.answered();
         let mut record = entry.record();
         let id = record.sandbox_id.as_str();
         let started = self
