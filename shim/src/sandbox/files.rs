@@ -32,6 +32,8 @@ const SHIM_CONTROLLER_DIR: &str = "io.containerd.sandbox.controller.v1.shim";
 /// CRI's default /dev/shm size for a pod (podsandbox's defaultShmSize).
 const SHM_OPTIONS: &str = "mode=1777,size=65536k";
 const RECORD: &str = "podshim-sandbox.json";
+/// The holder's pid, beside the record (see [`Record::note_holder`]).
+const HOLDER_PID: &str = "podshim-holder.pid";
 
 /// containerd's root and state directories, as CRI uses them for this pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,12 +184,16 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     write_file(to, &content)
 }
 
-/// What `delete` needs to clean up after a dead shim, kept in the sandbox bundle.
+/// What `delete` needs to clean up after a dead shim, kept in the sandbox bundle: the record,
+/// durable before anything it names is made, and the holder's pid beside it, noted without a
+/// sync (a pid means nothing after the power loss that could lose the note; a killed shim's
+/// note is in the page cache).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub sandbox_id: String,
     pub dirs: ContainerdDirs,
-    /// 0 until the holder runs.
+    /// 0 until the holder runs. Read from the note, or from a record an earlier shim wrote it
+    /// into.
     pub holder_pid: u32,
 }
 
@@ -212,12 +218,27 @@ impl Record {
         Ok(())
     }
 
+    /// Notes the holder's pid, once it runs; the record itself is not rewritten.
+    pub fn note_holder(bundle: &Path, pid: u32) -> Result<()> {
+        let path = bundle.join(HOLDER_PID);
+        let tmp = bundle.join(format!(".{HOLDER_PID}.tmp"));
+        fs::write(&tmp, pid.to_string())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(Error::io(format!("write {}", path.display())))
+    }
+
     pub fn load(bundle: &Path) -> Option<Record> {
         let data = fs::read(Self::path(bundle)).ok()?;
-        serde_json::from_slice(&data).ok()
+        let mut r: Record = serde_json::from_slice(&data).ok()?;
+        let noted = fs::read_to_string(bundle.join(HOLDER_PID)).ok();
+        if let Some(pid) = noted.and_then(|s| s.trim().parse().ok()) {
+            r.holder_pid = pid;
+        }
+        Some(r)
     }
 
     pub fn remove(bundle: &Path) {
+        let _ = fs::remove_file(bundle.join(HOLDER_PID));
         let _ = fs::remove_file(Self::path(bundle));
     }
 }
@@ -329,8 +350,30 @@ mod tests {
             holder_pid: 42,
         };
         r.save(t.path()).unwrap();
-        assert_eq!(Record::load(t.path()), Some(r));
+        assert_eq!(Record::load(t.path()), Some(r.clone()));
         Record::remove(t.path());
         assert_eq!(Record::load(t.path()), None);
+    }
+
+    #[test]
+    fn the_holder_pid_is_noted_beside_the_durable_record_and_removed_with_it() {
+        let t = tempfile::tempdir().unwrap();
+        let r = Record {
+            sandbox_id: "pod1".into(),
+            dirs: ContainerdDirs {
+                root: "/r".into(),
+                state: "/s".into(),
+            },
+            holder_pid: 0,
+        };
+        r.save(t.path()).unwrap();
+        let durable = fs::read(Record::path(t.path())).unwrap();
+        Record::note_holder(t.path(), 4242).unwrap();
+        assert_eq!(fs::read(Record::path(t.path())).unwrap(), durable);
+        let loaded = Record::load(t.path()).unwrap();
+        assert_eq!(loaded.holder_pid, 4242);
+        assert_eq!(loaded.sandbox_id, "pod1");
+        Record::remove(t.path());
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
     }
 }

@@ -209,14 +209,14 @@ impl PodSandbox {
         let h = Holder::spawn(&spec).await?;
         drop(userns);
         let pid = h.pid;
-        {
-            let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-            record.holder_pid = pid;
-            if let Err(e) = record.save(&self.bundle) {
-                h.kill();
-                return Err(e);
-            }
+        if let Err(e) = Record::note_holder(&self.bundle, pid) {
+            h.kill();
+            return Err(e);
         }
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .holder_pid = pid;
         pod.set_sandbox_process(Some((self.id.clone(), pid)));
         let mut exit = h.exit.clone();
         let tx = self.exit_tx.clone();
