@@ -338,19 +338,23 @@ mod tests {
         files.remove();
     }
 
-    #[test]
-    fn record_round_trips() {
-        let t = tempfile::tempdir().unwrap();
-        let r = Record {
+    fn record(holder_pid: u32) -> Record {
+        Record {
             sandbox_id: "pod1".into(),
             dirs: ContainerdDirs {
                 root: "/r".into(),
                 state: "/s".into(),
             },
-            holder_pid: 42,
-        };
+            holder_pid,
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let t = tempfile::tempdir().unwrap();
+        let r = record(42);
         r.save(t.path()).unwrap();
-        assert_eq!(Record::load(t.path()), Some(r.clone()));
+        assert_eq!(Record::load(t.path()), Some(r));
         Record::remove(t.path());
         assert_eq!(Record::load(t.path()), None);
     }
@@ -358,21 +362,11 @@ mod tests {
     #[test]
     fn the_holder_pid_is_noted_beside_the_durable_record_and_removed_with_it() {
         let t = tempfile::tempdir().unwrap();
-        let r = Record {
-            sandbox_id: "pod1".into(),
-            dirs: ContainerdDirs {
-                root: "/r".into(),
-                state: "/s".into(),
-            },
-            holder_pid: 0,
-        };
-        r.save(t.path()).unwrap();
+        record(0).save(t.path()).unwrap();
         let durable = fs::read(Record::path(t.path())).unwrap();
         Record::note_holder(t.path(), 4242).unwrap();
         assert_eq!(fs::read(Record::path(t.path())).unwrap(), durable);
-        let loaded = Record::load(t.path()).unwrap();
-        assert_eq!(loaded.holder_pid, 4242);
-        assert_eq!(loaded.sandbox_id, "pod1");
+        assert_eq!(Record::load(t.path()), Some(record(4242)));
         Record::remove(t.path());
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
     }
