@@ -15,6 +15,7 @@ pub mod snapshotter;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod trash;
 pub mod usage;
 
 pub use error::{Error, Result};

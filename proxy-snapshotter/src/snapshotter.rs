@@ -18,15 +18,15 @@
 //!   creation was lost, since later writes are journaled after it).
 //! * Commit: walk the upper dir once (usage), then one transaction renames the key (and, for a
 //!   rebase, names the parent); no directory moves.
-//! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/` and
-//!   delete it. A crash in between leaves an unreferenced directory.
+//! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/`,
+//!   which a background thread empties (`trash.rs`). A crash in between leaves an unreferenced
+//!   directory.
 //! * Cleanup: under the write transaction (no Prepare in flight) move every directory in
 //!   `snapshots/` that the store does not reference, and everything in `tmp/`, into `trash/`;
 //!   then empty `trash/`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +37,7 @@ use crate::filter::Filter;
 use crate::layout::Layout;
 use crate::size_limit;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
+use crate::trash::{remove_any, Trash};
 use crate::usage::{disk_usage, UsageTracker};
 
 pub use crate::layout::STORE_FILE;
@@ -82,6 +83,7 @@ pub struct Snapshotter {
     layout: Layout,
     store: Store,
     usage: UsageTracker,
+    trash: Trash,
     overlay_options: Vec<String>,
     mkfs: Option<PathBuf>,
     crash_point: Option<(String, u64)>,
@@ -99,15 +101,6 @@ fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
     // Explicit chmod: independent of the daemon's umask.
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
         .ctx(|| format!("chmod {}", p.display()))
-}
-
-fn remove_any(p: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
-        Ok(_) => fs::remove_file(p),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 fn path_str(p: &Path) -> String {
@@ -153,10 +146,12 @@ impl Snapshotter {
         if Path::new("/sys/module/overlay/parameters/index").exists() {
             overlay_options.push("index=off".to_string());
         }
+        let trash = Trash::new(layout.trash.clone());
         let s = Snapshotter {
             layout,
             store,
             usage: UsageTracker::new(cfg.usage_refresh),
+            trash,
             overlay_options,
             mkfs: cfg.mkfs,
             crash_point: cfg.crash_point,
@@ -447,9 +442,7 @@ impl Snapshotter {
             return Ok(());
         }
         self.crash("remove.after_trash");
-        if let Err(e) = self.empty_trash() {
-            log::warn!("emptying trash: {e}");
-        }
+        self.trash.empty_later();
         Ok(())
     }
 
@@ -499,18 +492,13 @@ impl Snapshotter {
             ""
         };
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let target = self.layout.trash.join(format!("{prefix}{name}"));
-        remove_any(&target).ctx(|| format!("remove {}", target.display()))?;
+        let target = self.trash.slot(&format!("{prefix}{name}"));
         fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))?;
         fsync_dir(parent)
     }
 
     fn empty_trash(&self) -> Result<()> {
-        for e in fs::read_dir(&self.layout.trash).ctx(|| "read trash dir".into())? {
-            let e = e.ctx(|| "read trash dir".into())?;
-            remove_any(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
-        }
-        Ok(())
+        self.trash.empty()
     }
 
     fn mounts_of(&self, r: &Record) -> Vec<Mount> {
