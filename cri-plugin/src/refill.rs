@@ -20,7 +20,7 @@ pub const AT_LATEST: Duration = Duration::from_secs(1);
 struct Pending {
     /// Adoptions not yet answered.
     n: usize,
-    /// When the oldest of them was made.
+    /// When the oldest of them was made; `None` exactly when `n` is 0.
     since: Option<Instant>,
 }
 
@@ -63,10 +63,10 @@ impl RefillGate {
     /// when `stop` says so (checked at each wake-up; [`RefillGate::wake`] wakes it).
     pub async fn wait(&self, stop: impl Fn() -> bool) {
         loop {
-            let deadline = match *self.pending() {
-                Pending { n: 0, .. } | Pending { since: None, .. } => return,
-                Pending { since: Some(t), .. } => t + AT_LATEST,
+            let Some(since) = self.pending().since else {
+                return;
             };
+            let deadline = since + AT_LATEST;
             if stop() || Instant::now() >= deadline {
                 return;
             }

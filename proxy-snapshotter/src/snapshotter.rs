@@ -486,13 +486,8 @@ impl Snapshotter {
         }
         size_limit::unmount_if_mounted(p)?;
         let parent = p.parent().unwrap_or(&self.layout.root);
-        let prefix = if parent == self.layout.tmp {
-            "tmp-"
-        } else {
-            ""
-        };
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let target = self.trash.slot(&format!("{prefix}{name}"));
+        let target = self.trash.slot(&name);
         fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))?;
         fsync_dir(parent)
     }

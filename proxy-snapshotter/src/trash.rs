@@ -32,8 +32,9 @@ pub struct Trash {
     seq: AtomicU64,
     /// Held while the trash is emptied.
     emptying: Arc<Mutex<()>>,
-    nudge: Mutex<Option<mpsc::Sender<()>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// Taken by `drop`, which then waits for the worker.
+    nudge: Option<mpsc::Sender<()>>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl Trash {
@@ -60,8 +61,8 @@ impl Trash {
             dir,
             seq: AtomicU64::new(seq),
             emptying,
-            nudge: Mutex::new(Some(tx)),
-            worker: Mutex::new(Some(worker)),
+            nudge: Some(tx),
+            worker: Some(worker),
         }
     }
 
@@ -78,12 +79,7 @@ impl Trash {
 
     /// Has the background thread delete everything in the trash.
     pub fn empty_later(&self) {
-        if let Some(tx) = self
-            .nudge
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(tx) = &self.nudge {
             let _ = tx.send(());
         }
     }
@@ -92,8 +88,8 @@ impl Trash {
 impl Drop for Trash {
     /// Lets an emptying in progress finish, so that nothing deletes under a closed snapshotter.
     fn drop(&mut self) {
-        drop(self.nudge.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        drop(self.nudge.take());
+        if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
     }
