@@ -508,6 +508,34 @@ pub fn find_named(dir: &Path, needle: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Up to `max` paths below `dir`, relative to it (a directory ends in `/`, a mount point is
+/// marked and not entered): what a leftover holds, for a report.
+pub fn list_tree(dir: &Path, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if out.len() == max {
+                out.push("…".to_string());
+                return out;
+            }
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir && is_mountpoint(&p) {
+                out.push(format!("{rel}/ (mounted)"));
+            } else if is_dir {
+                out.push(format!("{rel}/"));
+                stack.push(p);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out
+}
+
 fn is_mountpoint(p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (fs::metadata(p), p.parent().map(fs::metadata)) {

@@ -207,7 +207,12 @@ impl Containerd {
                 .flatten()
             {
                 for e in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                    v.push(format!("bundle {}", e.path().display()));
+                    let inside = sys::list_tree(&e.path(), 20);
+                    v.push(format!(
+                        "bundle {} holding [{}]",
+                        e.path().display(),
+                        inside.join(", ")
+                    ));
                 }
             }
         }
