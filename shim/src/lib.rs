@@ -4,6 +4,7 @@
 //! routed to the same process. Each container is launched through an OCI runtime binary.
 #![deny(unsafe_code)]
 
+mod bundle_sweep;
 mod cgroup;
 mod completion;
 mod config;

@@ -13,6 +13,7 @@ use containerd_shim_protos::events::task::TaskOOM;
 use tokio::sync::{mpsc, Notify};
 
 use crate::{
+    bundle_sweep::BundleSweep,
     config::Config,
     container::Container,
     error::{Error, Result},
@@ -49,6 +50,8 @@ pub struct Pod {
     oom: mpsc::UnboundedSender<String>,
     /// What the pod's spill files hold together.
     spill_budget: SpillBudget,
+    /// The bundles of the pod's containers, for what containerd leaves of them.
+    pub bundle_sweep: BundleSweep,
 }
 
 /// An id reserved for a Create in flight; dropping it without `commit` frees the id.
@@ -111,6 +114,7 @@ impl Pod {
             sandbox_process: Mutex::new(None),
             oom,
             spill_budget: SpillBudget::new(spill_total),
+            bundle_sweep: BundleSweep::default(),
         }
     }
 

@@ -250,8 +250,20 @@ pub async fn exit_while_containerd_down(c: &mut Containerd) -> Result<()> {
 /// containerd stopped (SIGTERM, as `kill_containerd` does) right after StartContainer returned,
 /// while the pod's second container starts (chaos saw containerd's loader, back, take such a
 /// running container's task for a leaked shim and delete it): after the restart the first
-/// container still runs, as CRI reports it, and keeps writing to its log.
+/// container still runs, as CRI reports it, and keeps writing to its log. A containerd stopped
+/// inside its removal of the second container's bundle leaves it renamed `.<id>`: the pod's
+/// removal takes it away.
 pub async fn containerd_killed_right_after_start(c: &mut Containerd) -> Result<()> {
+    let tasks = c.bundle_dir("k8s.io", "x").with_file_name("");
+    let half_removed = || -> Vec<String> {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
     for round in 0..5 {
         let pod = c.run_pod(&format!("fresh{round}")).await?;
         let cfg = sh(
@@ -281,7 +293,16 @@ pub async fn containerd_killed_right_after_start(c: &mut Containerd) -> Result<(
         })
         .await
         .map_err(|e| e.context(format!("round {round}: the log stopped after the restart")))?;
+        let left = half_removed();
         c.remove_pod(&pod).await?;
+        if !left.is_empty() {
+            eprintln!("round {round}: containerd left {left:?} half removed");
+            let still = half_removed();
+            ensure!(
+                still.is_empty(),
+                "round {round}: {still:?}, which containerd left half removed, outlived the pod"
+            );
+        }
     }
     Ok(())
 }

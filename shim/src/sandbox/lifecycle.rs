@@ -398,6 +398,7 @@ async fn shut_down(pod: &Pod, current: &Mutex<Option<Arc<PodSandbox>>>, id: &str
         Some(_) => return Err(Error::NotFound(format!("sandbox {id} not found"))),
         None => {}
     }
+    pod.bundle_sweep.sweep();
     pod.hold_for_sandbox(false);
     pod.request_shutdown();
     Ok(())

@@ -34,6 +34,7 @@ pub async fn create(pod: &Arc<Pod>, req: CreateTaskRequest) -> Result<CreateTask
     }
     let reservation = pod.reserve(&req.id)?;
     let bundle = PathBuf::from(&req.bundle);
+    pod.bundle_sweep.note(&bundle);
     let (spec, io_owner) = load_spec(&bundle)?;
     let rootfs_mounted = rootfs::mount(&bundle, &req.rootfs).await?;
     let unmount = scopeguard(rootfs_mounted, &bundle);

@@ -47,6 +47,7 @@ pub async fn delete(pod: &Arc<Pod>, req: &DeleteRequest) -> Result<DeleteRespons
     }
     container.unmount_rootfs();
     pod.remove(&req.id);
+    pod.bundle_sweep.sweep();
 
     let resp = response(&init, exit);
     pod.events.send(TaskDelete {

@@ -974,3 +974,57 @@ async fn an_exec_whose_console_fails_is_killed() {
     h.runtime.exec_stdio.lock().unwrap().clear();
     h.delete("c1", "tty").await.unwrap();
 }
+
+/// containerd removes a deleted task's bundle by renaming `<id>` to `.<id>` and removing that;
+/// stopped in between (it rolls back a CreateTask its own shutdown cancelled), it leaves the
+/// hidden directory for good. The pod's next Delete removes what is left of every bundle the
+/// pod's containers had, and nothing else: not a bundle containerd still has, not a hidden
+/// directory of a container this shim never created.
+#[tokio::test(flavor = "current_thread")]
+async fn a_bundle_containerd_left_half_removed_goes_at_the_next_delete() {
+    let h = Harness::new(ScriptedRuntime::working());
+    let ns = h._dir.path().join("k8s.io");
+    let bundle = |id: &str| {
+        let b = ns.join(id);
+        std::fs::create_dir_all(&b).unwrap();
+        bundle_with(&b, SPEC, true)
+    };
+    let mut pids = Vec::new();
+    for id in ["c1", "c2"] {
+        let req = create_req(id, bundle(id));
+        pids.push(h.svc.create(&ctx(), req).await.unwrap().pid);
+    }
+    // A never-started init dies with the forced delete.
+    let delete = |id: &'static str, pid: u32| {
+        let (svc, exits) = (h.svc.clone(), h.exits.clone());
+        async move {
+            let req = DeleteRequest {
+                id: id.into(),
+                ..Default::default()
+            };
+            let deleting = tokio::spawn(async move { svc.delete(&ctx(), req).await });
+            settle().await;
+            exits.exit(pid, 137);
+            deleting.await.unwrap().unwrap();
+        }
+    };
+    delete("c1", pids[0]).await;
+    // containerd's atomicDelete of c1's bundle, cut short after its rename.
+    std::fs::write(ns.join("c1").join("init.pid"), "1").unwrap();
+    std::fs::rename(ns.join("c1"), ns.join(".c1")).unwrap();
+    std::fs::create_dir_all(ns.join(".other")).unwrap();
+
+    delete("c2", pids[1]).await;
+    assert!(
+        !ns.join(".c1").exists(),
+        "c1's half-removed bundle is still there"
+    );
+    assert!(
+        ns.join("c2").exists(),
+        "c2's bundle is containerd's to remove"
+    );
+    assert!(
+        ns.join(".other").exists(),
+        "a directory of no container of this pod went"
+    );
+}
