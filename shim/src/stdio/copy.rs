@@ -15,7 +15,13 @@
 //! many of containerd's reads took, where otherwise every read that freed room would wake the
 //! shim for one splice. The rest is the time containerd takes to read half a FIFO at the rate it
 //! read since the last refill, less the runtime timer's up to 1 ms of lateness, within
-//! `REST_MIN..=REST_MAX`: the FIFO does not run dry at the rate containerd reads.
+//! `REST_MIN..=REST_MAX`: the FIFO does not run dry at the rate containerd reads. A refill finds
+//! the FIFO full when a splice is refused, or when a splice into the roomy FIFO leaves bytes in
+//! the process's pipe: containerd frees room while the shim refills, and a splice for each of
+//! its reads costs the shim more than the bytes. Likewise a roomy stream whose refills emptied
+//! the process's pipe twice within `2 * REST_MIN` lets the process's next write wait `REST_MIN`
+//! (`not_before`): the process writes while the shim refills, and one splice for each of its
+//! writes is what the wait saves. A pipe emptied less often than that never waits.
 
 use std::{
     cell::RefCell,
@@ -85,6 +91,9 @@ enum Pumped {
     Eof,
     /// The FIFO is full and bytes wait in the process's pipe.
     FifoFull,
+    /// Bytes moved and filled the FIFO: the rest are in the process's pipe. The FIFO may have
+    /// room again already (its readiness stands); the shim rests before it refills.
+    Filled,
 }
 
 /// One output stream's copy: the process's side, containerd's FIFO, and what waits between.
@@ -101,6 +110,11 @@ struct Stream<'a> {
     roomy: Option<bool>,
     /// Until when the FIFO's room is not waited for (see the module comment).
     rest: Option<Instant>,
+    /// Until when a write of the process does not start a refill: the last refill of a roomy
+    /// stream emptied the process's pipe while the process wrote (see the module comment).
+    not_before: Option<Instant>,
+    /// When a refill last emptied the process's pipe.
+    drained: Option<Instant>,
     /// When a refill last found the FIFO full, and `spliced` then.
     last_full: Option<(Instant, u64)>,
     /// Bytes spliced so far.
@@ -129,6 +143,8 @@ pub async fn copy_output(
         held: None,
         roomy: None,
         rest: None,
+        not_before: None,
+        drained: None,
         last_full: None,
         spliced: 0,
     };
@@ -151,7 +167,7 @@ pub async fn copy_output(
                 match s.unblock() {
                     Ok(Pumped::Eof) => eof = true,
                     Ok(Pumped::FifoFull) => guard.clear_ready(),
-                    Ok(Pumped::Moved) => {}
+                    Ok(Pumped::Moved | Pumped::Filled) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => {
                         warn!("write FIFO: {e}; dropping {} bytes", s.backlog.len());
@@ -166,11 +182,14 @@ pub async fn copy_output(
             }
             ready = source.readable(), if can_read => {
                 let Ok(mut guard) = ready else { break };
+                if let Some(t) = s.not_before.take().filter(|_| !away) {
+                    tokio::time::sleep_until(t).await;
+                }
                 match s.pump(away) {
                     Ok(Pumped::Eof) => eof = true,
                     Ok(Pumped::Moved) => {}
                     // `held` is set: the FIFO's writability is awaited next.
-                    Ok(Pumped::FifoFull) => {}
+                    Ok(Pumped::FifoFull | Pumped::Filled) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                     Err(e) => {
                         warn!("read process output: {e}");
@@ -239,7 +258,7 @@ impl Stream<'_> {
             self.roomy = Some(grow(self.source, self.sink));
         }
         match r {
-            Ok(Pumped::FifoFull) => Ok(Pumped::FifoFull),
+            Ok(p @ (Pumped::FifoFull | Pumped::Filled)) => Ok(p),
             // Nothing waits any more: the FIFO's readiness stays as it is.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.held = None;
@@ -252,17 +271,18 @@ impl Stream<'_> {
         }
     }
 
-    /// Splices until the FIFO is full (`FifoFull`, `held` from now if anything moved), the
-    /// process's pipe is empty (`WouldBlock`) or at end of file, or `SPLICES_PER_WAKE` moved
-    /// bytes (`Moved`: the other streams of the pod get their turn).
+    /// Splices until the FIFO is full (`FifoFull`, or `Filled` when found by a move; `held`
+    /// from now if anything moved), the process's pipe is empty (`WouldBlock`) or at end of
+    /// file, or `SPLICES_PER_WAKE` moved bytes (`Moved`: the other streams of the pod get their
+    /// turn).
     fn splice_all(&mut self) -> io::Result<Pumped> {
         let mut moved = false;
         for _ in 0..SPLICES_PER_WAKE {
             match self.splice() {
                 Ok(Pumped::Moved) => moved = true,
-                Ok(Pumped::FifoFull) => {
+                Ok(full @ (Pumped::FifoFull | Pumped::Filled)) => {
                     let now = Instant::now();
-                    if moved || self.held.is_none() {
+                    if moved || full == Pumped::Filled || self.held.is_none() {
                         self.held = Some(now);
                     }
                     if self.roomy == Some(true) {
@@ -270,7 +290,17 @@ impl Stream<'_> {
                         self.last_full = Some((now, self.spliced));
                         self.rest = Some(now + rest);
                     }
-                    return Ok(Pumped::FifoFull);
+                    return Ok(full);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if moved && self.roomy == Some(true) {
+                        let now = Instant::now();
+                        if self.drained.is_some_and(|t| now - t < 2 * REST_MIN) {
+                            self.not_before = Some(now + REST_MIN);
+                        }
+                        self.drained = Some(now);
+                    }
+                    return Err(e);
                 }
                 other => return other,
             }
@@ -288,7 +318,11 @@ impl Stream<'_> {
             Ok(0) => Ok(Pumped::Eof),
             Ok(n) => {
                 self.spliced += n as u64;
-                Ok(Pumped::Moved)
+                // A roomy FIFO that took less than was offered is full, as a refusal shows.
+                let left = n < SPLICE_MAX
+                    && self.roomy == Some(true)
+                    && crate::sys::unread_bytes(self.source.as_fd()).is_ok_and(|b| b > 0);
+                Ok(if left { Pumped::Filled } else { Pumped::Moved })
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if fifo_full(self.sink)? {
@@ -526,5 +560,99 @@ async fn write(fd: &AsyncFd<OwnedFd>, buf: &[u8]) -> io::Result<usize> {
             Ok(r) => return r,
             Err(_would_block) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, io::Write};
+
+    use super::*;
+    use crate::stdio::SpillBudget;
+
+    /// A roomy stream on real pipes: the process's pipe (its write end) and the FIFO (its read
+    /// end), both `ROOMY_PIPE`.
+    struct Pipes {
+        source: OwnedFd,
+        process: File,
+        sink: OwnedFd,
+        fifo: OwnedFd,
+        dir: tempfile::TempDir,
+    }
+
+    impl Pipes {
+        fn new() -> Pipes {
+            use nix::{fcntl::OFlag, unistd::pipe2};
+            let (source, process) = pipe2(OFlag::O_CLOEXEC).unwrap();
+            let (fifo, sink) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+            assert!(grow(&source, &sink));
+            Pipes {
+                source,
+                process: File::from(process),
+                sink,
+                fifo,
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn stream(&self) -> Stream<'_> {
+            let spill = self.dir.path().join("spill");
+            Stream {
+                source: &self.source,
+                sink: &self.sink,
+                backlog: Backlog::new(1024, spill, 1024, SpillBudget::new(1024)),
+                splice: true,
+                held: None,
+                roomy: Some(true),
+                rest: None,
+                not_before: None,
+                drained: None,
+                last_full: None,
+                spliced: 0,
+            }
+        }
+
+        fn unread(&self) -> (usize, usize) {
+            let n = |fd: &OwnedFd| crate::sys::unread_bytes(fd.as_fd()).unwrap();
+            (n(&self.source), n(&self.fifo))
+        }
+    }
+
+    const KIB: usize = 1024;
+
+    /// A splice the roomy FIFO took only part of found it full: the shim rests, held, and does
+    /// not splice again (containerd may free room meanwhile, a read at a time).
+    #[test]
+    fn a_splice_the_fifo_took_part_of_ends_the_refill_in_a_rest() {
+        let p = Pipes::new();
+        let mut f = File::from(p.sink.try_clone().unwrap());
+        f.write_all(&vec![b'c'; 768 * KIB]).unwrap();
+        (&p.process).write_all(&vec![b'p'; 512 * KIB]).unwrap();
+        let mut s = p.stream();
+        // A second splice would have been refused: `FifoFull`.
+        assert_eq!(s.splice_all().unwrap(), Pumped::Filled);
+        assert!(s.held.is_some() && s.rest.is_some());
+        assert_eq!(p.unread(), (256 * KIB, ROOMY_PIPE));
+    }
+
+    /// A roomy stream whose refills empty the process's pipe twice within `2 * REST_MIN` makes
+    /// the process's next write wait `REST_MIN`; emptied less often, nothing waits.
+    #[test]
+    fn a_pipe_emptied_twice_in_quick_succession_makes_the_next_write_wait() {
+        let p = Pipes::new();
+        let mut s = p.stream();
+        let mut refill = || {
+            (&p.process).write_all(&[b'p'; 16 * KIB]).unwrap();
+            let e = s.splice_all().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+            s.not_before.take()
+        };
+        assert_eq!(refill(), None, "emptied once");
+        std::thread::sleep(REST_MIN * 3);
+        assert_eq!(refill(), None, "emptied again after 3 ms");
+        let before = Instant::now();
+        let wait = refill().expect("emptied twice within 2 ms");
+        assert!(wait >= before + REST_MIN);
+        assert_eq!(p.unread(), (0, 3 * 16 * KIB));
     }
 }
