@@ -83,8 +83,10 @@ fn hidden(bundle: &Path) -> Option<PathBuf> {
     Some(bundle.with_file_name(format!(".{name}")))
 }
 
-/// Removes `dir`'s tree; whether it was there. containerd may be removing it too: a tree
-/// that vanished under the removal counts as removed.
+/// Removes `dir`'s tree; whether it was there. Whatever is mounted below it is detached first,
+/// so the removal never enters a filesystem (a rootfs mounted after containerd unmounted it).
+/// containerd may be removing the tree too: a tree that vanished under the removal counts as
+/// removed.
 fn remove(dir: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {}
@@ -92,6 +94,11 @@ fn remove(dir: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     }
+    let path = dir
+        .to_str()
+        .ok_or_else(|| io::Error::other("path is not UTF-8"))?;
+    containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH)
+        .map_err(|e| io::Error::other(format!("unmount below it: {e}")))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(true),
         Err(_) if !dir.exists() => Ok(true),
@@ -137,6 +144,40 @@ mod tests {
         sweep.sweep();
         assert!(!ns.join(".stale").exists());
         assert!(sweep.lock().is_empty());
+    }
+
+    /// A filesystem mounted below a leftover is detached, never emptied.
+    #[test]
+    fn a_mount_below_a_leftover_is_detached_not_emptied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join(".c1/rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let fs = tempfile::tempdir().unwrap();
+        std::fs::write(fs.path().join("kept"), "x").unwrap();
+        nix::mount::mount(
+            Some(fs.path()),
+            &rootfs,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount (the shim's tests run as root)");
+        // Whatever the outcome, no mount outlives the test.
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _unmount = Unmount(rootfs.clone());
+        let sweep = BundleSweep::default();
+        sweep.note(&tmp.path().join("c1"));
+        sweep.sweep();
+        assert!(!tmp.path().join(".c1").exists());
+        assert!(
+            fs.path().join("kept").exists(),
+            "the mounted tree was emptied"
+        );
     }
 
     #[test]
