@@ -101,6 +101,16 @@ fn cold_text() {
             "    *(.text.{start_only}* .text.unlikely.{start_only}*)\n"
         ));
     }
+    // Code only a rare request runs: CRI's CheckpointContainer (runc's checkpoint, through
+    // criu), and the removal of what containerd left of a bundle (bundle_sweep.rs).
+    for rare in [
+        "_ZN*podshim_shim..runtime..RuncCli*OciRuntime*10checkpoint",
+        "_ZN*podshim_shim..task..TaskService*Task*10checkpoint",
+        "_ZN*CheckpointMethod*MethodHandler*",
+        "_ZN12podshim_shim12bundle_sweep6remove",
+    ] {
+        patterns.push_str(&format!("    *(.text.{rare}* .text.unlikely.{rare}*)\n"));
+    }
     let script =
         format!("SECTIONS\n{{\n  .text.cold :\n  {{\n{patterns}  }}\n}}\nINSERT AFTER .text;\n");
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("cold-text.ld");

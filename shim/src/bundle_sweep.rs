@@ -86,7 +86,8 @@ fn hidden(bundle: &Path) -> Option<PathBuf> {
 /// Removes `dir`'s tree; whether it was there. Whatever is mounted below it is detached first,
 /// so the removal never enters a filesystem (a rootfs mounted after containerd unmounted it).
 /// containerd may be removing the tree too: a tree that vanished under the removal counts as
-/// removed.
+/// removed. Out of line: only a leftover runs it, and build.rs puts it with the cold text.
+#[inline(never)]
 fn remove(dir: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => {}
