@@ -66,11 +66,19 @@ fn swept(bundle: &Path) -> bool {
     let Some(hidden) = hidden(bundle) else {
         return true;
     };
-    match remove(&hidden) {
-        Ok(true) => info!("removed {}, which containerd left", hidden.display()),
-        Ok(false) => {}
+    // Only a leftover, a directory, goes to the cold `remove`.
+    match std::fs::symlink_metadata(&hidden) {
+        Ok(m) if m.is_dir() => match remove(&hidden) {
+            Ok(()) => info!("removed {}, which containerd left", hidden.display()),
+            Err(e) => {
+                warn!("remove {}: {e}", hidden.display());
+                return false;
+            }
+        },
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
-            warn!("remove {}: {e}", hidden.display());
+            warn!("look at {}: {e}", hidden.display());
             return false;
         }
     }
@@ -83,27 +91,20 @@ fn hidden(bundle: &Path) -> Option<PathBuf> {
     Some(bundle.with_file_name(format!(".{name}")))
 }
 
-/// Removes `dir`'s tree; whether it was there. Whatever is mounted below it is detached first,
-/// so the removal never enters a filesystem (a rootfs mounted after containerd unmounted it).
+/// Removes the directory tree `dir`. Whatever is mounted below it is detached first, so the
+/// removal never enters a filesystem (a rootfs mounted after containerd unmounted it).
 /// containerd may be removing the tree too: a tree that vanished under the removal counts as
 /// removed. Out of line: only a leftover runs it, and build.rs puts it with the cold text.
 #[inline(never)]
-fn remove(dir: &Path) -> io::Result<bool> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    }
+fn remove(dir: &Path) -> io::Result<()> {
     let path = dir
         .to_str()
         .ok_or_else(|| io::Error::other("path is not UTF-8"))?;
     containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH)
         .map_err(|e| io::Error::other(format!("unmount below it: {e}")))?;
     match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(true),
-        Err(_) if !dir.exists() => Ok(true),
-        Err(e) => Err(e),
+        Err(e) if dir.exists() => Err(e),
+        _ => Ok(()),
     }
 }
 
