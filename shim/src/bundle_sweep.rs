@@ -97,10 +97,7 @@ fn hidden(bundle: &Path) -> Option<PathBuf> {
 /// removed. Out of line: only a leftover runs it, and build.rs puts it with the cold text.
 #[inline(never)]
 fn remove(dir: &Path) -> io::Result<()> {
-    let path = dir
-        .to_str()
-        .ok_or_else(|| io::Error::other("path is not UTF-8"))?;
-    containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH)
+    crate::rootfs::detach_all(dir)
         .map_err(|e| io::Error::other(format!("unmount below it: {e}")))?;
     match std::fs::remove_dir_all(dir) {
         Err(e) if dir.exists() => Err(e),

@@ -68,10 +68,18 @@ pub fn unmount(bundle: &Path) {
 }
 
 fn unmount_all(target: &Path) {
-    let Some(path) = target.to_str() else { return };
-    if let Err(e) = containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH) {
-        warn!("unmount {path}: {e}");
+    if let Err(e) = detach_all(target) {
+        warn!("unmount {}: {e}", target.display());
     }
+}
+
+/// Detaches everything mounted at and below `target`.
+pub fn detach_all(target: &Path) -> std::io::Result<()> {
+    let path = target
+        .to_str()
+        .ok_or_else(|| std::io::Error::other("path is not UTF-8"))?;
+    containerd_shim::mount::umount_recursive(Some(path), libc::MNT_DETACH)
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Detaches an id-mapped clone a dead shim left in `bundle` and removes its directory.
