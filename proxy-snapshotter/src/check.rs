@@ -7,6 +7,7 @@
 //! or makes an active snapshot's empty directories again; a committed layer's content is lost; a
 //! size-limited snapshot's unmounted image is in order, a start mounts it);
 //! directories no record names, and anything left in `tmp/` or `trash/` (a start deletes them).
+//! Not reported: `spare/`, whose directories no record ever names and every start empties.
 //! Beside a live daemon, a Remove in flight can show as one unreferenced directory.
 
 use std::collections::HashSet;

@@ -6,9 +6,14 @@
 //! * `snapshots/<id>/rw.ext4` — a size-limited snapshot's filesystem, holding `fs` and `work`,
 //!   mounted over `snapshots/<id>` (which hides it): `size_limit.rs`
 //! * `tmp/new-<id>`          — a snapshot directory being built
+//! * `spare/<n>`             — an active snapshot's empty directories, made ahead (`spares.rs`)
 //! * `trash/`                — directories being deleted
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::error::{IoContext, Result};
 
 /// The metadata store, in the root.
 pub const STORE_FILE: &str = "metadata.redb";
@@ -18,6 +23,7 @@ pub struct Layout {
     pub root: PathBuf,
     pub snapshots: PathBuf,
     pub tmp: PathBuf,
+    pub spare: PathBuf,
     pub trash: PathBuf,
 }
 
@@ -27,6 +33,7 @@ impl Layout {
             root: root.to_path_buf(),
             snapshots: root.join("snapshots"),
             tmp: root.join("tmp"),
+            spare: root.join("spare"),
             trash: root.join("trash"),
         }
     }
@@ -57,8 +64,25 @@ impl Layout {
         self.tmp.join(format!("new-{id}"))
     }
 
+    /// The empty layer directories inside a new snapshot's directory `at`: `fs` and, for an
+    /// active snapshot, `work`.
+    pub fn make_layer(at: &Path, active: bool) -> Result<()> {
+        mkdir_mode(&at.join("fs"), 0o755)?;
+        if active {
+            mkdir_mode(&at.join("work"), 0o711)?;
+        }
+        Ok(())
+    }
+
     /// The id a directory in `snapshots/` is named after.
     pub fn id_of(name: &std::ffi::OsStr) -> Option<u64> {
         name.to_str().and_then(|n| n.parse().ok())
     }
+}
+
+/// Makes directory `p` with exactly `mode`, whatever the daemon's umask.
+pub fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
+    fs::create_dir(p).ctx(|| format!("mkdir {}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .ctx(|| format!("chmod {}", p.display()))
 }

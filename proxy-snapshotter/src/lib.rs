@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod service;
 pub mod size_limit;
 pub mod snapshotter;
+pub mod spares;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -5,8 +5,9 @@
 //!
 //! Invariant kept at every instant (so `kill -9` anywhere is safe): every id in the store has a
 //! complete `snapshots/<id>`. Anything else on disk is garbage that startup and Cleanup delete.
-//! * Prepare/View: inside the write transaction allocate the id and write the record, build
-//!   `tmp/new-<id>`, rename it to `snapshots/<id>` (and mount a size-limited snapshot's
+//! * Prepare/View: inside the write transaction allocate the id and write the record, take a
+//!   spare's empty directories (an active snapshot without a size limit: `spares.rs`) or build
+//!   `tmp/new-<id>`, rename that to `snapshots/<id>` (and mount a size-limited snapshot's
 //!   filesystem image over it: `size_limit.rs`), then commit (redb fsyncs). A crash before
 //!   the commit leaves an unreferenced directory; the id is not reused before startup cleanup
 //!   has removed it. The rename is not fsynced of its own (that fsync was most of the cost of a
@@ -14,8 +15,8 @@
 //!   power loss a committed record may find its directory still at `tmp/new-<id>`, or, if even
 //!   the mkdir was lost, nowhere. Opening the snapshotter repairs both before anything is
 //!   served (`repair_lost_renames`): the rename is redone, or the empty directories that
-//!   Prepare made are made again (nothing can have been written into a directory whose
-//!   creation was lost, since later writes are journaled after it).
+//!   Prepare made or took are made again (nothing can have been written into a directory whose
+//!   creation or rename was lost, since later writes are journaled after it).
 //! * Commit: walk the upper dir once (usage), then one transaction renames the key (and, for a
 //!   rebase, names the parent); no directory moves.
 //! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/`,
@@ -34,8 +35,9 @@ use std::time::Duration;
 
 use crate::error::{Error, IoContext, Result};
 use crate::filter::Filter;
-use crate::layout::Layout;
+use crate::layout::{mkdir_mode, Layout};
 use crate::size_limit;
+use crate::spares::Spares;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
 use crate::trash::{remove_any, Trash};
 use crate::usage::{disk_usage, UsageTracker};
@@ -61,7 +63,8 @@ pub struct Config {
     /// Test hook: `(point, n)` SIGKILLs the process at the n-th pass through `point`.
     pub crash_point: Option<(String, u64)>,
     /// Delete unreferenced directories when opening (always on in the daemon; tests of the
-    /// crash behaviour turn it off to inspect what a crash left).
+    /// crash behaviour turn it off to inspect what a crash left). `spare/`, which no record
+    /// ever names, is emptied at every open.
     pub cleanup_on_open: bool,
     /// mkfs.ext4, for size-limited snapshots (None: they are refused).
     pub mkfs: Option<PathBuf>,
@@ -84,6 +87,7 @@ pub struct Snapshotter {
     store: Store,
     usage: UsageTracker,
     trash: Trash,
+    spares: Spares,
     overlay_options: Vec<String>,
     mkfs: Option<PathBuf>,
     crash_point: Option<(String, u64)>,
@@ -94,13 +98,6 @@ fn fsync_dir(p: &Path) -> Result<()> {
     fs::File::open(p)
         .and_then(|f| f.sync_all())
         .ctx(|| format!("fsync {}", p.display()))
-}
-
-fn mkdir_mode(p: &Path, mode: u32) -> Result<()> {
-    fs::create_dir(p).ctx(|| format!("mkdir {}", p.display()))?;
-    // Explicit chmod: independent of the daemon's umask.
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .ctx(|| format!("chmod {}", p.display()))
 }
 
 fn path_str(p: &Path) -> String {
@@ -121,23 +118,23 @@ impl Snapshotter {
         for (d, mode) in [
             (&layout.snapshots, 0o711),
             (&layout.tmp, 0o700),
+            (&layout.spare, 0o700),
             (&layout.trash, 0o700),
         ] {
             if !d.is_dir() {
                 mkdir_mode(d, mode)?;
             }
         }
-        // Every snapshot directory is born in tmp/. On ext4 without a journal, creating a file
-        // scans past each inode of its block group freed in the last minutes (more while its
-        // inode table is unwritten); a layer's thousands of files beside the daemon's own
-        // churn (and the node's) pay that per file. As the tops of their own hierarchies,
-        // snapshot directories are spread by the Orlov allocator over the disk's emptier groups.
-        // Other filesystems refuse the flag, harmlessly.
-        if let Err(e) = fs::File::open(&layout.tmp).and_then(|f| crate::sys::set_topdir(&f)) {
-            log::debug!(
-                "{}: not marked as a top directory: {e}",
-                layout.tmp.display()
-            );
+        // Every snapshot directory is born in tmp/ or spare/. On ext4 without a journal,
+        // creating a file scans past each inode of its block group freed in the last minutes
+        // (more while its inode table is unwritten); a layer's thousands of files beside the
+        // daemon's own churn (and the node's) pay that per file. As the tops of their own
+        // hierarchies, snapshot directories are spread by the Orlov allocator over the disk's
+        // emptier groups. Other filesystems refuse the flag, harmlessly.
+        for d in [&layout.tmp, &layout.spare] {
+            if let Err(e) = fs::File::open(d).and_then(|f| crate::sys::set_topdir(&f)) {
+                log::debug!("{}: not marked as a top directory: {e}", d.display());
+            }
         }
         let store = Store::open(&layout.store())?;
         let mut overlay_options = Vec::new();
@@ -147,11 +144,13 @@ impl Snapshotter {
             overlay_options.push("index=off".to_string());
         }
         let trash = Trash::new(layout.trash.clone());
+        let spares = Spares::new(layout.spare.clone())?;
         let s = Snapshotter {
             layout,
             store,
             usage: UsageTracker::new(cfg.usage_refresh),
             trash,
+            spares,
             overlay_options,
             mkfs: cfg.mkfs,
             crash_point: cfg.crash_point,
@@ -268,18 +267,19 @@ impl Snapshotter {
         let r = tx.create(kind, key, parent, labels)?;
         let td = self.layout.new_dir(r.id);
         let dir = self.dir(r.id);
+        let mut born = None;
         let res = (|| {
             // Leftovers with this id can only be garbage: the id is not referenced yet.
             remove_any(&td).ctx(|| format!("remove {}", td.display()))?;
             if fs::symlink_metadata(&dir).is_ok() {
                 self.trash_dir(&dir)?;
             }
-            self.build_dir(&td, &r)?;
+            let from = born.insert(self.new_dir(&td, &r)?);
             // No fsync of the directories or of the rename: see the module comment (a power
             // loss is repaired at open).
             self.crash("prepare.before_rename");
-            fs::rename(&td, &dir)
-                .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+            fs::rename(&*from, &dir)
+                .ctx(|| format!("rename {} to {}", from.display(), dir.display()))?;
             size_limit::mount_if_unmounted(&dir)?;
             self.crash("prepare.before_commit");
             Ok(())
@@ -288,6 +288,9 @@ impl Snapshotter {
         if let Err(e) = res {
             // The transaction is aborted (dropped) or failed: nothing references the dirs.
             let _ = remove_any(&td);
+            if let Some(from) = born {
+                let _ = remove_any(&from);
+            }
             let _ = self.trash_dir(&dir).and_then(|()| self.empty_trash());
             return Err(e);
         }
@@ -300,10 +303,10 @@ impl Snapshotter {
         Ok(self.mounts_of(&r))
     }
 
-    /// The empty directories of a new snapshot, at `td`; for a size-limited one, the image of
-    /// a filesystem holding them.
-    fn build_dir(&self, td: &Path, r: &Record) -> Result<()> {
-        mkdir_mode(td, 0o700)?;
+    /// The empty directories of a new snapshot, where they are to be renamed from: a spare
+    /// for an active snapshot without a size limit when one is ready, else made at `td`; for
+    /// a size-limited snapshot, the image of a filesystem holding them.
+    fn new_dir(&self, td: &Path, r: &Record) -> Result<PathBuf> {
         // As containerd: the new upper dir belongs to the owner of the parent's root.
         let owner = match r.parent_ids.first() {
             Some(&pid) => {
@@ -313,25 +316,39 @@ impl Snapshotter {
             }
             None => None,
         };
-        let layer = |at: &Path| -> Result<()> {
-            let fs_dir = at.join("fs");
-            mkdir_mode(&fs_dir, 0o755)?;
-            if r.kind == Kind::Active {
-                mkdir_mode(&at.join("work"), 0o711)?;
+        let chown = |at: &Path| -> Result<()> {
+            match owner {
+                Some((uid, gid)) => {
+                    let fs_dir = at.join("fs");
+                    std::os::unix::fs::lchown(&fs_dir, Some(uid), Some(gid))
+                        .ctx(|| format!("chown {}", fs_dir.display()))
+                }
+                None => Ok(()),
             }
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::lchown(&fs_dir, Some(uid), Some(gid))
-                    .ctx(|| format!("chown {}", fs_dir.display()))?;
-            }
-            Ok(())
         };
-        match size_limit::requested(r.kind, &r.labels)? {
+        let limit = size_limit::requested(r.kind, &r.labels)?;
+        if r.kind == Kind::Active && limit.is_none() {
+            if let Some(spare) = self.spares.take() {
+                if let Err(e) = chown(&spare) {
+                    let _ = remove_any(&spare);
+                    return Err(e);
+                }
+                return Ok(spare);
+            }
+        }
+        mkdir_mode(td, 0o700)?;
+        let layer = |at: &Path| -> Result<()> {
+            Layout::make_layer(at, r.kind == Kind::Active)?;
+            chown(at)
+        };
+        match limit {
             Some(limit) => {
                 let mkfs = size_limit::check_node(self.mkfs.as_deref(), limit)?;
-                size_limit::make_image(td, limit, mkfs, layer)
+                size_limit::make_image(td, limit, mkfs, layer)?;
             }
-            None => layer(td),
+            None => layer(td)?,
         }
+        Ok(td.to_path_buf())
     }
 
     /// Before anything is served: every recorded size-limited snapshot's filesystem is mounted
@@ -376,9 +393,9 @@ impl Snapshotter {
                     r.id
                 );
                 remove_any(&td).ctx(|| format!("remove {}", td.display()))?;
-                self.build_dir(&td, r)?;
-                fs::rename(&td, &dir)
-                    .ctx(|| format!("rename {} to {}", td.display(), dir.display()))?;
+                let from = self.new_dir(&td, r)?;
+                fs::rename(&from, &dir)
+                    .ctx(|| format!("rename {} to {}", from.display(), dir.display()))?;
             }
             repaired = true;
         }

@@ -120,9 +120,12 @@ async fn list(c: &mut Client, filters: &[&str]) -> Result<Vec<String>, Code> {
     Ok(out)
 }
 
+/// Every path below `p` but the snapshotter's spares (`<root>/spare/*`), which are made and
+/// taken as Prepares come, whatever their input.
 fn dir_listing(p: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = walk(p)
         .into_iter()
+        .filter(|x| !x.ancestors().skip(1).any(|a| a.ends_with("root/spare")))
         .map(|x| x.strip_prefix(p).unwrap().display().to_string())
         .collect();
     v.sort();
