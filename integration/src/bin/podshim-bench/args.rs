@@ -51,7 +51,7 @@ pub(crate) fn parse_args() -> Args {
         lifecycle: if quick { 4 } else { 50 },
         mem_samples: if quick { 1 } else { 3 },
         node_counts: if quick { vec![1, 3] } else { vec![1, 10, 100] },
-        log_reps: if quick { 1 } else { 2 },
+        log_reps: if quick { 1 } else { 4 },
     };
     let mut it = argv.into_iter();
     while let Some(k) = it.next() {

@@ -28,7 +28,10 @@ pub(crate) async fn logs_throughput(c: &Containerd, a: &Args, r: &mut Results) -
     for size in [64usize, 1024, 16384] {
         let line = "x".repeat(size - 1); // + '\n' from yes
         for rep in 0..a.log_reps {
-            for h in &a.handlers {
+            // Each handler takes each place in the order in turn: a run's first and last
+            // minutes (disk write-back, the machine's other load) fall on all of them alike.
+            let n = a.handlers.len();
+            for h in a.handlers.iter().cycle().skip(rep % n).take(n) {
                 let pod = &pods[h];
                 let cfg = container(&format!("yes{size}-{rep}"), &["yes", &line]);
                 let log = pod.log_file(&cfg);
