@@ -208,6 +208,7 @@ e2e!(sandbox::share_process_namespace);
 e2e!(sandbox::unknown_sysctl);
 e2e!(sandbox::sysctl_refusals);
 e2e!(sandbox::security_refusals);
+e2e!(sandbox::userns_refusals);
 // hostNetwork: through podshim-pauseless only from 2.3 on (containerd#12983, see host_network).
 e2e!(sandbox::host_network_refusals [runc, podshim, podshim_pauseless_needs_2_3, podshim_sandboxer]);
 e2e!(sandbox::default_sysctls);

@@ -265,6 +265,46 @@ pub async fn security_refusals(c: &mut Containerd) -> Result<()> {
     refused_like_runc(c, &cases).await
 }
 
+/// User namespace options CRI's podsandbox refuses when it builds the pause container's spec,
+/// and a mapping without the pod's root, which no pause container can start with: refused by
+/// every handler (critest's UserNamespaces specs; the pause-less handlers made such pods, the
+/// last without a user namespace at all, before).
+pub async fn userns_refusals(c: &mut Containerd) -> Result<()> {
+    fn userns(cfg: &mut PodSandboxConfig, mode: k8s_cri::v1::NamespaceMode, container_id: u32) {
+        let map = k8s_cri::v1::IdMapping {
+            host_id: 65536 * 7,
+            container_id,
+            length: 65536,
+        };
+        cfg.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .namespace_options
+            .get_or_insert_with(Default::default)
+            .userns_options = Some(k8s_cri::v1::UserNamespace {
+            mode: mode as i32,
+            uids: vec![map],
+            gids: vec![map],
+        });
+    }
+    use k8s_cri::v1::NamespaceMode as M;
+    let cases: [Refusal; 3] = [
+        (
+            "usernscontainer",
+            |cfg| userns(cfg, M::Container, 0),
+            "unsupported user namespace mode: \"CONTAINER\"",
+        ),
+        (
+            "usernstarget",
+            |cfg| userns(cfg, M::Target, 0),
+            "unsupported user namespace mode: \"TARGET\"",
+        ),
+        ("usernsnoroot", |cfg| userns(cfg, M::Pod, 1), ""),
+    ];
+    refused_like_runc(c, &cases).await
+}
+
 async fn refused_like_runc(c: &mut Containerd, cases: &[Refusal]) -> Result<()> {
     let host_before = host_sysctls();
     for (name, change, want) in cases {

@@ -31,6 +31,16 @@ impl NamespaceMode {
             other => return Err(invalid(format!("unknown namespace mode {other}"))),
         })
     }
+
+    /// The enum value's name in CRI's proto, as containerd prints it.
+    pub fn cri_name(self) -> &'static str {
+        match self {
+            NamespaceMode::Pod => "POD",
+            NamespaceMode::Container => "CONTAINER",
+            NamespaceMode::Node => "NODE",
+            NamespaceMode::Target => "TARGET",
+        }
+    }
 }
 
 /// The sandbox's seccomp profile (CRI's `SecurityProfile`, or the deprecated path form).
@@ -82,10 +92,36 @@ pub struct PodSandboxConfig {
     pub user_namespace: bool,
     /// Its id mappings, when it gives one range each for uids and gids (as CRI requires).
     pub id_map: Option<IdMap>,
+    /// `userns_options` as sent (None: absent), for validation (`validate.rs`).
+    pub userns: Option<UsernsOptions>,
     pub security: SandboxSecurity,
     pub sysctls: BTreeMap<String, String>,
     pub overhead: Option<Resources>,
     pub resources: Option<Resources>,
+}
+
+/// CRI's `UserNamespace`: the mode and the mapping lines as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsernsOptions {
+    pub mode: NamespaceMode,
+    pub uids: Vec<IdMapping>,
+    pub gids: Vec<IdMapping>,
+}
+
+/// CRI's `IDMapping`, as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMapping {
+    pub container: u64,
+    pub host: u64,
+    pub length: u64,
+}
+
+impl IdMapping {
+    /// The range, where it is one (non-empty, within 32-bit ids).
+    pub fn range(&self) -> Option<IdRange> {
+        let id = |n: u64| u32::try_from(n).ok();
+        IdRange::new(id(self.container)?, id(self.host)?, id(self.length)?)
+    }
 }
 
 /// The type URL containerd gives the `options` of CreateSandbox (typeurl uses the bare full name).
@@ -198,12 +234,13 @@ impl PodSandboxConfig {
                     }
                     self.user_namespace = mode == NamespaceMode::Pod;
                     self.id_map = match (&uids[..], &gids[..]) {
-                        ([Some(uids)], [Some(gids)]) if self.user_namespace => Some(IdMap {
-                            uids: *uids,
-                            gids: *gids,
-                        }),
+                        ([u], [g]) if self.user_namespace => match (u.range(), g.range()) {
+                            (Some(uids), Some(gids)) => Some(IdMap { uids, gids }),
+                            _ => None,
+                        },
                         _ => None,
                     };
+                    self.userns = Some(UsernsOptions { mode, uids, gids });
                 }
                 _ => {}
             }
@@ -293,22 +330,22 @@ enum Value<'a> {
 }
 
 /// An `IDMapping` (host_id 1, container_id 2, length 3); `None` for a range no kernel takes.
-fn id_range(buf: &[u8]) -> Result<Option<IdRange>> {
-    let (mut host, mut container, mut size) = (0u64, 0u64, 0u64);
+fn id_range(buf: &[u8]) -> Result<IdMapping> {
+    let mut m = IdMapping {
+        container: 0,
+        host: 0,
+        length: 0,
+    };
     for f in Fields::new(buf) {
         let (num, v) = f?;
         match num {
-            1 => host = v.varint()?,
-            2 => container = v.varint()?,
-            3 => size = v.varint()?,
+            1 => m.host = v.varint()?,
+            2 => m.container = v.varint()?,
+            3 => m.length = v.varint()?,
             _ => {}
         }
     }
-    let id = |n: u64| u32::try_from(n).ok();
-    Ok(match (id(container), id(host), id(size)) {
-        (Some(c), Some(h), Some(s)) => IdRange::new(c, h, s),
-        _ => None,
-    })
+    Ok(m)
 }
 
 impl<'a> Value<'a> {

@@ -1,7 +1,8 @@
 //! What a pause container's creation refuses, refused by a pause-less pod's CreateSandbox.
 //!
 //! Under runc's handler CRI builds the pause container's spec from the sandbox's security
-//! context (its seccomp profile, its user), and puts the pod's hostname and sysctls into it;
+//! context (its seccomp profile, its user, its user namespace options), and puts the pod's
+//! hostname and sysctls into it;
 //! runc's config validator then refuses what no pod namespace can hold. A pause-less pod has no
 //! pause container; its namespace holder would write such a sysctl into the *host's* /proc/sys.
 //! So the same rules run here, in the same order, before anything of the pod exists, with CRI's
@@ -19,7 +20,9 @@ use std::collections::BTreeMap;
 use crate::{
     config::SandboxConfig,
     error::{Error, Result},
-    sandbox::pod_config::{NamespaceMode, PodSandboxConfig, SandboxSecurity, SeccompProfile},
+    sandbox::pod_config::{
+        IdMapping, NamespaceMode, PodSandboxConfig, SandboxSecurity, SeccompProfile, UsernsOptions,
+    },
 };
 
 /// CRI's defaults for a pod with its own network namespace (`enable_unprivileged_ports` and
@@ -41,11 +44,14 @@ const IPC_SYSCTLS: [&str; 8] = [
 ];
 
 /// Refuses the pod as CRI and runc refuse its pause container: an invalid seccomp profile or
-/// user, a hostname without a private UTS namespace, and every sysctl that no private
-/// namespace of the pod holds.
+/// user, user namespace options, a hostname without a private UTS namespace, and every sysctl
+/// that no private namespace of the pod holds.
 pub fn validate(config: &PodSandboxConfig) -> Result<()> {
     seccomp(&config.security)?;
     user(&config.security)?;
+    if let Some(u) = &config.userns {
+        user_namespace(u).map_err(|e| refused(format!("user namespace configuration: {e}")))?;
+    }
     let private_net = config.network != NamespaceMode::Node;
     let private_uts = private_net;
     let private_ipc = config.ipc != NamespaceMode::Node;
@@ -180,6 +186,42 @@ fn dots_separated(name: &str) -> String {
     }
 }
 
+/// containerd's `parseUsernsIDs` (podsandbox's `helpers_linux.go`), with its messages; and the
+/// pod's root mapped, without which a pause container cannot start.
+fn user_namespace(u: &UsernsOptions) -> std::result::Result<(), String> {
+    let lines = |what: &str, m: &[IdMapping]| match m {
+        [] => Ok(0),
+        [one] if one.length < 1 => Err(format!(
+            "{what} mapping: invalid mapping length: {}",
+            one.length
+        )),
+        [_] => Ok(1),
+        many => Err(format!(
+            "{what} mapping: only one mapping line supported, got {} mapping lines",
+            many.len()
+        )),
+    };
+    let (uids, gids) = (lines("UID", &u.uids)?, lines("GID", &u.gids)?);
+    match u.mode {
+        NamespaceMode::Node if uids + gids > 0 => Err(format!(
+            "can't use user namespace mode \"NODE\" with mappings. Got {uids} UID mappings and {gids} GID mappings"
+        )),
+        NamespaceMode::Node => Ok(()),
+        NamespaceMode::Pod if uids == 0 || gids == 0 => Err(
+            "can't use user namespace mode \"POD\" without UID and GID mappings".into(),
+        ),
+        NamespaceMode::Pod => {
+            for (what, m) in [("UID", &u.uids[0]), ("GID", &u.gids[0])] {
+                if m.container != 0 {
+                    return Err(format!("{what} mapping: container id 0 is not mapped"));
+                }
+            }
+            Ok(())
+        }
+        mode => Err(format!("unsupported user namespace mode: \"{}\"", mode.cri_name())),
+    }
+}
+
 fn refused(msg: impl Into<String>) -> Error {
     Error::Refused(msg.into())
 }
@@ -209,6 +251,74 @@ mod tests {
             Err(e @ Error::Refused(_)) => e.to_string(),
             other => panic!("not refused: {other:?}"),
         }
+    }
+
+    /// containerd's podsandbox refuses these user namespace options when it builds the pause
+    /// container's spec (`parseUsernsIDs`), and a pause container whose root is not mapped
+    /// cannot start; critest's UserNamespaces specs ask RunPodSandbox to fail for each.
+    #[test]
+    fn user_namespace_options_refused_as_the_pause_container_s_are() {
+        let map = |container: u64, host: u64, length: u64| IdMapping {
+            container,
+            host,
+            length,
+        };
+        let good = map(0, 65536, 65536);
+        let userns = |mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>| {
+            let mut c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
+            c.userns = Some(UsernsOptions { mode, uids, gids });
+            c
+        };
+        let refused = [
+            (
+                userns(NamespaceMode::Container, vec![], vec![]),
+                "unsupported user namespace mode",
+            ),
+            (
+                userns(NamespaceMode::Target, vec![], vec![]),
+                "unsupported user namespace mode",
+            ),
+            (
+                userns(NamespaceMode::Pod, vec![], vec![]),
+                "without UID and GID mappings",
+            ),
+            (
+                userns(NamespaceMode::Pod, vec![good], vec![]),
+                "without UID and GID mappings",
+            ),
+            (
+                userns(NamespaceMode::Pod, vec![good, good], vec![good]),
+                "UID mapping: only one mapping line supported, got 2 mapping lines",
+            ),
+            (
+                userns(NamespaceMode::Pod, vec![good], vec![map(0, 1, 0)]),
+                "GID mapping: invalid mapping length: 0",
+            ),
+            (
+                userns(
+                    NamespaceMode::Pod,
+                    vec![map(1, 1000, 100000)],
+                    vec![map(1, 1000, 100000)],
+                ),
+                "UID mapping: container id 0 is not mapped",
+            ),
+            (
+                userns(NamespaceMode::Pod, vec![good], vec![map(1, 1000, 100000)]),
+                "GID mapping: container id 0 is not mapped",
+            ),
+            (
+                userns(NamespaceMode::Node, vec![good], vec![good]),
+                "with mappings",
+            ),
+        ];
+        for (c, want) in refused {
+            let msg = refusal(&c);
+            assert!(msg.contains("user namespace configuration: "), "{msg}");
+            assert!(msg.contains(want), "{:?}: {msg}", c.userns);
+        }
+        assert!(validate(&userns(NamespaceMode::Pod, vec![good], vec![good])).is_ok());
+        assert!(validate(&userns(NamespaceMode::Node, vec![], vec![])).is_ok());
+        assert!(validate(&pod(NamespaceMode::Pod, NamespaceMode::Pod, &[])).is_ok());
     }
 
     #[test]
