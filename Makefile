@@ -33,7 +33,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-pull bench-snapshots clippy
+.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-pull bench-snapshots critest clippy
 
 all: build
 
@@ -199,6 +199,17 @@ bench-pull:
 	$(CARGO) build -p podshim-integration --bin podshim-bench-snapshots
 	PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter TARGET_DIR=$(TARGET_DIR) \
 		SHARED_DIR=$(SHARED_DIR) bash scripts/bench-pull-releases.sh $(BENCH_ARGS)
+
+## critest: the CRI validation suite (exec, streaming exec and security context specs) against every
+## handler on each containerd release (scripts/critest.sh): CRITEST=<critest binary of cri-tools
+## v1.32+>, which this repository neither ships nor builds. Not part of `make test`.
+critest: shim-release
+	$(CARGO) build --release -p podshim-sandboxer --bin podshim-sandboxer
+	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
+	$(CARGO) build -p podshim-integration --bin podshim-critest
+	PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
+		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/release/podshim-sandboxer \
+		TARGET_DIR=$(TARGET_DIR) SHARED_DIR=$(SHARED_DIR) bash scripts/critest.sh $(CRITEST_ARGS)
 
 ## bench-snapshots: only the snapshotter figures (release podshim-snapshotter), on their own containerd
 bench-snapshots:

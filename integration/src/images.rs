@@ -21,8 +21,8 @@ pub const BUSYBOX_IMAGE: &str = "podshim.test/busybox:1";
 pub const PAUSE_IMAGE: &str = "podshim.test/pause:1";
 
 /// Bumped whenever the archive layout produced here changes.
-const FORMAT: &str = "podshim-e2e-images-v1";
-const BUSYBOX_BIN: &str = "/bin/busybox";
+pub(crate) const FORMAT: &str = "podshim-e2e-images-v1";
+pub(crate) const BUSYBOX_BIN: &str = "/bin/busybox";
 
 #[derive(Debug, Clone)]
 pub struct ImageArchives {
@@ -30,7 +30,7 @@ pub struct ImageArchives {
     pub pause: PathBuf,
 }
 
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 pub fn repo_root() -> PathBuf {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
@@ -51,7 +51,7 @@ pub fn cache_dir() -> PathBuf {
     repo_root().join("target").join("podshim-e2e-images")
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -94,7 +94,7 @@ pub fn ensure_archives() -> Result<ImageArchives> {
     write_atomic(&out.busybox, &oci_archive(BUSYBOX_IMAGE, &files, cfg)?)?;
 
     // pause
-    let pause_bin = compile_pause(&pause_src_path, &dir)?;
+    let pause_bin = compile_static(&pause_src_path, &dir)?;
     let mut files = base_tree();
     files.push(Entry::File {
         path: "pause".into(),
@@ -111,7 +111,7 @@ pub fn ensure_archives() -> Result<ImageArchives> {
 }
 
 /// `/bin/busybox` and one symlink per applet.
-fn busybox_entries(busybox: Vec<u8>) -> Result<Vec<Entry>> {
+pub(crate) fn busybox_entries(busybox: Vec<u8>) -> Result<Vec<Entry>> {
     let applets = Command::new(BUSYBOX_BIN)
         .arg("--list")
         .output()
@@ -140,8 +140,10 @@ fn busybox_entries(busybox: Vec<u8>) -> Result<Vec<Entry>> {
     Ok(files)
 }
 
-fn compile_pause(src: &Path, dir: &Path) -> Result<Vec<u8>> {
-    let bin = dir.join(format!("pause.{}", std::process::id()));
+/// `src` compiled with `gcc -static -Os`, built in `dir`.
+pub(crate) fn compile_static(src: &Path, dir: &Path) -> Result<Vec<u8>> {
+    let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+    let bin = dir.join(format!("{stem}.{}", std::process::id()));
     let o = Command::new("gcc")
         .args(["-static", "-Os", "-s", "-o"])
         .arg(&bin)
@@ -160,14 +162,15 @@ fn compile_pause(src: &Path, dir: &Path) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
 
-enum Entry {
+#[derive(Clone)]
+pub(crate) enum Entry {
     Dir {
         path: String,
         mode: u32,
@@ -181,9 +184,14 @@ enum Entry {
         path: String,
         target: String,
     },
+    /// A hard link to `target`, a path earlier in the same layer.
+    Hardlink {
+        path: String,
+        target: String,
+    },
 }
 
-fn base_tree() -> Vec<Entry> {
+pub(crate) fn base_tree() -> Vec<Entry> {
     let mut v: Vec<Entry> = [
         "bin", "dev", "etc", "proc", "sys", "root", "run", "var", "usr", "usr/bin", "home",
     ]
@@ -241,6 +249,12 @@ fn layer_tar(entries: &[Entry]) -> Result<Vec<u8>> {
                 h.set_size(0);
                 b.append_link(&mut h, path, target)?;
             }
+            Entry::Hardlink { path, target } => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)?;
+            }
         }
     }
     Ok(b.into_inner()?)
@@ -258,7 +272,11 @@ fn go_arch() -> &'static str {
 }
 
 /// A complete OCI image layout archive for an image named `name` with one layer.
-fn oci_archive(name: &str, entries: &[Entry], config: serde_json::Value) -> Result<Vec<u8>> {
+pub(crate) fn oci_archive(
+    name: &str,
+    entries: &[Entry],
+    config: serde_json::Value,
+) -> Result<Vec<u8>> {
     oci_archive_layers(name, &[entries], config)
 }
 
@@ -670,8 +688,11 @@ pub fn deploy_archive(bin_dirs: &[PathBuf], out: &Path) -> Result<DeployImage> {
     })
 }
 
-fn entry_path(e: &Entry) -> &str {
+pub(crate) fn entry_path(e: &Entry) -> &str {
     match e {
-        Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => path,
+        Entry::Dir { path, .. }
+        | Entry::File { path, .. }
+        | Entry::Symlink { path, .. }
+        | Entry::Hardlink { path, .. } => path,
     }
 }

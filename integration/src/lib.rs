@@ -9,6 +9,7 @@ pub mod bench_snapshots;
 pub mod chaos;
 pub mod containerd;
 pub mod cri;
+pub mod critest_images;
 pub mod fstree;
 pub mod images;
 pub mod layout;
