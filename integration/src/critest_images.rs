@@ -109,35 +109,33 @@ pub fn critest_images() -> Result<Vec<CritestImage>> {
     let shell = json!({ "Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/" });
     write(&images[0], &tree, shell.clone())?;
 
-    let mut nginx = tree.clone();
-    for path in ["usr/sbin", "var/run"] {
-        nginx.push(Entry::Dir {
-            path: path.into(),
+    let program = |dirs: &[&str], path: &str, mode: u32, src: &Path| -> Result<Vec<Entry>> {
+        let mut t = tree.clone();
+        t.extend(dirs.iter().map(|d| Entry::Dir {
+            path: d.to_string(),
             mode: 0o755,
+        }));
+        t.push(Entry::File {
+            path: path.into(),
+            mode,
+            data: compile_static(src, &dir)?,
         });
-    }
-    nginx.push(Entry::File {
-        path: "usr/sbin/nginx".into(),
-        mode: 0o755,
-        data: compile_static(&nginx_src, &dir)?,
-    });
+        Ok(t)
+    };
+    let nginx = program(
+        &["usr/sbin", "var/run"],
+        "usr/sbin/nginx",
+        0o755,
+        &nginx_src,
+    )?;
     let cfg = json!({ "Env": [PATH_ENV], "Entrypoint": ["/usr/sbin/nginx"], "WorkingDir": "/" });
     write(&images[1], &nginx, cfg)?;
-
-    let mut nnp = tree.clone();
-    nnp.push(Entry::Dir {
-        path: "usr/local".into(),
-        mode: 0o755,
-    });
-    nnp.push(Entry::Dir {
-        path: "usr/local/bin".into(),
-        mode: 0o755,
-    });
-    nnp.push(Entry::File {
-        path: "usr/local/bin/nnp".into(),
-        mode: 0o4755,
-        data: compile_static(&nnp_src, &dir)?,
-    });
+    let nnp = program(
+        &["usr/local", "usr/local/bin"],
+        "usr/local/bin/nnp",
+        0o4755,
+        &nnp_src,
+    )?;
     let cfg = json!({ "Env": [PATH_ENV], "Entrypoint": ["/usr/local/bin/nnp"], "WorkingDir": "/" });
     write(&images[2], &nnp, cfg)?;
 

@@ -276,13 +276,7 @@ pub async fn userns_refusals(c: &mut Containerd) -> Result<()> {
             container_id,
             length: 65536,
         };
-        cfg.linux
-            .get_or_insert_with(Default::default)
-            .security_context
-            .get_or_insert_with(Default::default)
-            .namespace_options
-            .get_or_insert_with(Default::default)
-            .userns_options = Some(k8s_cri::v1::UserNamespace {
+        namespaces(cfg).userns_options = Some(k8s_cri::v1::UserNamespace {
             mode: mode as i32,
             uids: vec![map],
             gids: vec![map],
