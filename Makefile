@@ -33,7 +33,7 @@ endif
 SHIM_DIR     = $(TARGET_DIR)/$(SHIM_TARGET)/release
 SHIM_RUSTFLAGS = -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-pull bench-snapshots critest clippy
+.PHONY: all build chaos deb deb-test fuzz layout lint shim-release snapshotter-bin sandboxer-bin test unit e2e e2e-matrix e2e-runc e2e-podshim e2e-pauseless e2e-sandboxer demo bench bench-smoke bench-pull bench-snapshots critest release-daemons clippy
 
 all: build
 
@@ -172,13 +172,18 @@ demo:
 ## release build, static as shipped; the benchmark driver itself is a debug build (its speed does not
 ## matter). Extra flags: make bench BENCH_ARGS="--pods 100 --handlers runc,podshim --pool 10 --out x.json"
 BENCH_ARGS  ?=
-bench: shim-release
+bench: release-daemons
+	$(CARGO) build -p podshim-integration --bin podshim-bench
+	$(RELEASE_ENV) $(TARGET_DIR)/debug/podshim-bench --out $(TARGET_DIR)/bench/bench.json $(BENCH_ARGS)
+
+## release-daemons: what `bench` and `critest` run, as shipped: the static shim and both daemons
+## (release builds), named to the harness by RELEASE_ENV
+RELEASE_ENV = PODSHIM_BIN_DIR=$(SHIM_DIR) \
+	PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
+	PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/release/podshim-sandboxer
+release-daemons: shim-release
 	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
 	$(CARGO) build --release -p podshim-sandboxer --bin podshim-sandboxer
-	$(CARGO) build -p podshim-integration --bin podshim-bench
-	PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
-		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/release/podshim-sandboxer \
-		$(TARGET_DIR)/debug/podshim-bench --out $(TARGET_DIR)/bench/bench.json $(BENCH_ARGS)
 
 ## bench-smoke: for CI, checks only that the benchmark runs and prints its table (--quick, 2 pods,
 ## debug shim and snapshotter, 1k files for Usage: its figures mean nothing)
@@ -203,13 +208,9 @@ bench-pull:
 ## critest: the CRI validation suite (exec, streaming exec and security context specs) against every
 ## handler on each containerd release (scripts/critest.sh): CRITEST=<critest binary of cri-tools
 ## v1.32+>, which this repository neither ships nor builds. Not part of `make test`.
-critest: shim-release
-	$(CARGO) build --release -p podshim-sandboxer --bin podshim-sandboxer
-	$(CARGO) build --release -p podshim-snapshotter --bin podshim-snapshotter
+critest: release-daemons
 	$(CARGO) build -p podshim-integration --bin podshim-critest
-	PODSHIM_BIN_DIR=$(SHIM_DIR) PODSHIM_SNAPSHOTTER_BIN=$(TARGET_DIR)/release/podshim-snapshotter \
-		PODSHIM_SANDBOXER_BIN=$(TARGET_DIR)/release/podshim-sandboxer \
-		TARGET_DIR=$(TARGET_DIR) SHARED_DIR=$(SHARED_DIR) bash scripts/critest.sh $(CRITEST_ARGS)
+	$(RELEASE_ENV) TARGET_DIR=$(TARGET_DIR) SHARED_DIR=$(SHARED_DIR) bash scripts/critest.sh $(CRITEST_ARGS)
 
 ## bench-snapshots: only the snapshotter figures (release podshim-snapshotter), on their own containerd
 bench-snapshots:
