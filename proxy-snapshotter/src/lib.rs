@@ -18,6 +18,7 @@ pub mod store;
 pub mod sys;
 pub mod trash;
 pub mod usage;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use snapshotter::{Config, Mount, Snapshotter};

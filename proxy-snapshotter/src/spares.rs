@@ -10,14 +10,13 @@
 //! next start deletes before it makes new ones. A spare is offered only once complete, and a
 //! taken one is the taker's alone.
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
 use crate::layout::{mkdir_mode, Layout};
-use crate::trash::remove_any;
+use crate::trash::{remove_any, remove_entries};
+use crate::worker::Worker;
 
 /// How many spares are kept ready: containerd prepares one snapshot at a time for a container
 /// and one per layer while it unpacks (layers in parallel on 2.2+ beyond this make their own).
@@ -25,69 +24,43 @@ pub const READY: usize = 2;
 
 pub struct Spares {
     ready: Arc<Mutex<Vec<PathBuf>>>,
-    /// Taken by `drop`, which then waits for the maker.
-    nudge: Option<mpsc::Sender<()>>,
-    maker: Option<JoinHandle<()>>,
+    /// Makes spares until [`READY`] are; dropped after the spare being made is finished.
+    maker: Worker,
 }
 
 impl Spares {
     /// Deletes what a previous process left in `dir`, then has a background thread keep
     /// [`READY`] spares there.
     pub fn new(dir: PathBuf) -> Result<Spares> {
-        for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let e = e.ctx(|| format!("read {}", dir.display()))?;
-            remove_any(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
-        }
+        remove_entries(&dir)?;
         let ready = Arc::new(Mutex::new(Vec::with_capacity(READY)));
-        let (tx, rx) = mpsc::channel::<()>();
         let shelf = ready.clone();
-        let maker = std::thread::Builder::new()
-            .name("spare-maker".into())
-            .spawn(move || {
-                // Names no earlier process used, so none is mistaken for its leftovers.
-                let mut seq = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                while rx.recv().is_ok() {
-                    while rx.try_recv().is_ok() {}
-                    while lock(&shelf).len() < READY {
-                        seq += 1;
-                        match make(&dir.join(seq.to_string())) {
-                            Ok(p) => lock(&shelf).push(p),
-                            Err(e) => {
-                                log::warn!("making a spare snapshot directory: {e}");
-                                break;
-                            }
-                        }
+        // Names no earlier process used, so none is mistaken for its leftovers.
+        let mut seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let maker = Worker::spawn("spare-maker", move || {
+            while lock(&shelf).len() < READY {
+                seq += 1;
+                match make(&dir.join(seq.to_string())) {
+                    Ok(p) => lock(&shelf).push(p),
+                    Err(e) => {
+                        log::warn!("making a spare snapshot directory: {e}");
+                        break;
                     }
                 }
-            })
-            .ctx(|| "spawn the spare maker thread".into())?;
-        let _ = tx.send(());
-        Ok(Spares {
-            ready,
-            nudge: Some(tx),
-            maker: Some(maker),
+            }
         })
+        .ctx(|| "spawn the spare maker thread".into())?;
+        maker.nudge();
+        Ok(Spares { ready, maker })
     }
 
     /// A complete spare, now the caller's (none ready: None); the maker makes the next.
     pub fn take(&self) -> Option<PathBuf> {
         let p = lock(&self.ready).pop();
-        if let Some(tx) = &self.nudge {
-            let _ = tx.send(());
-        }
+        self.maker.nudge();
         p
-    }
-}
-
-impl Drop for Spares {
-    /// Lets a spare being made be finished, so that nothing is made under a closed snapshotter.
-    fn drop(&mut self) {
-        drop(self.nudge.take());
-        if let Some(m) = self.maker.take() {
-            let _ = m.join();
-        }
     }
 }
 
@@ -109,6 +82,7 @@ fn make(at: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 

@@ -11,10 +11,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
+use crate::worker::Worker;
 
 /// Removes `p`, whatever it is; absent is done.
 pub fn remove_any(p: &Path) -> io::Result<()> {
@@ -32,28 +32,20 @@ pub struct Trash {
     seq: AtomicU64,
     /// Held while the trash is emptied.
     emptying: Arc<Mutex<()>>,
-    /// Taken by `drop`, which then waits for the worker.
-    nudge: Option<mpsc::Sender<()>>,
-    worker: Option<JoinHandle<()>>,
+    /// Empties the trash in the background; dropped last, after a requested emptying.
+    emptier: Worker,
 }
 
 impl Trash {
     pub fn new(dir: PathBuf) -> Trash {
         let emptying = Arc::new(Mutex::new(()));
-        let (tx, rx) = mpsc::channel::<()>();
         let (d, lock) = (dir.clone(), emptying.clone());
-        let worker = std::thread::Builder::new()
-            .name("trash-emptier".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    // Nudges that came meanwhile are served by this emptying.
-                    while rx.try_recv().is_ok() {}
-                    if let Err(e) = empty(&d, &lock) {
-                        log::warn!("emptying trash: {e}");
-                    }
-                }
-            })
-            .expect("spawn trash emptier thread");
+        let emptier = Worker::spawn("trash-emptier", move || {
+            if let Err(e) = empty(&d, &lock) {
+                log::warn!("emptying trash: {e}");
+            }
+        })
+        .expect("spawn trash emptier thread");
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -61,8 +53,7 @@ impl Trash {
             dir,
             seq: AtomicU64::new(seq),
             emptying,
-            nudge: Some(tx),
-            worker: Some(worker),
+            emptier,
         }
     }
 
@@ -79,26 +70,19 @@ impl Trash {
 
     /// Has the background thread delete everything in the trash.
     pub fn empty_later(&self) {
-        if let Some(tx) = &self.nudge {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Drop for Trash {
-    /// Lets an emptying in progress finish, so that nothing deletes under a closed snapshotter.
-    fn drop(&mut self) {
-        drop(self.nudge.take());
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+        self.emptier.nudge();
     }
 }
 
 fn empty(dir: &Path, lock: &Mutex<()>) -> Result<()> {
     let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
-    for e in fs::read_dir(dir).ctx(|| "read trash dir".into())? {
-        let e = e.ctx(|| "read trash dir".into())?;
+    remove_entries(dir)
+}
+
+/// Removes everything in the directory `dir`, which stays.
+pub fn remove_entries(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let e = e.ctx(|| format!("read {}", dir.display()))?;
         remove_any(&e.path()).ctx(|| format!("remove {}", e.path().display()))?;
     }
     Ok(())
