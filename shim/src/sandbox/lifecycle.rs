@@ -101,7 +101,7 @@ impl PodSandbox {
         }
         // A pod on the node's network gets a user namespace made from its mappings (the others
         // have the one CRI made their network namespace in).
-        if config.user_namespace && netns.is_none() && config.id_map.is_none() {
+        if config.user_namespace() && netns.is_none() && config.id_map().is_none() {
             return Err(Error::InvalidArgument(
                 "a hostNetwork pod with hostUsers: false needs exactly one uid and one gid \
                  mapping"
@@ -169,10 +169,10 @@ impl PodSandbox {
     /// A `hostUsers: false` pod's user namespace: the one CRI made its network namespace in, or,
     /// on the node's network, a new one with its mappings.
     fn user_namespace(&self) -> Result<Option<OwnedFd>> {
-        if !self.config.user_namespace {
+        if !self.config.user_namespace() {
             return Ok(None);
         }
-        let found = match (&self.netns, &self.config.id_map) {
+        let found = match (&self.netns, self.config.id_map()) {
             (Some(netns), _) => userns::owner_of(netns).map_err(Error::io(format!(
                 "the user namespace of {}",
                 netns.display()

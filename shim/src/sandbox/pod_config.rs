@@ -88,11 +88,7 @@ pub struct PodSandboxConfig {
     pub network: NamespaceMode,
     pub pid: NamespaceMode,
     pub ipc: NamespaceMode,
-    /// A user-namespaced pod (`hostUsers: false`).
-    pub user_namespace: bool,
-    /// Its id mappings, when it gives one range each for uids and gids (as CRI requires).
-    pub id_map: Option<IdMap>,
-    /// `userns_options` as sent (None: absent), for validation (`validate.rs`).
+    /// `userns_options` as sent (None: absent); `validate.rs` refuses what CRI refuses of it.
     pub userns: Option<UsernsOptions>,
     pub security: SandboxSecurity,
     pub sysctls: BTreeMap<String, String>,
@@ -232,20 +228,37 @@ impl PodSandboxConfig {
                             _ => {}
                         }
                     }
-                    self.user_namespace = mode == NamespaceMode::Pod;
-                    self.id_map = match (&uids[..], &gids[..]) {
-                        ([u], [g]) if self.user_namespace => match (u.range(), g.range()) {
-                            (Some(uids), Some(gids)) => Some(IdMap { uids, gids }),
-                            _ => None,
-                        },
-                        _ => None,
-                    };
                     self.userns = Some(UsernsOptions { mode, uids, gids });
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// A user-namespaced pod (`hostUsers: false`): `userns_options` with mode POD.
+    pub fn user_namespace(&self) -> bool {
+        self.userns
+            .as_ref()
+            .is_some_and(|u| u.mode == NamespaceMode::Pod)
+    }
+
+    /// Its id mappings, when it gives one range each for uids and gids (as CRI requires).
+    pub fn id_map(&self) -> Option<IdMap> {
+        match self.userns.as_ref()? {
+            UsernsOptions {
+                mode: NamespaceMode::Pod,
+                uids,
+                gids,
+            } => match (&uids[..], &gids[..]) {
+                ([u], [g]) => Some(IdMap {
+                    uids: u.range()?,
+                    gids: g.range()?,
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// resolv.conf as CRI writes it for a pod with a DNS config (empty: use the host's).
@@ -518,7 +531,7 @@ mod tests {
         assert_eq!(d.network, NamespaceMode::Node);
         assert_eq!(d.pid, NamespaceMode::Pod);
         assert_eq!(d.ipc, NamespaceMode::Pod);
-        assert!(!d.user_namespace);
+        assert!(!d.user_namespace());
         assert_eq!(
             d.security,
             SandboxSecurity {
@@ -564,22 +577,22 @@ mod tests {
             gids: vec![map],
         };
         let d = with(Some(pod.clone()));
-        assert!(d.user_namespace);
+        assert!(d.user_namespace());
         let r = IdRange::new(0, 65536, 65536).unwrap();
-        assert_eq!(d.id_map, Some(IdMap { uids: r, gids: r }));
+        assert_eq!(d.id_map(), Some(IdMap { uids: r, gids: r }));
         let d = with(Some(cri::UserNamespace::default()));
-        assert!(d.user_namespace && d.id_map.is_none());
+        assert!(d.user_namespace() && d.id_map().is_none());
         let two_ranges = cri::UserNamespace {
             uids: vec![pod.uids[0], pod.uids[0]],
             ..pod
         };
-        assert!(with(Some(two_ranges)).id_map.is_none());
+        assert!(with(Some(two_ranges)).id_map().is_none());
         let node = cri::UserNamespace {
             mode: cri::NamespaceMode::Node as i32,
             ..Default::default()
         };
-        assert!(!with(Some(node)).user_namespace);
-        assert!(!with(None).user_namespace);
+        assert!(!with(Some(node)).user_namespace());
+        assert!(!with(None).user_namespace());
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub fn holder_sysctls(
         let wanted = [
             (defaults.enable_unprivileged_ports, UNPRIVILEGED_PORTS),
             (
-                defaults.enable_unprivileged_icmp && !config.user_namespace,
+                defaults.enable_unprivileged_icmp && !config.user_namespace(),
                 UNPRIVILEGED_ICMP,
             ),
         ];
@@ -513,7 +513,11 @@ mod tests {
         // As CRI: no ICMP default in a user-namespaced pod, whose namespace maps no group
         // near 2147483647 (the kernel refuses the range).
         let mut c = pod(NamespaceMode::Pod, NamespaceMode::Pod, &[]);
-        c.user_namespace = true;
+        c.userns = Some(UsernsOptions {
+            mode: NamespaceMode::Pod,
+            uids: vec![],
+            gids: vec![],
+        });
         let s = holder_sysctls(&c, &on);
         assert_eq!(
             s.keys().collect::<Vec<_>>(),
