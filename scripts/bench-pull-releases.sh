@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET_DIR="${TARGET_DIR:-$PWD/target}"
 SHARED_DIR="$(realpath -m "${SHARED_DIR:-$PWD/../shared}")"
-bin="$TARGET_DIR/debug/podshim-bench-snapshots"
+bin="$TARGET_DIR/release/podshim-bench-snapshots"
 [ -x "$bin" ] || { echo "bench-pull: build $bin first (make bench-pull)" >&2; exit 1; }
 # shellcheck source=scripts/release-env.sh
 . scripts/release-env.sh
