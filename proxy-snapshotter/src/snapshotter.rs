@@ -21,7 +21,8 @@
 //!   rebase, names the parent); no directory moves.
 //! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/`,
 //!   which a background thread empties (`trash.rs`). A crash in between leaves an unreferenced
-//!   directory.
+//!   directory; so does a power loss that undoes the rename, which is not fsynced (ids are never
+//!   given out again, and opening deletes what no record names).
 //! * Cleanup: under the write transaction (no Prepare in flight) move every directory in
 //!   `snapshots/` that the store does not reference, and everything in `tmp/`, into `trash/`;
 //!   then empty `trash/`.
@@ -496,17 +497,16 @@ impl Snapshotter {
         self.empty_trash()
     }
 
-    /// Atomically moves `p` (inside the root) into `trash/`.
+    /// Atomically moves `p` (inside the root) into `trash/`. Not fsynced: `p` is unreferenced,
+    /// so a move that a power loss undoes leaves garbage that the next open deletes.
     fn trash_dir(&self, p: &Path) -> Result<()> {
         if fs::symlink_metadata(p).is_err() {
             return Ok(());
         }
         size_limit::unmount_if_mounted(p)?;
-        let parent = p.parent().unwrap_or(&self.layout.root);
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         let target = self.trash.slot(&name);
-        fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))?;
-        fsync_dir(parent)
+        fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))
     }
 
     fn empty_trash(&self) -> Result<()> {
