@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
 use crate::layout::{mkdir_mode, Layout};
-use crate::trash::{remove_any, remove_entries};
+use crate::trash::{fresh_seq, remove_any, remove_entries};
 use crate::worker::Worker;
 
 /// How many spares are kept ready: containerd prepares one snapshot at a time for a container
@@ -35,10 +35,7 @@ impl Spares {
         remove_entries(&dir)?;
         let ready = Arc::new(Mutex::new(Vec::with_capacity(READY)));
         let shelf = ready.clone();
-        // Names no earlier process used, so none is mistaken for its leftovers.
-        let mut seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let mut seq = fresh_seq();
         let maker = Worker::spawn("spare-maker", move || {
             while lock(&shelf).len() < READY {
                 seq += 1;

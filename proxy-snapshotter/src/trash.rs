@@ -26,6 +26,14 @@ pub fn remove_any(p: &Path) -> io::Result<()> {
     }
 }
 
+/// Where numbered names start (now, in nanoseconds): above any an earlier process of this root
+/// gave out, so that no new name is mistaken for, or replaces, one of its leftovers.
+pub fn fresh_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 pub struct Trash {
     dir: PathBuf,
     /// Suffixes entry names, so that an entry is never replaced while it is being deleted.
@@ -46,9 +54,7 @@ impl Trash {
             }
         })
         .expect("spawn trash emptier thread");
-        let seq = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let seq = fresh_seq();
         Trash {
             dir,
             seq: AtomicU64::new(seq),
