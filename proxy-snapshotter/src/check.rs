@@ -8,7 +8,8 @@
 //! size-limited snapshot's unmounted image is in order, a start mounts it);
 //! directories no record names, and anything left in `tmp/` or `trash/` (a start deletes them).
 //! Not reported: `spare/`, whose directories no record ever names and every start empties.
-//! Beside a live daemon, a Remove in flight can show as one unreferenced directory.
+//! Beside a live daemon, the directories of Removes being settled (`removals.rs`) can show as
+//! unreferenced.
 
 use std::collections::HashSet;
 use std::fs;

@@ -5,10 +5,12 @@
 #![deny(unsafe_code)]
 
 pub mod check;
+pub mod crash_point;
 pub mod error;
 pub mod filter;
 pub mod layout;
 pub mod metrics;
+pub mod removals;
 pub mod service;
 pub mod size_limit;
 pub mod snapshotter;

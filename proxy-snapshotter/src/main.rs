@@ -165,13 +165,17 @@ async fn main() -> anyhow::Result<()> {
     };
     tonic::transport::Server::builder()
         .layer(metrics.grpc.clone())
-        .add_service(Service::new(snap).into_server())
+        .add_service(Service::new(snap.clone()).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
         )
         .await
         .context("grpc server")?;
+    // The last Removes' deletions made durable and their directories moved out.
+    if let Err(e) = tokio::task::spawn_blocking(move || snap.settle_removals()).await? {
+        log::warn!("settling removed snapshots: {e}");
+    }
     let _ = std::fs::remove_file(&args.address);
     Ok(())
 }

@@ -19,24 +19,28 @@
 //!   creation or rename was lost, since later writes are journaled after it).
 //! * Commit: walk the upper dir once (usage), then one transaction renames the key (and, for a
 //!   rebase, names the parent); no directory moves.
-//! * Remove: commit the metadata deletion first, then rename `snapshots/<id>` into `trash/`,
-//!   which a background thread empties (`trash.rs`). A crash in between leaves an unreferenced
-//!   directory; so does a power loss that undoes the rename, which is not fsynced (ids are never
-//!   given out again, and opening deletes what no record names).
-//! * Cleanup: under the write transaction (no Prepare in flight) move every directory in
-//!   `snapshots/` that the store does not reference, and everything in `tmp/`, into `trash/`;
-//!   then empty `trash/`.
+//! * Remove: commit the metadata deletion without an fsync; `snapshots/<id>` stays until a
+//!   later round has made the deletion durable, then goes into `trash/`, which a background
+//!   thread empties (`removals.rs`, `trash.rs`). A crash before the round's durable commit
+//!   brings the record back with its directory. A crash after it leaves an unreferenced
+//!   directory, as does a power loss that undoes the move into `trash/`, which is not fsynced
+//!   (ids are never given out again, and opening deletes what no record names).
+//! * Cleanup: settle the Removes so far, then under the write transaction (no Prepare in
+//!   flight) move every directory in `snapshots/` that the store does not reference (except
+//!   those of Removes since), and everything in `tmp/`, into `trash/`; then empty `trash/`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::crash_point::CrashPoint;
 use crate::error::{Error, IoContext, Result};
 use crate::filter::Filter;
 use crate::layout::{mkdir_mode, Layout};
+use crate::removals::{move_to_trash, Removals};
 use crate::size_limit;
 use crate::spares::Spares;
 use crate::store::{validate_key, validate_labels, Info, Kind, Record, Store, Usage};
@@ -85,14 +89,14 @@ impl Config {
 
 pub struct Snapshotter {
     layout: Layout,
-    store: Store,
+    store: Arc<Store>,
     usage: UsageTracker,
-    trash: Trash,
+    trash: Arc<Trash>,
+    removals: Removals,
     spares: Spares,
     overlay_options: Vec<String>,
     mkfs: Option<PathBuf>,
-    crash_point: Option<(String, u64)>,
-    crash_hits: AtomicU64,
+    crash: Arc<CrashPoint>,
 }
 
 fn fsync_dir(p: &Path) -> Result<()> {
@@ -137,25 +141,28 @@ impl Snapshotter {
                 log::debug!("{}: not marked as a top directory: {e}", d.display());
             }
         }
-        let store = Store::open(&layout.store())?;
+        let store = Arc::new(Store::open(&layout.store())?);
         let mut overlay_options = Vec::new();
         // As containerd: disable the overlay index when the kernel has the parameter, so
         // lowerdirs can be mounted by several overlays and remounted after a restart.
         if Path::new("/sys/module/overlay/parameters/index").exists() {
             overlay_options.push("index=off".to_string());
         }
-        let trash = Trash::new(layout.trash.clone());
+        let trash = Arc::new(Trash::new(layout.trash.clone()));
+        let crash = Arc::new(CrashPoint::new(cfg.crash_point));
+        let removals = Removals::new(store.clone(), trash.clone(), layout.clone(), crash.clone())
+            .ctx(|| "spawn the remove settler thread".into())?;
         let spares = Spares::new(layout.spare.clone())?;
         let s = Snapshotter {
             layout,
             store,
             usage: UsageTracker::new(cfg.usage_refresh),
             trash,
+            removals,
             spares,
             overlay_options,
             mkfs: cfg.mkfs,
-            crash_point: cfg.crash_point,
-            crash_hits: AtomicU64::new(0),
+            crash,
         };
         s.repair_lost_renames()?;
         s.mount_limited()?;
@@ -170,11 +177,7 @@ impl Snapshotter {
     }
 
     fn crash(&self, point: &str) {
-        if let Some((p, n)) = &self.crash_point {
-            if p == point && self.crash_hits.fetch_add(1, Ordering::SeqCst) + 1 >= *n {
-                crate::sys::sigkill_self();
-            }
-        }
+        self.crash.pass(point);
     }
 
     fn dir(&self, id: u64) -> PathBuf {
@@ -450,17 +453,11 @@ impl Snapshotter {
         let tx = self.store.write()?;
         let r = tx.remove(key)?;
         self.crash("remove.before_commit");
-        tx.commit()?;
+        // Its directory stays until the deletion is durable (`removals.rs`).
+        self.removals.add(r.id);
+        tx.commit_unsynced()?;
         self.crash("remove.after_commit");
         self.usage.forget(r.id);
-        // The snapshot is gone; failures below only leave garbage for Cleanup.
-        let dir = self.dir(r.id);
-        if let Err(e) = self.trash_dir(&dir) {
-            log::warn!("removing {}: {e}", dir.display());
-            return Ok(());
-        }
-        self.crash("remove.after_trash");
-        self.trash.empty_later();
         Ok(())
     }
 
@@ -477,13 +474,18 @@ impl Snapshotter {
 
     /// Deletes every directory the metadata does not reference.
     pub fn cleanup(&self) -> Result<()> {
+        // containerd calls Cleanup after a collection's Removes (outside its lock): their one
+        // fsync and their directories' moves happen here, before the scan.
+        self.settle_removals()?;
         {
             // Holding the write transaction: no Prepare is between mkdir and commit.
             let tx = self.store.write()?;
             let ids: HashSet<u64> = tx.ids()?.into_keys().collect();
             for e in fs::read_dir(&self.layout.snapshots).ctx(|| "read snapshots dir".into())? {
                 let e = e.ctx(|| "read snapshots dir".into())?;
-                let keep = Layout::id_of(&e.file_name()).is_some_and(|id| ids.contains(&id));
+                // A removed snapshot's directory goes when its removal is durable.
+                let keep = Layout::id_of(&e.file_name())
+                    .is_some_and(|id| ids.contains(&id) || self.removals.pending(id));
                 if !keep {
                     log::info!("cleanup: removing unreferenced {}", e.path().display());
                     self.trash_dir(&e.path())?;
@@ -497,16 +499,14 @@ impl Snapshotter {
         self.empty_trash()
     }
 
-    /// Atomically moves `p` (inside the root) into `trash/`. Not fsynced: `p` is unreferenced,
-    /// so a move that a power loss undoes leaves garbage that the next open deletes.
     fn trash_dir(&self, p: &Path) -> Result<()> {
-        if fs::symlink_metadata(p).is_err() {
-            return Ok(());
-        }
-        size_limit::unmount_if_mounted(p)?;
-        let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let target = self.trash.slot(&name);
-        fs::rename(p, &target).ctx(|| format!("rename {} to trash", p.display()))
+        move_to_trash(&self.trash, p)
+    }
+
+    /// Makes every Remove so far durable and moves its directory out (a background thread
+    /// does it shortly after each; tests, `check` and shutdown want it done now).
+    pub fn settle_removals(&self) -> Result<()> {
+        self.removals.settle()
     }
 
     fn empty_trash(&self) -> Result<()> {
@@ -561,6 +561,7 @@ impl Snapshotter {
 
     /// What a start would find in this root (see [`crate::check`]); empty when in order.
     pub fn check(&self) -> Result<Vec<String>> {
+        self.settle_removals()?;
         crate::check::problems(Some(&self.store), &self.layout)
     }
 

@@ -11,8 +11,8 @@
 //!
 //! An I/O error (a full disk) fails the request that met it and closes the database: redb
 //! answers every later request with `PreviousIo` until it is opened again, which rolls it back
-//! to its last commit. The next request opens it again, so the daemon serves again as soon as
-//! the disk has room, without a restart.
+//! to its last durable commit (a Remove's is not: `removals.rs`). The next request opens it
+//! again, so the daemon serves again as soon as the disk has room, without a restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -275,6 +275,11 @@ impl Store {
         self.checked(r)
     }
 
+    /// Makes every commit so far durable: an empty transaction, committed with redb's fsync.
+    pub fn sync(&self) -> Result<()> {
+        self.write()?.commit()
+    }
+
     pub fn get(&self, key: &str) -> Result<Record> {
         self.with(|db| get_in(&db.begin_read()?.open_table(SNAPSHOTS)?, key))
     }
@@ -525,6 +530,14 @@ impl WriteTx<'_> {
         let r = tx.commit().map_err(Error::from);
         drop(_open);
         store.checked(r)
+    }
+
+    /// Makes the transaction visible without an fsync: it becomes durable with the next
+    /// [`commit`](Self::commit) or [`Store::sync`], and a crash before either loses it (redb
+    /// opens at its last durable commit, which every later durable commit includes).
+    pub fn commit_unsynced(mut self) -> Result<()> {
+        self.tx.set_durability(redb::Durability::None);
+        self.commit()
     }
 }
 

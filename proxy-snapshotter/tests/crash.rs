@@ -150,8 +150,11 @@ const POINTS: &[&str] = &[
     "commit.after_commit",
     "remove.before_commit",
     "remove.after_commit",
-    "remove.after_trash",
 ];
+
+/// Points in the background round that settles Removes (`removals.rs`): the kill lands during
+/// whatever request is in flight then.
+const ROUND_POINTS: &[&str] = &["remove.after_sync", "remove.after_trash"];
 
 fn spare_names(root: &Path) -> HashSet<std::ffi::OsString> {
     std::fs::read_dir(root.join("spare"))
@@ -192,13 +195,7 @@ async fn kill9_at_every_crash_point() {
             let failed = failed.unwrap_or_else(|| panic!("{point}:{n} never crashed"));
             let spares = spare_names(&root);
             // The checker has teeth: these points leave garbage that only Cleanup removes.
-            if matches!(
-                *point,
-                "prepare.before_rename"
-                    | "prepare.before_commit"
-                    | "remove.after_commit"
-                    | "remove.after_trash"
-            ) {
+            if matches!(*point, "prepare.before_rename" | "prepare.before_commit") {
                 // Before rename, a Prepare that took a spare leaves it in spare/, which no
                 // record names and every start empties (not a finding of check; below, no
                 // spare of the killed process is left after the start).
@@ -218,8 +215,9 @@ async fn kill9_at_every_crash_point() {
                 "{point}:{n}: spares of the killed process kept: {kept:?}"
             );
             assert!(problems.is_empty(), "{point}:{n}: {problems:?}");
-            // The interrupted operation is all-or-nothing, decided by the metadata commit.
-            let committed = point.ends_with("after_commit") || *point == "remove.after_trash";
+            // The interrupted operation is all-or-nothing, decided by the metadata commit; a
+            // Remove's is not fsynced, and dies with the process (`removals.rs`).
+            let committed = point.ends_with("after_commit") && *point != "remove.after_commit";
             match (&failed, point.split('.').next().unwrap()) {
                 (Op::Prepare(k), "prepare") => {
                     assert_eq!(names.contains(k), committed, "{point}:{n} {k}")
@@ -237,6 +235,106 @@ async fn kill9_at_every_crash_point() {
         }
     }
     assert_eq!(cases, POINTS.len() * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_in_the_round_that_settles_removes() {
+    for point in ROUND_POINTS {
+        for n in [1u64, 3] {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path().join("root");
+            let sock = t.path().join("s.sock");
+            let mut d = Daemon::start(
+                &root,
+                &sock,
+                &[("PODSHIM_SNAPSHOTTER_CRASHPOINT", format!("{point}:{n}"))],
+                &[],
+            );
+            let mut c = d.client().await.unwrap();
+            eprintln!("crash point {point}:{n}");
+            // Rounds run shortly after Removes: keep the workload going until the kill.
+            let work = async {
+                for run in 0.. {
+                    if workload(&mut c, &format!("round{run}-"), 20)
+                        .await
+                        .is_some()
+                    {
+                        return;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), work)
+                .await
+                .unwrap_or_else(|_| panic!("{point}:{n}: the daemon did not crash"));
+            let status = wait_exit(&mut d, point, n).await;
+            assert_eq!(status.signal(), Some(9), "{point}:{n} died by SIGKILL");
+            // The round had made its deletions durable and had not finished moving their
+            // directories out (after_sync) or emptying the trash (after_trash).
+            let mut cfg = Config::new(&root);
+            cfg.cleanup_on_open = false;
+            let raw = Snapshotter::open(cfg).unwrap().check().unwrap();
+            let left = |what: &str| raw.iter().any(|p| p.contains(what));
+            match *point {
+                "remove.after_sync" => assert!(left("unreferenced"), "{point}:{n}: {raw:?}"),
+                _ => assert!(left("trash"), "{point}:{n}: {raw:?}"),
+            }
+            let (problems, _) = restart_and_check(&root, &sock).await;
+            assert!(problems.is_empty(), "{point}:{n}: {problems:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remove_lost_with_the_process_brings_its_snapshot_back_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let sock = t.path().join("s.sock");
+    let mut d = Daemon::start(
+        &root,
+        &sock,
+        &[(
+            "PODSHIM_SNAPSHOTTER_CRASHPOINT",
+            "remove.after_commit:1".into(),
+        )],
+        &[],
+    );
+    let mut c = d.client().await.unwrap();
+    let m = c
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: SN.into(),
+            key: "doomed".into(),
+            parent: String::new(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    std::fs::write(upper_of(&m).join("kept"), b"content").unwrap();
+    let rm = c
+        .remove(RemoveSnapshotRequest {
+            snapshotter: SN.into(),
+            key: "doomed".into(),
+        })
+        .await;
+    assert!(rm.is_err(), "the daemon dies at remove.after_commit");
+    wait_exit(&mut d, "remove.after_commit", 1).await;
+    let mut d = Daemon::start(&root, &sock, &[], &[]);
+    let mut c = d.client().await.unwrap();
+    let m = c
+        .mounts(MountsRequest {
+            snapshotter: SN.into(),
+            key: "doomed".into(),
+        })
+        .await
+        .expect("the unsynced deletion is gone with the process")
+        .into_inner()
+        .mounts;
+    assert_eq!(
+        std::fs::read(upper_of(&m).join("kept")).unwrap(),
+        b"content"
+    );
+    d.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

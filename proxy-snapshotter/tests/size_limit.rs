@@ -98,6 +98,8 @@ fn write_past_the_limit(root: &Path) {
 
     s.remove("limited").unwrap();
     s.remove("free").unwrap();
+    // A removed snapshot's directory goes once its removal is durable (`removals.rs`).
+    s.settle_removals().unwrap();
     assert_nothing_left(root);
 }
 
@@ -180,6 +182,7 @@ fn limited_snapshots_are_mounted_again_after_a_restart_and_a_reboot() {
     check(&s);
     s.remove("top").unwrap();
     s.remove("base-c").unwrap();
+    s.settle_removals().unwrap();
     assert_nothing_left(&root);
 }
 
@@ -242,6 +245,7 @@ fn the_usage_of_a_limited_snapshot_comes_from_its_filesystem() {
     umount_under(&rootfs);
     s.remove("top").unwrap();
     s.remove("base-c").unwrap();
+    s.settle_removals().unwrap();
     assert_nothing_left(&root);
 }
 

@@ -18,6 +18,8 @@ use crate::util::eventually;
 /// How long removals may take to reach the snapshotter: containerd's metadata store forgets a
 /// snapshot at once and its garbage collector removes it from the backend after.
 pub const GC_WITHIN: Duration = Duration::from_secs(30);
+/// A Remove's directory leaves within a round (50 ms after it, or at containerd's Cleanup).
+const SETTLED_WITHIN: Duration = Duration::from_secs(5);
 
 pub fn pull_opts(mut o: Options) -> Options {
     o.snapshotter = SnapshotterUse::PodshimPods;
@@ -123,16 +125,27 @@ async fn snapshotter_keys(c: &Containerd) -> Result<Vec<(String, i32)>> {
     Ok(v)
 }
 
-/// The snapshotter's metadata and its directories agree: one directory per snapshot.
-fn dirs_match_list(d: &Daemon, keys: &[(String, i32)]) -> Result<()> {
-    let dirs = d.snapshot_dirs();
-    ensure!(
-        dirs.len() == keys.len(),
-        "{} snapshot dirs for {} snapshots: {dirs:?} vs {keys:?}",
-        dirs.len(),
-        keys.len()
-    );
-    Ok(())
+/// The snapshotter's metadata and its directories agree: one directory per snapshot, once the
+/// last Removes are settled (a removed snapshot's directory goes shortly after its Remove:
+/// `proxy-snapshotter/src/removals.rs`).
+async fn dirs_match_list(c: &Containerd) -> Result<()> {
+    eventually(
+        SETTLED_WITHIN,
+        "snapshot dirs match the snapshots",
+        || async {
+            let keys = snapshotter_keys(c).await?;
+            let dirs = c.snapshotter_daemon()?.snapshot_dirs();
+            Ok((
+                dirs.len() == keys.len(),
+                format!(
+                    "{} snapshot dirs for {} snapshots: {dirs:?} vs {keys:?}",
+                    dirs.len(),
+                    keys.len()
+                ),
+            ))
+        },
+    )
+    .await
 }
 
 /// PullImage for a podshim pod unpacks a three-layer image (whiteouts, opaque directory) from a
@@ -319,7 +332,7 @@ pub async fn pull_unpack_run(c: &mut Containerd) -> Result<()> {
         },
     )
     .await?;
-    dirs_match_list(c.snapshotter_daemon()?, &snapshotter_keys(c).await?)?;
+    dirs_match_list(c).await?;
     remove_pod_and_check(c, &pod).await
 }
 
@@ -339,7 +352,7 @@ async fn remove_pod_and_check(c: &Containerd, pod: &Pod) -> Result<()> {
         },
     )
     .await?;
-    dirs_match_list(c.snapshotter_daemon()?, &snapshotter_keys(c).await?)
+    dirs_match_list(c).await
 }
 
 fn is_whiteout(p: &Path) -> bool {
