@@ -125,10 +125,26 @@ async fn restart_and_check(root: &Path, sock: &Path) -> (Vec<String>, Vec<String
         names.extend(m.info.into_iter().map(|i| i.name));
     }
     d.terminate();
+    // What the daemon's Cleanup left.
+    (findings_before_cleanup(root), names)
+}
+
+/// The daemon on `root`, set to SIGKILL itself at the `n`-th pass through `point`.
+fn crashing_daemon(root: &Path, sock: &Path, point: &str, n: u64) -> Daemon {
+    eprintln!("crash point {point}:{n}");
+    Daemon::start(
+        root,
+        sock,
+        &[("PODSHIM_SNAPSHOTTER_CRASHPOINT", format!("{point}:{n}"))],
+        &[],
+    )
+}
+
+/// What `check` finds in `root` as a crash left it (opened without the start's cleanup).
+fn findings_before_cleanup(root: &Path) -> Vec<String> {
     let mut cfg = Config::new(root);
-    cfg.cleanup_on_open = false; // inspect what the daemon's Cleanup left
-    let s = Snapshotter::open(cfg).unwrap();
-    (s.check().unwrap(), names)
+    cfg.cleanup_on_open = false;
+    Snapshotter::open(cfg).unwrap().check().unwrap()
 }
 
 /// Waits (bounded) for the daemon to die by its crash point.
@@ -178,14 +194,8 @@ async fn kill9_at_every_crash_point() {
                 assert_eq!(workload(&mut c, "warmup", 2).await, None);
                 d.terminate();
             }
-            let mut d = Daemon::start(
-                &root,
-                &sock,
-                &[("PODSHIM_SNAPSHOTTER_CRASHPOINT", format!("{point}:{n}"))],
-                &[],
-            );
+            let mut d = crashing_daemon(&root, &sock, point, n);
             let mut c = d.client().await.unwrap();
-            eprintln!("crash point {point}:{n}");
             let failed =
                 tokio::time::timeout(Duration::from_secs(60), workload(&mut c, "crash", 50))
                     .await
@@ -200,9 +210,7 @@ async fn kill9_at_every_crash_point() {
                 // record names and every start empties (not a finding of check; below, no
                 // spare of the killed process is left after the start).
                 let spare_taken = *point == "prepare.before_rename" && !spares.is_empty();
-                let mut cfg = Config::new(&root);
-                cfg.cleanup_on_open = false;
-                let raw = Snapshotter::open(cfg).unwrap().check().unwrap();
+                let raw = findings_before_cleanup(&root);
                 assert!(
                     spare_taken || !raw.is_empty(),
                     "{point}:{n}: expected leftovers before Cleanup"
@@ -244,14 +252,8 @@ async fn kill9_in_the_round_that_settles_removes() {
             let t = tempfile::tempdir().unwrap();
             let root = t.path().join("root");
             let sock = t.path().join("s.sock");
-            let mut d = Daemon::start(
-                &root,
-                &sock,
-                &[("PODSHIM_SNAPSHOTTER_CRASHPOINT", format!("{point}:{n}"))],
-                &[],
-            );
+            let mut d = crashing_daemon(&root, &sock, point, n);
             let mut c = d.client().await.unwrap();
-            eprintln!("crash point {point}:{n}");
             // Rounds run shortly after Removes: keep the workload going until the kill.
             let work = async {
                 for run in 0.. {
@@ -270,9 +272,7 @@ async fn kill9_in_the_round_that_settles_removes() {
             assert_eq!(status.signal(), Some(9), "{point}:{n} died by SIGKILL");
             // The round had made its deletions durable and had not finished moving their
             // directories out (after_sync) or emptying the trash (after_trash).
-            let mut cfg = Config::new(&root);
-            cfg.cleanup_on_open = false;
-            let raw = Snapshotter::open(cfg).unwrap().check().unwrap();
+            let raw = findings_before_cleanup(&root);
             let left = |what: &str| raw.iter().any(|p| p.contains(what));
             match *point {
                 "remove.after_sync" => assert!(left("unreferenced"), "{point}:{n}: {raw:?}"),
