@@ -10,6 +10,10 @@
 //! removes from a proxy snapshotter every snapshot its metadata does not name). What containerd's
 //! metadata layer and the proxy hop add is the difference, median for median and p99 for p99.
 //!
+//! * One call: `Usage` of the committed parent. Both answer from their store (overlayfs inside
+//!   containerd, podshim-snapshotter across the proxy hop), so the difference is what one
+//!   proxied call costs: the floor under the ratios below (Prepare+Mounts makes two calls,
+//!   Commit one).
 //! * Prepare+Mounts: `Prepare(key, parent)` on a committed one-layer parent, then `Mounts(key)`.
 //! * Commit: of an active snapshot holding 10 files of 4 KiB (both walk the upper dir once).
 //! * Unpack: `ctr images import --local --snapshotter S` of a multi-layer image whose content is
@@ -51,6 +55,7 @@ const NS: &str = "podshim-bench-snap";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub call_iterations: usize,
     pub prepare_iterations: usize,
     pub commit_iterations: usize,
     pub unpack_reps: usize,
@@ -66,6 +71,7 @@ pub struct Settings {
 impl Settings {
     pub fn full() -> Settings {
         Settings {
+            call_iterations: 300,
             prepare_iterations: 200,
             commit_iterations: 100,
             unpack_reps: 5,
@@ -82,6 +88,7 @@ impl Settings {
     /// For CI's smoke run: checks that every phase works, its figures mean little.
     pub fn quick() -> Settings {
         Settings {
+            call_iterations: 10,
             prepare_iterations: 10,
             commit_iterations: 5,
             unpack_reps: 1,
@@ -313,6 +320,23 @@ pub async fn run(c: &Containerd, s: &Settings, progress: &dyn Fn(&str)) -> Resul
         write_files(&upper_dir(&m)?, 20, 4096)
             .with_context(|| format!("{name}: writing the base layer"))?;
         a.commit(&base, &format!("{base}-a")).await?;
+    }
+
+    progress(&format!(
+        "snapshotter: one call (Usage of a committed snapshot) x{}",
+        s.call_iterations
+    ));
+    for i in 0..s.call_iterations {
+        for name in order3(i) {
+            let t = Instant::now();
+            api[name].usage(&base).await?;
+            r.rec(
+                "One call (Usage of a committed snapshot)",
+                "ms",
+                name,
+                ms(t.elapsed()),
+            );
+        }
     }
 
     progress(&format!(
