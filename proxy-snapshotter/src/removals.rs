@@ -15,7 +15,9 @@
 //!   records come back with their directories whole. containerd's metadata no longer names
 //!   them, and its collector removes them again the next time it collects this snapshotter.
 //!   After that commit, a directory not yet moved is garbage that the next open deletes.
-//! * Cleanup leaves the directories of the ids here to the round.
+//! * Cleanup runs a round first (containerd calls it after each collection, outside its lock),
+//!   and leaves the directories of ids added since to the next one. `check` and shutdown run
+//!   one too.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

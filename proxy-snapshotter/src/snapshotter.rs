@@ -559,7 +559,8 @@ impl Snapshotter {
         }]
     }
 
-    /// What a start would find in this root (see [`crate::check`]); empty when in order.
+    /// What a start would find in this root (see [`crate::check`]), once the Removes so far are
+    /// settled; empty when in order.
     pub fn check(&self) -> Result<Vec<String>> {
         self.settle_removals()?;
         crate::check::problems(Some(&self.store), &self.layout)
