@@ -65,8 +65,10 @@ pub const READER_AWAY: Duration = Duration::from_secs(1);
 const SPLICE_MAX: usize = 1 << 20;
 /// Splices of one stream per wake-up before the pod's other streams get their turn.
 const SPLICES_PER_WAKE: usize = 16;
-/// How often an ended stream checks whether containerd read the FIFO's last bytes.
+/// How often an ended stream checks whether containerd read the FIFO's last bytes (or, at most,
+/// opened the FIFO: from `READER_POLL_MIN`, doubling).
 const FIFO_DRAIN_POLL: Duration = Duration::from_millis(50);
+const READER_POLL_MIN: Duration = Duration::from_millis(1);
 /// How often bytes the spill file refused (disk full) are offered to it again.
 const SPILL_RETRY: Duration = Duration::from_millis(500);
 
@@ -78,6 +80,9 @@ pub struct StreamState {
     pub pending: u64,
     /// Everything was handed to the FIFO and the FIFO's write end is closed.
     pub done: bool,
+    /// Ended, and containerd read every byte; the FIFO closes once a reader of containerd's has
+    /// it open (`done` then).
+    pub delivered: bool,
     /// Once done: how many bytes went through the backlog rather than straight to the FIFO.
     pub backlogged: u64,
 }
@@ -217,14 +222,47 @@ pub async fn copy_output(
     }
     let backlogged = s.backlog.taken();
     drop(s);
+    // containerd opens its read end in a goroutine of its own, which may get to its open(2) only
+    // after a quick process has ended: a FIFO whose writers all closed by then leaves that open
+    // blocked for good (and CRI's ExecSync waiting on the copy from it). Ours is the last
+    // writer: it closes once a reader of containerd's holds the FIFO.
+    if let Some(keeper) = keeper {
+        drop(keeper);
+        wait_for_reader(sink_fd.get_ref(), &state).await;
+    }
     drop(sink_fd);
-    drop(keeper);
     state.send_replace(StreamState {
         eof: true,
         pending: 0,
         done: true,
+        delivered: true,
         backlogged,
     });
+}
+
+/// Until the FIFO `writer` writes to has a reader (containerd's; the shim's keeper is closed).
+/// The stream counts as delivered meanwhile: every byte it had is in containerd's hands.
+async fn wait_for_reader(writer: &OwnedFd, state: &watch::Sender<StreamState>) {
+    let mut poll = READER_POLL_MIN;
+    loop {
+        match super::fifo::has_reader(writer) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                warn!("whether containerd opened its FIFO: {e}");
+                return;
+            }
+        }
+        if !state.borrow().delivered {
+            state.send_replace(StreamState {
+                eof: true,
+                delivered: true,
+                ..StreamState::default()
+            });
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(FIFO_DRAIN_POLL);
+    }
 }
 
 impl Stream<'_> {
@@ -490,6 +528,7 @@ pub async fn copy_to_file(
         eof: true,
         pending: 0,
         done: true,
+        delivered: true,
         backlogged: 0,
     });
 }

@@ -1,7 +1,7 @@
 //! Opening where output goes (containerd's FIFOs, log files) and the pipes a process uses.
 
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
 };
 
@@ -97,6 +97,25 @@ fn open_path(path: &str, stream: &str, mode: OFlag) -> Result<OwnedFd> {
         Errno::ENOENT => Error::NotFound(format!("{stream} FIFO {path} does not exist")),
         e => Error::sys(format!("open {stream} FIFO {path}"))(e),
     })
+}
+
+/// Whether a FIFO the shim writes to is open for reading by anyone but the shim (whose keeper
+/// must be closed by then): a write-only open that does not wait fails with ENXIO exactly when
+/// the FIFO has no reader. A reader still blocked in its open(2) counts.
+pub fn has_reader(writer: &impl AsRawFd) -> std::io::Result<bool> {
+    let path = format!("/proc/self/fd/{}", writer.as_raw_fd());
+    match open(
+        Path::new(&path),
+        OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(true)
+        }
+        Err(Errno::ENXIO) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A pipe for one of the process's standard streams: `(shim end, process end)`. The shim's end

@@ -337,10 +337,10 @@ impl ProcessIo {
         self.wait_streams(timeout, |s| s.eof).await;
     }
 
-    /// Resolves once containerd has every byte of an ended stream (and its FIFO is closed), or
-    /// nothing waits in a stream that is still open, or at `timeout`.
+    /// Resolves once containerd has every byte of an ended stream, or nothing waits in a stream
+    /// that is still open, or at `timeout`.
     pub async fn drain(&self, timeout: Duration) {
-        self.wait_streams(timeout, |s| s.done || (!s.eof && s.pending == 0))
+        self.wait_streams(timeout, |s| s.delivered || (!s.eof && s.pending == 0))
             .await;
     }
 

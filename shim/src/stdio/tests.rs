@@ -461,6 +461,44 @@ async fn exit_is_not_held_up_by_a_grandchild_holding_the_pipe() {
     io.shutdown().await;
 }
 
+/// containerd opens its read end of a FIFO in a goroutine of its own, which may get to its
+/// open(2) only after a quick exec has ended: a FIFO whose writers have all closed by then
+/// leaves that open blocked for good, and CRI's ExecSync, which waits for the copy from it,
+/// hangs (seen on CI: an ExecSync of `cat` timing out after 45 s). A stream that ended without
+/// a byte keeps its FIFO open until a reader comes, which then sees end of file.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reader_that_opens_after_an_empty_stream_ended_sees_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = paths(dir.path());
+    let (mut io, child) = ProcessIo::open(&p, &owner(), dir.path(), "exec", limits())
+        .await
+        .unwrap();
+    io.start();
+    drop(child); // the process exits without writing
+    io.wait_output_closed(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (out, err) = (reader(p.stdout.clone()), reader(p.stderr.clone()));
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        (join(out).await, join(err).await)
+    })
+    .await;
+    if ended.is_err() {
+        // Free the readers blocked in open(2): a writer that comes and goes.
+        for path in [&p.stdout, &p.stderr] {
+            let _ = nix::fcntl::open(
+                Path::new(path),
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
+                Mode::empty(),
+            );
+        }
+    }
+    let (out, err) = ended.expect("a reader's open(2) blocked: the FIFO had no writer left");
+    assert!(out.is_empty() && err.is_empty());
+    io.drain(Duration::from_secs(10)).await;
+    assert!(io.stream_states().iter().all(|s| s.done));
+    io.shutdown().await;
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn empty_paths_set_nothing_up() {
     let dir = tempfile::tempdir().unwrap();
