@@ -139,6 +139,51 @@ pub fn ppid(pid: i32) -> Option<i32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// Every process's parent, by pid (races with exits are ignored).
+pub fn parents() -> Vec<(i32, i32)> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, ppid(pid)?)))
+        .collect()
+}
+
+/// One line on a process for a failure report: pid, parent, state, where the kernel has it
+/// waiting, how long it has run, and its command line (or `[name]` for a zombie).
+pub fn describe(pid: i32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (state, ppid) = (f.first()?, f.get(1)?);
+    let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    let wchan = if wchan.is_empty() || wchan == "0" {
+        "-"
+    } else {
+        wchan.as_str()
+    };
+    // SAFETY: sysconf takes an integer.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let started = f.get(19).and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0) / hz;
+    let uptime = fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(started);
+    let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+    if cmd.trim().is_empty() {
+        cmd = format!("[{name}]");
+    }
+    cmd.truncate(160);
+    Some(format!(
+        "{pid} ppid {ppid} {state} {wchan} {:.1}s {}",
+        uptime - started,
+        cmd.trim_end()
+    ))
+}
+
 /// When a process started, in clock ticks since boot.
 pub fn start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()

@@ -160,6 +160,33 @@ fn remove_cni_cache(dir: &Path) {
 }
 
 impl Containerd {
+    /// For a failure report: containerd, its shims and daemons, the processes of its pods and
+    /// everything they started (helpers, the OCI runtime, exec'd processes), a line each
+    /// (`sys::describe`), parents before children.
+    pub fn process_table(&self) -> Vec<String> {
+        let dir = format!("{}/", self.dir.display());
+        let sock = self.sock.to_string_lossy().to_string();
+        let mut roots: std::collections::BTreeSet<i32> = sys::processes_mentioning(&[&dir, &sock])
+            .into_iter()
+            .map(|p| p.pid)
+            .chain(sys::cgroup_pids(&self.cgroup_root))
+            .chain(self.pid().map(|p| p as i32))
+            .collect();
+        let parents = sys::parents();
+        let mut order: Vec<i32> = Vec::new();
+        let mut next: Vec<i32> = roots.iter().copied().collect();
+        while let Some(pid) = next.pop() {
+            order.push(pid);
+            for &(child, parent) in &parents {
+                if parent == pid && roots.insert(child) {
+                    next.push(child);
+                }
+            }
+        }
+        order.sort_unstable();
+        order.into_iter().filter_map(sys::describe).collect()
+    }
+
     /// Everything still present that belongs to this containerd: shims, container processes,
     /// mounts under our directories, netns files, bridge ports.
     pub fn leftovers(&self) -> Vec<String> {

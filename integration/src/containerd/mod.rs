@@ -521,6 +521,11 @@ impl Containerd {
         // The log is copied out just before the temp dir goes, so it includes the teardown.
         let log_copy = self.log_copy_path();
         self.save_log_to = Some(log_copy.clone());
+        // Taken before the teardown, which kills what a hang left running.
+        let processes = match case.is_err() {
+            true => self.process_table(),
+            false => Vec::new(),
+        };
         let stop = self.stop().await;
         if case.is_ok() && stop.is_ok() {
             let _ = fs::remove_file(&log_copy);
@@ -539,7 +544,8 @@ impl Containerd {
             // Printed (captured and shown by the test runner) rather than panicked with, so the
             // report is not buried under a backtrace of this helper.
             eprintln!(
-                "{msg}\n--- containerd error lines ---\n{log_errors}\n--- containerd log tail ---\n{log_tail}\n--- full log: {} ---",
+                "{msg}\n--- processes when the case failed (pid, parent, state, wait channel, age, command) ---\n{}\n--- containerd error lines ---\n{log_errors}\n--- containerd log tail ---\n{log_tail}\n--- full log: {} ---",
+                processes.join("\n"),
                 log_copy.display()
             );
             std::panic::resume_unwind(Box::new(msg));
