@@ -1,4 +1,5 @@
-//! Opening where output goes (containerd's FIFOs, log files) and the pipes a process uses.
+//! Opening where output goes (containerd's FIFOs, log files) and the pipes a process uses, and
+//! whether containerd holds a FIFO open for reading.
 
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
