@@ -112,6 +112,41 @@ pub fn kill(pid: i32, sig: i32) {
     }
 }
 
+/// Pins every thread of `pid` to `cpu`.
+pub fn pin_to_cpu(pid: i32, cpu: usize) -> Result<()> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).context("threads")?;
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: a zeroed cpu_set_t with one CPU set, read by the kernel.
+        let r = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        anyhow::ensure!(
+            r == 0,
+            "pin {tid} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// The online CPUs, from `/sys/devices/system/cpu/online` ("0-3,6").
+pub fn online_cpus() -> Vec<usize> {
+    let list = fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    list.trim()
+        .split(',')
+        .filter_map(|r| match r.split_once('-') {
+            Some((a, b)) => Some((a.parse().ok()?..=b.parse().ok()?).collect::<Vec<usize>>()),
+            None => Some(vec![r.parse().ok()?]),
+        })
+        .flatten()
+        .collect()
+}
+
 pub fn pid_alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at the state too.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -13,7 +13,7 @@ use k8s_cri::v1::{
     security_profile::ProfileType, Capability, ContainerConfig, Int64Value, KeyValue,
     LinuxContainerSecurityContext, PodSandboxConfig, SecurityProfile,
 };
-use podshim_integration::{sh, shim_bin_dir, Containerd, Options};
+use podshim_integration::{sh, shim_bin_dir, sys, Containerd, Options};
 
 pub fn helper_opts(o: Options) -> Options {
     Options {
@@ -169,6 +169,13 @@ async fn matches_runc(c: &mut Containerd, pod: PodSandboxConfig) -> Result<()> {
         .and_then(|s| s.namespace_options.clone());
     let privileged = pod_security.is_some_and(|s| s.privileged);
     let pod = c.run_pod_with(pod).await?;
+    // The pod's shim pinned to one CPU, as on a node whose containerd runs on reserved CPUs:
+    // runc's exec does not pass that affinity on, and neither may the helper.
+    if let [first, _, ..] = sys::online_cpus()[..] {
+        for shim in c.settled_shims().await {
+            sys::pin_to_cpu(shim.pid, first)?;
+        }
+    }
     let containers = [
         ("root", sh("root", "exec sleep 1000")),
         ("user", {

@@ -6,7 +6,7 @@
 //! One direction: read the spec (an exec it cannot do exactly as runc does exits 125 before
 //! anything changes, and the shim runs `runc exec`) → connect a terminal process's console
 //! socket → find the container's init through the
-//! pidfd the shim passed → take runc's seccomp filter from it (`seccomp.rs`) → join its cgroups, set the container's oom_score_adj and the rlimits
+//! pidfd the shim passed → take runc's seccomp filter from it (`seccomp.rs`) → join its cgroups, take every CPU their cpuset allows, set the container's oom_score_adj and the rlimits
 //! on ourselves → join its namespaces → fork → the child becomes the process (`child.rs`) → the
 //! parent writes the child's pid, or reaps it and reports why it did not exec.
 //!
@@ -132,6 +132,9 @@ fn run(args: &Args, pid_file: &mut File) -> Result<()> {
             file.display()
         )))?;
     }
+    // As runc's exec: every CPU (the container's cpuset bounds them), not the shim's affinity,
+    // which is containerd's (reserved CPUs, on a node that pins its daemons).
+    let _ = sys::reset_cpu_affinity();
     if let Some(adj) = plan.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(os("failed to update /proc/self/oom_score_adj"))?;

@@ -91,6 +91,22 @@ fn prctl(op: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     check(unsafe { libc::prctl(op, arg, 0, 0, 0) }.into()).map(drop)
 }
 
+/// Affinity to every CPU (8192, runc's bound), which the kernel narrows to the cpuset of the
+/// cgroup joined: runc's exec resets it so, a failure being no error of the exec's.
+pub fn reset_cpu_affinity() -> io::Result<()> {
+    let mask = [u64::MAX; 8192 / 64];
+    // SAFETY: the kernel reads `size_of_val(&mask)` bytes of the mask.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            std::mem::size_of_val(&mask),
+            mask.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
 /// Not dumpable: nothing in the container may open `/proc/<pid>/exe` (this host binary) or
 /// ptrace us before the exec; execve makes the container's program dumpable again.
 pub fn set_undumpable() -> io::Result<()> {
