@@ -4,7 +4,8 @@
 //! shim: once through the helper, once through the shim's fallback to `runc exec` (a wrapper
 //! around the helper declines, exit status 125, as the helper does for what it does not
 //! implement); what the process sees of itself must be equal. A wrapper around runc counts its
-//! execs: zero for the helper's, one for each declined.
+//! execs: zero for the helper's, one for each declined. The pod's shim runs pinned to one CPU,
+//! as containerd's on a node that reserves CPUs for it.
 
 use std::path::Path;
 
