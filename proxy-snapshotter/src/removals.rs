@@ -20,7 +20,7 @@
 //!   one too.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::crash_point::CrashPoint;
@@ -29,7 +29,7 @@ use crate::layout::Layout;
 use crate::size_limit;
 use crate::store::Store;
 use crate::trash::Trash;
-use crate::worker::Worker;
+use crate::worker::{lock, Worker};
 
 /// How long a round waits after the first Remove it serves: the rest of the collector's
 /// Removes (a few tenths of a millisecond apart) join it.
@@ -62,10 +62,6 @@ pub struct Removals {
     shared: Arc<Shared>,
     /// Runs the rounds; dropped last, after the rounds asked for.
     settler: Worker,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Removals {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{IoContext, Result};
 use crate::layout::{mkdir_mode, Layout};
 use crate::trash::{fresh_seq, remove_any, remove_entries};
-use crate::worker::Worker;
+use crate::worker::{lock, Worker};
 
 /// How many spares are kept ready: containerd prepares one snapshot at a time for a container
 /// and one per layer while it unpacks (layers in parallel on 2.2+ beyond this make their own).
@@ -59,10 +59,6 @@ impl Spares {
         self.maker.nudge();
         p
     }
-}
-
-fn lock(m: &Mutex<Vec<PathBuf>>) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An active snapshot's empty directories at `at`, as Prepare would make them; a part made

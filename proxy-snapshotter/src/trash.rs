@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{IoContext, Result};
-use crate::worker::Worker;
+use crate::worker::{self, Worker};
 
 /// Removes `p`, whatever it is; absent is done.
 pub fn remove_any(p: &Path) -> io::Result<()> {
@@ -81,7 +81,7 @@ impl Trash {
 }
 
 fn empty(dir: &Path, lock: &Mutex<()>) -> Result<()> {
-    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = worker::lock(lock);
     remove_entries(dir)
 }
 

@@ -2,8 +2,14 @@
 //! job runs are served by its next round; dropping the worker lets the rounds already asked for
 //! finish before it returns, so nothing runs under a closed snapshotter.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+
+/// How what a worker shares with its callers is locked: a round that panicked leaves the data as
+/// coherent as any round does, so the lock is taken whatever happened.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub struct Worker {
     /// Taken by `drop`, which then waits for the thread.
