@@ -188,10 +188,7 @@ pub fn parents() -> Vec<(i32, i32)> {
 /// One line on a process for a failure report: pid, parent, state, where the kernel has it
 /// waiting, how long it has run, and its command line (or `[name]` for a zombie).
 pub fn describe(pid: i32) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(').map_or("", |(_, n)| n);
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let f = stat_fields(pid)?;
     let (state, ppid) = (f.first()?, f.get(1)?);
     let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let wchan = if wchan.is_empty() || wchan == "0" {
@@ -209,7 +206,8 @@ pub fn describe(pid: i32) -> Option<String> {
     let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
     if cmd.trim().is_empty() {
-        cmd = format!("[{name}]");
+        let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        cmd = format!("[{}]", name.trim_end());
     }
     cmd.truncate(160);
     Some(format!(

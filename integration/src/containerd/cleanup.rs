@@ -162,7 +162,7 @@ fn remove_cni_cache(dir: &Path) {
 impl Containerd {
     /// For a failure report: containerd, its shims and daemons, the processes of its pods and
     /// everything they started (helpers, the OCI runtime, exec'd processes), a line each
-    /// (`sys::describe`), parents before children.
+    /// (`sys::describe`), by pid.
     pub fn process_table(&self) -> Vec<String> {
         let dir = format!("{}/", self.dir.display());
         let sock = self.sock.to_string_lossy().to_string();
